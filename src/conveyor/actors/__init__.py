@@ -1,0 +1,1 @@
+"""The node's actors. Each is `async def run_x(..., *, task_status)` started by a supervisor."""

@@ -1,0 +1,82 @@
+"""The broadcaster: job events from Redis to this node's WebSocket subscribers.
+
+One blocking XREAD loop per node reads every tenant's events and offers each to the local
+connections subscribed to that tenant. An offer never blocks: a connection whose bounded queue is
+full is told it lagged and is closed (the model is tractor's Lagged), never buffered further.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import trio
+
+from ..stores import RedisStore, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class Subscriber:
+    """One WebSocket connection's side of the feed: a bounded queue and a lag callback."""
+
+    def __init__(self, queue_size: int, on_lag: Callable[[], None]) -> None:
+        self.send, self.receive = trio.open_memory_channel[str](queue_size)
+        self.on_lag = on_lag
+        self.lagged = False
+
+    def offer(self, message: str) -> None:
+        if self.lagged:
+            return
+        try:
+            self.send.send_nowait(message)
+        except trio.WouldBlock:
+            self.lagged = True
+            self.on_lag()
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+
+class Hub:
+    """Local subscriptions: tenant -> subscribers. Only the event loop touches it."""
+
+    def __init__(self) -> None:
+        self._by_tenant: dict[str, set[Subscriber]] = {}
+        self.connections = 0
+
+    def subscribe(self, tenant: str, sub: Subscriber) -> None:
+        self._by_tenant.setdefault(tenant, set()).add(sub)
+
+    def unsubscribe(self, tenant: str, sub: Subscriber) -> None:
+        subs = self._by_tenant.get(tenant)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._by_tenant[tenant]
+
+    def publish(self, tenant: str, message: str) -> None:
+        for sub in list(self._by_tenant.get(tenant, ())):
+            sub.offer(message)
+
+    def subscriptions(self) -> int:
+        return sum(len(s) for s in self._by_tenant.values())
+
+
+async def run_broadcaster(
+    redis: RedisStore,
+    hub: Hub,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    last_id = await redis.now_event_id()
+    task_status.started()
+    while True:
+        try:
+            entries = await redis.read_events(last_id, timeout_ms=1000)
+        except StoreUnavailable as exc:
+            log.warning("broadcaster: %s", exc)
+            await trio.sleep(1.0)
+            continue
+        for entry_id, fields in entries:
+            last_id = entry_id
+            hub.publish(fields["t"], fields["d"])

@@ -1,0 +1,75 @@
+"""The fetcher: claims as many jobs as there are free executor slots, fair across tenants.
+
+One claim script call per round; when nothing is ready it blocks on the wake-up key that
+enqueues push to, so an idle node starts a new job within milliseconds, without polling.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from ..model import Envelope
+from ..stores import RedisStore, StoreUnavailable
+from .pool import ExecutorPool
+
+log = logging.getLogger(__name__)
+
+WAKE_TIMEOUT_S = 1.0
+
+
+async def run_fetcher(
+    redis: RedisStore,
+    pool: ExecutorPool,
+    jobs: trio.MemorySendChannel[Envelope],
+    draining: trio.Event,
+    *,
+    node_id: str,
+    lease_ms: int,
+    batch: int,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    task_status.started()
+    async with jobs:
+        while not draining.is_set():
+            taken = await pool.take_slots(batch)
+            wanted = taken
+            claimed: list[Envelope] = []
+            try:
+                if draining.is_set():
+                    return
+                try:
+                    claimed = await redis.claim(taken, node=node_id, lease_ms=lease_ms)
+                except StoreUnavailable as exc:
+                    log.warning("claim failed: %s", exc)
+                    claimed = []
+                for job in claimed:
+                    pool.leases[job.id] = job.attempt
+                got = len(claimed)
+                pool.give_slots(taken - got)
+                taken = got
+                while claimed:
+                    await jobs.send(claimed[0])
+                    claimed.pop(0)
+                    taken -= 1
+            finally:
+                # Jobs no executor received: forget their leases (they expire and are
+                # reaped) and give their slots back.
+                for job in claimed:
+                    if pool.leases.get(job.id) == job.attempt:
+                        del pool.leases[job.id]
+                pool.give_slots(taken)
+            if got < wanted:
+                # The ready queues ran dry: block on the wake-up key instead of polling.
+                await _idle_wait(redis, draining)
+
+
+async def _idle_wait(redis: RedisStore, draining: trio.Event) -> None:
+    if draining.is_set():
+        return
+    try:
+        await redis.wait_wake(WAKE_TIMEOUT_S)
+    except StoreUnavailable as exc:
+        log.warning("wake wait failed: %s", exc)
+        await trio.sleep(1.0)

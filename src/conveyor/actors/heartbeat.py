@@ -1,0 +1,42 @@
+"""The heartbeat: extends the leases this node holds, in one script call per beat.
+
+A lease found lost (reaped, or claimed again by another node) cancels that attempt here: its
+outcome would be fenced out anyway, so the slot is better spent.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from ..stores import RedisStore, StoreUnavailable
+from .pool import CancelReason, ExecutorPool
+
+log = logging.getLogger(__name__)
+
+
+async def run_heartbeat(
+    redis: RedisStore,
+    pool: ExecutorPool,
+    *,
+    node_id: str,
+    lease_ms: int,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    task_status.started()
+    interval = lease_ms / 1000 / 3
+    while True:
+        await trio.sleep(interval)
+        held = list(pool.leases.items())
+        if not held:
+            continue
+        try:
+            lost = await redis.heartbeat(held, node=node_id, lease_ms=lease_ms)
+        except StoreUnavailable as exc:
+            log.warning("heartbeat failed: %s", exc)
+            continue
+        attempts = dict(held)
+        for job_id in lost:
+            log.warning("lease of job %s attempt %d lost", job_id, attempts[job_id])
+            pool.cancel(job_id, attempts[job_id], CancelReason.LOST)

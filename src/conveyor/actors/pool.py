@@ -1,0 +1,79 @@
+"""Shared bookkeeping of the executor pool: free slots, running jobs, held leases.
+
+The fetcher takes slots and records leases; executors give slots back; the recorder drops
+leases once an outcome is written; the heartbeat extends what is held. No I/O here.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import trio
+
+
+class CancelReason(enum.Enum):
+    DRAIN = "drain"  # the node is shutting down: hand the job back
+    LOST = "lost"  # the lease went to another attempt: stop, record nothing
+
+
+class ExecutorPool:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.slots = trio.Semaphore(size)
+        self.leases: dict[str, int] = {}  # job id -> attempt, held by this node
+        self.handing_back = False  # after the drain grace: jobs not yet started go back at once
+        self._running: dict[tuple[str, int], trio.CancelScope] = {}
+        self._reasons: dict[tuple[str, int], CancelReason] = {}
+        self._changed = trio.Event()
+
+    # -- slots ---------------------------------------------------------------------------------
+    async def take_slots(self, most: int) -> int:
+        """Wait for one free slot, then take as many more (up to `most`) as are free."""
+        await self.slots.acquire()
+        taken = 1
+        while taken < most:
+            try:
+                self.slots.acquire_nowait()
+            except trio.WouldBlock:
+                break
+            taken += 1
+        return taken
+
+    def give_slots(self, n: int) -> None:
+        for _ in range(n):
+            self.slots.release()
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def busy(self) -> int:
+        return self.size - self.slots.value
+
+    async def wait_idle(self) -> None:
+        while self.busy():
+            await self._changed.wait()
+
+    # -- running jobs --------------------------------------------------------------------------
+    def started(self, job_id: str, attempt: int, scope: trio.CancelScope) -> None:
+        self._running[(job_id, attempt)] = scope
+
+    def stopped(self, job_id: str, attempt: int) -> CancelReason | None:
+        """Forget a running job; returns why it was cancelled, if this pool cancelled it."""
+        self._running.pop((job_id, attempt), None)
+        return self._reasons.pop((job_id, attempt), None)
+
+    def cancel(self, job_id: str, attempt: int, reason: CancelReason) -> bool:
+        scope = self._running.get((job_id, attempt))
+        if scope is None:
+            return False
+        self._reasons[(job_id, attempt)] = reason
+        scope.cancel()
+        return True
+
+    def cancel_all(self, reason: CancelReason) -> int:
+        running = list(self._running)
+        for job_id, attempt in running:
+            self.cancel(job_id, attempt, reason)
+        return len(running)
+
+    def running_count(self) -> int:
+        return len(self._running)

@@ -1,0 +1,108 @@
+"""The recorder: writes job state transitions in batches, fenced by attempt, then publishes them.
+
+Per batch: one PostgreSQL transaction (all starts, all outcomes; a job that started and finished
+inside one batch is written once), then one Redis script that applies the outcomes to the
+dispatch index and appends the events. PostgreSQL first, so a crash in between leaves a lease
+that the reaper takes back, never a job that Redis forgot and PostgreSQL still calls RUNNING.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import trio
+
+from .. import rules
+from ..model import Finished, Flush, Outcome, Started
+from ..stores import PostgresStore, RedisStore, StoreUnavailable
+from ..wire import job_update
+from .pool import ExecutorPool
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 2000
+# Redis action for an outcome PostgreSQL accepted; a refused one only drops our lease.
+ACTIONS = {
+    Outcome.COMPLETED: "done",
+    Outcome.FAILED: "done",
+    Outcome.RETRY: "retry",
+    Outcome.HANDBACK: "handback",
+    Outcome.REQUEUED: "none",
+}
+
+
+async def run_recorder(
+    pg: PostgresStore,
+    redis: RedisStore,
+    records: trio.MemoryReceiveChannel[Any],
+    pool: ExecutorPool,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    task_status.started()
+    async with records:
+        while True:
+            batch = [await records.receive()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(records.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            try:
+                await record_batch(pg, redis, batch)
+            finally:
+                # Written or not, this node stops holding these leases: if the batch was lost
+                # (a crash), the leases expire and the reaper gives the jobs another attempt.
+                for msg in batch:
+                    if isinstance(msg, Finished) and pool.leases.get(msg.job.id) == msg.job.attempt:
+                        del pool.leases[msg.job.id]
+            for msg in batch:
+                if isinstance(msg, Flush):
+                    msg.done.set()
+
+
+async def _retrying(what: str, fn: Any, *args: Any) -> Any:
+    delay = 0.05
+    while True:
+        try:
+            return await fn(*args)
+        except StoreUnavailable as exc:
+            log.warning("recorder: %s failed, retrying in %.2fs: %s", what, delay, exc)
+            await trio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def record_batch(pg: PostgresStore, redis: RedisStore, batch: list[Any]) -> None:
+    starts: dict[tuple[str, int], Started] = {}
+    finishes: dict[tuple[str, int], Finished] = {}
+    for msg in batch:
+        if isinstance(msg, Started):
+            starts[(msg.job.id, msg.job.attempt)] = msg
+        elif isinstance(msg, Finished) and msg.outcome is not Outcome.LOST:
+            finishes[(msg.job.id, msg.job.attempt)] = msg
+    if not starts and not finishes:
+        return
+    # Coalesce: an attempt that started and finished in this batch is written once, finished.
+    start_rows = [key for key in starts if key not in finishes]
+    finish_rows = [
+        {
+            "id": f.job.id,
+            "attempt": f.job.attempt,
+            "new_attempt": f.job.attempt - 1 if f.outcome is Outcome.HANDBACK else f.job.attempt,
+            "status": rules.status_of(f.outcome).value,
+            "error": f.error,
+            "result": f.result,
+            "delay_ms": f.delay_ms,
+        }
+        for f in finishes.values()
+    ]
+    started, finished = await _retrying("PostgreSQL write", pg.record, start_rows, finish_rows)
+    accepted = {row["id"] for row in finished}
+    actions = [
+        (f.job.id, f.job.attempt, ACTIONS[f.outcome] if f.job.id in accepted else "done", f.delay_ms)
+        for f in finishes.values()
+    ]
+    events = [(row["tenant_id"], json.dumps(job_update(row))) for row in (*started, *finished)]
+    await _retrying("Redis finish", redis.finish, actions, events)

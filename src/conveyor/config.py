@@ -1,0 +1,140 @@
+"""Node configuration read from the environment.
+
+Owns parsing and checking of every setting; an invalid value raises ConfigError naming the
+setting, which the CLI turns into one line and exit code 2. It must not open connections.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+@attrs.frozen
+class Config:
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/conveyor"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    host: str = "127.0.0.1"
+    port: int = 3000
+    redis_prefix: str = "conveyor"
+    concurrency: int = 32
+    lease_seconds: float = 30.0
+    max_attempts: int = 3
+    backoff_base_ms: int = 1000
+    backoff_cap_ms: int = 300_000
+    max_body_bytes: int = 1024 * 1024
+    drain_grace_seconds: float = 30.0
+    ws_send_queue: int = 256
+    writer_queue: int = 1024
+    pg_pool_size: int = 8
+    redis_pool_size: int = 16
+    smtp_url: str = ""
+    outbox_dir: str = "outbox"
+    handler_modules: tuple[str, ...] = ()
+    sleep_max_ms: int = 600_000
+    node_id: str = ""
+
+
+def _positive_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a positive integer, got {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {raw!r}")
+    return value
+
+
+def _positive_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a positive number, got {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name} must be a positive number, got {raw!r}")
+    return value
+
+
+def _url(schemes: tuple[str, ...]) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        scheme = raw.split("://", 1)[0] if "://" in raw else ""
+        if scheme not in schemes:
+            raise ConfigError(f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}, got {raw!r}")
+        return raw
+
+    return parse
+
+
+def _prefix(name: str, raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", raw):
+        raise ConfigError(f"{name} must be 1-64 characters of letters, digits, '_.:-', got {raw!r}")
+    return raw
+
+
+def _port(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a port number 0-65535, got {raw!r}") from None
+    if not 0 <= value <= 65535:
+        raise ConfigError(f"{name} must be a port number 0-65535, got {raw!r}")
+    return value
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _modules(name: str, raw: str) -> tuple[str, ...]:
+    mods = tuple(m.strip() for m in raw.split(",") if m.strip())
+    for mod in mods:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", mod):
+            raise ConfigError(f"{name} must be a comma-separated list of module names, got {raw!r}")
+    return mods
+
+
+# environment variable -> (Config field, parser, description for the README table)
+SETTINGS: dict[str, tuple[str, Callable[[str, str], Any], str]] = {
+    "DATABASE_URL": ("database_url", _url(("postgresql", "postgres")), "PostgreSQL connection URL"),
+    "REDIS_URL": ("redis_url", _url(("redis", "rediss", "unix")), "Redis connection URL"),
+    "CONVEYOR_HOST": ("host", _text, "address to bind (overridden by --host)"),
+    "CONVEYOR_PORT": ("port", _port, "port to bind (overridden by --port; 0 picks a free one)"),
+    "CONVEYOR_REDIS_PREFIX": ("redis_prefix", _prefix, "prefix of every Redis key"),
+    "CONVEYOR_CONCURRENCY": ("concurrency", _positive_int, "executor pool size (jobs running at once)"),
+    "CONVEYOR_LEASE_SECONDS": ("lease_seconds", _positive_float, "lease length of a claimed job"),
+    "CONVEYOR_MAX_ATTEMPTS": ("max_attempts", _positive_int, "default attempts per job"),
+    "CONVEYOR_BACKOFF_BASE_MS": ("backoff_base_ms", _positive_int, "first retry delay (doubles each attempt, jittered)"),
+    "CONVEYOR_BACKOFF_CAP_MS": ("backoff_cap_ms", _positive_int, "longest retry delay"),
+    "CONVEYOR_MAX_BODY_BYTES": ("max_body_bytes", _positive_int, "request body limit (413 above it)"),
+    "CONVEYOR_DRAIN_GRACE_SECONDS": ("drain_grace_seconds", _positive_float, "time running jobs get to finish on SIGTERM"),
+    "CONVEYOR_WS_SEND_QUEUE": ("ws_send_queue", _positive_int, "messages buffered per WebSocket before it is closed as too slow"),
+    "CONVEYOR_WRITER_QUEUE": ("writer_queue", _positive_int, "submissions waiting for group commit before 503"),
+    "CONVEYOR_PG_POOL_SIZE": ("pg_pool_size", _positive_int, "PostgreSQL connections per node"),
+    "CONVEYOR_REDIS_POOL_SIZE": ("redis_pool_size", _positive_int, "Redis connections per node"),
+    "CONVEYOR_SMTP_URL": ("smtp_url", _url(("smtp", "smtps")), "SMTP server for email jobs (smtp://user:pass@host:port)"),
+    "CONVEYOR_OUTBOX_DIR": ("outbox_dir", _text, "where email jobs are written when no SMTP server is set"),
+    "CONVEYOR_HANDLER_MODULES": ("handler_modules", _modules, "extra modules that register job handlers"),
+    "CONVEYOR_SLEEP_MAX_MS": ("sleep_max_ms", _positive_int, "largest delayMs a sleep job accepts"),
+    "CONVEYOR_NODE_ID": ("node_id", _text, "name of this node in leases (default host:pid)"),
+}
+
+
+def from_env(environ: Mapping[str, str], **overrides: Any) -> Config:
+    """Build a Config from environment variables; unset or empty ones keep their defaults."""
+    values: dict[str, Any] = {}
+    for env_name, (field, parse, _doc) in SETTINGS.items():
+        raw = environ.get(env_name, "")
+        if raw.strip():
+            values[field] = parse(env_name, raw.strip())
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    config = Config(**values)
+    if config.backoff_cap_ms < config.backoff_base_ms:
+        raise ConfigError("CONVEYOR_BACKOFF_CAP_MS must not be smaller than CONVEYOR_BACKOFF_BASE_MS")
+    return config

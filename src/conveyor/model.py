@@ -1,0 +1,76 @@
+"""The nouns of conveyor: job statuses, the claimed-job envelope and actor messages.
+
+Plain attrs classes only; no I/O and no trio here, so every layer can import it.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import attrs
+
+
+class Status(enum.StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+
+TERMINAL = frozenset({Status.COMPLETED, Status.FAILED})
+
+
+@attrs.frozen
+class NewJob:
+    """A validated submission, ready for the writer."""
+
+    id: str
+    tenant_id: str
+    type: str
+    payload: dict[str, Any]
+    max_attempts: int
+    timeout_ms: int
+
+
+@attrs.frozen
+class Envelope:
+    """What the claim script returns: everything an executor needs, no PostgreSQL read."""
+
+    id: str
+    tenant_id: str
+    type: str
+    payload: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    timeout_ms: int
+
+
+class Outcome(enum.Enum):
+    COMPLETED = "completed"  # terminal success
+    FAILED = "failed"  # terminal failure
+    RETRY = "retry"  # back to the delayed set with backoff
+    HANDBACK = "handback"  # drain: back to ready, attempt not counted
+    REQUEUED = "requeued"  # reaper already put it back to ready in Redis; record it in PostgreSQL
+    LOST = "lost"  # lease lost to another attempt: record nothing
+
+
+@attrs.frozen
+class Started:
+    job: Envelope
+
+
+@attrs.frozen
+class Finished:
+    job: Envelope
+    outcome: Outcome
+    error: str | None = None
+    result: Any = None
+    delay_ms: int = 0
+
+
+@attrs.frozen
+class Flush:
+    """Ask the recorder to report (by setting done) once everything sent before it is written."""
+
+    done: Any  # trio.Event; typed loosely to keep trio out of this module

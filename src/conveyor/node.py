@@ -1,0 +1,251 @@
+"""The node: builds the supervision tree, owns the channels between actors, and drains.
+
+`run_node` is the whole of `conveyor serve` minus signal handling: it applies migrations,
+opens the stores, starts the tree, reports the node once it serves, and on the drain event stops
+claiming, lets running jobs finish within the grace period, hands the rest back and returns.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import secrets
+import socket
+from typing import Any
+
+import attrs
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from .actors.broadcaster import Hub, run_broadcaster
+from .actors.executor import run_executor
+from .actors.fetcher import run_fetcher
+from .actors.heartbeat import run_heartbeat
+from .actors.maintenance import run_reaper, run_scheduler
+from .actors.pool import CancelReason, ExecutorPool
+from .actors.recorder import run_recorder
+from .actors.writer import Submit, run_writer
+from .config import Config
+from .handlers import Registry, build_registry
+from .model import Envelope, Flush, NewJob
+from .stores import PostgresStore, RedisStore, StoreUnavailable
+from .stores.postgres import migrate_sync
+from .supervision import ChildSpec, Restart, Strategy, Supervisor
+
+log = logging.getLogger(__name__)
+
+SUBMIT_TIMEOUT_S = 30.0
+
+
+class Busy(Exception):
+    """The node cannot take more work right now (503)."""
+
+
+@attrs.define
+class Node:
+    config: Config
+    node_id: str
+    pg: PostgresStore
+    redis: RedisStore
+    registry: Registry
+    pool: ExecutorPool
+    hub: Hub
+    draining: trio.Event
+    submissions: trio.MemorySendChannel[Submit]
+    records: trio.MemorySendChannel[Any]
+    tree: Supervisor | None = None
+    urls: list[str] = attrs.Factory(list)
+
+    async def submit(self, jobs: list[NewJob]) -> None:
+        """Have the writer commit and dispatch jobs; returns once their rows are committed."""
+        if self.draining.is_set():
+            raise Busy("node is shutting down")
+        reply_send, reply_recv = trio.open_memory_channel[BaseException | None](1)
+        try:
+            self.submissions.send_nowait(Submit(tuple(jobs), reply_send))
+        except trio.WouldBlock:
+            raise Busy("too many submissions waiting to be written") from None
+        async with reply_recv:
+            with trio.fail_after(SUBMIT_TIMEOUT_S):
+                failure = await reply_recv.receive()
+        if isinstance(failure, StoreUnavailable):
+            raise StoreUnavailable(str(failure))
+        if failure is not None:
+            raise RuntimeError(f"submission failed: {failure!r}")
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "node": self.node_id,
+            "draining": self.draining.is_set(),
+            "executors": {
+                "size": self.pool.size,
+                "busy": self.pool.busy(),
+                "running": self.pool.running_count(),
+                "leases": len(self.pool.leases),
+            },
+            "websockets": {"connections": self.hub.connections, "subscriptions": self.hub.subscriptions()},
+            "supervisor": self.tree.status() if self.tree else None,
+        }
+
+
+def default_node_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def hypercorn_config(config: Config) -> HypercornConfig:
+    hc = HypercornConfig()
+    hc.bind = [f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"]
+    hc.graceful_timeout = 5.0
+    hc.websocket_max_message_size = 64 * 1024
+    hc.accesslog = None
+    hc.include_server_header = False
+    return hc
+
+
+async def run_node(
+    config: Config,
+    *,
+    draining: trio.Event | None = None,
+    task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    from .web.app import create_app  # the web layer imports Node from here
+
+    draining = draining if draining is not None else trio.Event()
+    await trio.to_thread.run_sync(migrate_sync, config.database_url)
+    pg = PostgresStore(config.database_url, pool_size=config.pg_pool_size)
+    redis = RedisStore(config.redis_url, prefix=config.redis_prefix, pool_size=config.redis_pool_size)
+    await pg.open()
+    # Channels are owned here, for the life of the node: actors get clones, so a restarted
+    # actor finds its channels intact.
+    submit_send, submit_recv = trio.open_memory_channel[Submit](config.writer_queue)
+    jobs_send, jobs_recv = trio.open_memory_channel[Envelope](config.concurrency)
+    records_send, records_recv = trio.open_memory_channel[Any](config.concurrency * 4)
+    node = Node(
+        config=config,
+        node_id=config.node_id or default_node_id(),
+        pg=pg,
+        redis=redis,
+        registry=build_registry(config),
+        pool=ExecutorPool(config.concurrency),
+        hub=Hub(),
+        draining=draining,
+        submissions=submit_send,
+        records=records_send,
+    )
+    lease_ms = int(config.lease_seconds * 1000)
+    http_done = trio.Event()
+
+    async def http(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        app = create_app(node)
+        try:
+            async with trio.open_nursery() as nursery:
+                node.urls = await nursery.start(
+                    functools.partial(
+                        hypercorn_serve, app, hypercorn_config(config), shutdown_trigger=draining.wait
+                    )
+                )
+                task_status.started()
+        finally:
+            http_done.set()
+
+    async def executors(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(config.concurrency):
+                await nursery.start(
+                    run_executor, jobs_recv.clone(), records_send.clone(), node.pool,
+                    node.registry, config,
+                )
+            task_status.started()
+
+    def actor(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return functools.partial(fn, *args, **kwargs)
+
+    pipeline = Supervisor(
+        "pipeline",
+        [
+            ChildSpec("broadcaster", actor(run_broadcaster, redis, node.hub)),
+            ChildSpec("recorder", lambda **kw: run_recorder(pg, redis, records_recv.clone(), node.pool, **kw)),
+            ChildSpec("executors", executors),
+            ChildSpec(
+                "fetcher",
+                lambda **kw: run_fetcher(
+                    redis, node.pool, jobs_send.clone(), draining, node_id=node.node_id,
+                    lease_ms=lease_ms, batch=config.concurrency, **kw,
+                ),
+                restart=Restart.TRANSIENT,  # it returns normally once the node drains
+            ),
+            ChildSpec(
+                "heartbeat",
+                actor(run_heartbeat, redis, node.pool, node_id=node.node_id, lease_ms=lease_ms),
+            ),
+        ],
+        strategy=Strategy.REST_FOR_ONE,
+        intensity=5,
+        period=10.0,
+    )
+    maintenance = Supervisor(
+        "maintenance",
+        [
+            ChildSpec("scheduler", actor(run_scheduler, redis)),
+            ChildSpec(
+                "reaper",
+                lambda **kw: run_reaper(
+                    redis, records_send.clone(), lease_ms=lease_ms,
+                    interval=min(1.0, config.lease_seconds / 10), **kw,
+                ),
+            ),
+        ],
+        strategy=Strategy.ONE_FOR_ONE,
+        intensity=10,
+        period=10.0,
+    )
+    node.tree = Supervisor(
+        "node",
+        [
+            ChildSpec("writer", lambda **kw: run_writer(pg, redis, submit_recv.clone(), **kw)),
+            ChildSpec("pipeline", pipeline),
+            ChildSpec("maintenance", maintenance),
+            # last, so the node only listens once everything behind the API is running;
+            # transient, since it returns normally when the node drains
+            ChildSpec("http", http, restart=Restart.TRANSIENT),
+        ],
+        strategy=Strategy.ONE_FOR_ALL,
+        intensity=3,
+        period=30.0,
+    )
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.tree.run)
+            log.info("node %s serving on %s", node.node_id, ", ".join(node.urls))
+            task_status.started(node)
+            await draining.wait()
+            await drain(node, http_done)
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await pg.close()
+            await redis.close()
+    log.info("node %s stopped", node.node_id)
+
+
+async def drain(node: Node, http_done: trio.Event) -> None:
+    """Stop claiming, let running jobs finish within the grace period, hand back the rest."""
+    pool = node.pool
+    log.info("draining: %d jobs running, grace %.1fs", pool.busy(), node.config.drain_grace_seconds)
+    with trio.move_on_after(node.config.drain_grace_seconds):
+        await pool.wait_idle()
+    pool.handing_back = True
+    if cancelled := pool.cancel_all(CancelReason.DRAIN):
+        log.info("draining: handing %d unfinished jobs back", cancelled)
+    with trio.move_on_after(10):
+        await pool.wait_idle()
+    flushed = trio.Event()
+    with trio.move_on_after(10):
+        await node.records.send(Flush(flushed))
+        await flushed.wait()
+    if not flushed.is_set():
+        log.error("draining: the recorder did not flush in time; leases will expire and be reaped")
+    with trio.move_on_after(10):
+        await http_done.wait()

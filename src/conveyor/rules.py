@@ -1,0 +1,59 @@
+"""Pure job rules: the status state machine, retry decisions and backoff maths.
+
+No I/O, no clocks, no trio: callers pass time and randomness in, so every rule is unit-tested.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from .model import TERMINAL, Outcome, Status
+
+# Which status changes are legal. Terminal statuses never revert.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.PENDING: frozenset({Status.RUNNING, Status.FAILED}),
+    Status.RUNNING: frozenset({Status.PENDING, Status.COMPLETED, Status.FAILED}),
+    Status.COMPLETED: frozenset(),
+    Status.FAILED: frozenset(),
+}
+
+
+def can_transition(current: Status, new: Status) -> bool:
+    return new in TRANSITIONS[current]
+
+
+def is_terminal(status: Status) -> bool:
+    return status in TERMINAL
+
+
+def backoff_ms(
+    attempt: int, *, base_ms: int, cap_ms: int, rand: Callable[[], float] = random.random
+) -> int:
+    """Delay before the retry that follows failed attempt `attempt` (1-based).
+
+    Exponential (base, 2·base, 4·base, …) capped at cap_ms, with "equal jitter": the delay is
+    drawn uniformly from [d/2, d], so retries of a burst of failures spread out but never come
+    sooner than half the nominal delay.
+    """
+    if attempt < 1:
+        raise ValueError("attempt is 1-based")
+    nominal = min(cap_ms, base_ms * (2 ** min(attempt - 1, 40)))
+    half = nominal / 2
+    return int(half + rand() * half)
+
+
+def after_failure(attempt: int, max_attempts: int) -> Outcome:
+    """What a failed attempt leads to: another try, or the end."""
+    return Outcome.RETRY if attempt < max_attempts else Outcome.FAILED
+
+
+def status_of(outcome: Outcome) -> Status:
+    """The PostgreSQL status an outcome is recorded as."""
+    return {
+        Outcome.COMPLETED: Status.COMPLETED,
+        Outcome.FAILED: Status.FAILED,
+        Outcome.RETRY: Status.PENDING,
+        Outcome.HANDBACK: Status.PENDING,
+        Outcome.REQUEUED: Status.PENDING,
+    }[outcome]

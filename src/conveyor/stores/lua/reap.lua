@@ -1,0 +1,40 @@
+-- Take back jobs whose lease expired (their node died or stalled).
+-- ARGV: prefix, limit, lease_ms.
+-- A job with attempts left goes back to ready ('requeued'); one without is leased to the
+-- reaper for lease_ms ('failed') so that recording its failure can itself be retried.
+-- Returns groups of 8: verdict, id, tenant, type, payload, attempt, max_attempts, timeout_ms.
+local p, limit, lease_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local leases = p .. ':leases'
+local out = {}
+local requeued = 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, limit)) do
+  local env = p .. ':job:' .. id
+  local h = redis.call('HMGET', env, 't', 'y', 'p', 'a', 'm', 'o')
+  if not h[1] then
+    redis.call('ZREM', leases, id)
+  else
+    local verdict
+    if tonumber(h[4]) < tonumber(h[5]) then
+      verdict = 'requeued'
+      redis.call('ZREM', leases, id)
+      redis.call('HDEL', env, 'n')
+      redis.call('RPUSH', p .. ':q:' .. h[1], id)
+      if redis.call('SADD', p .. ':ringset', h[1]) == 1 then
+        redis.call('RPUSH', p .. ':ring', h[1])
+      end
+      requeued = requeued + 1
+    else
+      verdict = 'failed'
+      redis.call('ZADD', leases, now + lease_ms, id)
+      redis.call('HSET', env, 'n', 'reaper')
+    end
+    for _, v in ipairs({verdict, id, h[1], h[2], h[3], h[4], h[5], h[6]}) do out[#out + 1] = v end
+  end
+end
+if requeued > 0 then
+  redis.call('LPUSH', p .. ':wake', 1)
+  redis.call('LTRIM', p .. ':wake', 0, 63)
+end
+return out

@@ -1,0 +1,185 @@
+"""PostgreSQL store: named queries from sql/, migrations, and batched job writes.
+
+Every call hops to a worker thread once (psycopg has no trio support) under a CapacityLimiter
+sized to the pool, and carries a whole batch. It holds no job rules; callers decide what to write.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Sequence
+from importlib import resources
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg_pool
+import trio
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from ..model import NewJob
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MIGRATION_LOCK = 0x636F6E76  # "conv": advisory lock key serialising migrations across nodes
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached right now; callers answer 503 or retry later."""
+
+
+def _load_queries() -> dict[str, str]:
+    text = resources.files(__package__).joinpath("sql/queries.sql").read_text()
+    queries: dict[str, str] = {}
+    for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
+        name, _, body = block.partition("\n")
+        lines = [ln for ln in body.splitlines() if not ln.startswith("--")]
+        queries[name.strip()] = "\n".join(lines).strip().rstrip(";")
+    return queries
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    folder = resources.files(__package__).joinpath("sql/migrations")
+    found = []
+    for entry in folder.iterdir():
+        match = re.fullmatch(r"(\d+)_(\w+)\.sql", entry.name)
+        if match:
+            found.append((int(match[1]), match[2], entry.read_text()))
+    return sorted(found)
+
+
+QUERIES = _load_queries()
+
+
+def migrate_sync(database_url: str) -> list[int]:
+    """Apply pending migrations under an advisory lock; returns the versions applied."""
+    applied = []
+    with psycopg.connect(database_url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS conveyor_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {row[0] for row in conn.execute("SELECT version FROM conveyor_migrations")}
+            for version, name, sql in _migrations():
+                if version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(sql)
+                    conn.execute(
+                        "INSERT INTO conveyor_migrations (version, name) VALUES (%s, %s)",
+                        (version, name),
+                    )
+                log.info("applied migration %04d_%s", version, name)
+                applied.append(version)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+    return applied
+
+
+class PostgresStore:
+    def __init__(self, database_url: str, *, pool_size: int = 8, timeout: float = 2.0) -> None:
+        self._pool = psycopg_pool.ConnectionPool(
+            database_url,
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            timeout=timeout,
+            kwargs={"connect_timeout": max(1, int(timeout))},
+            check=psycopg_pool.ConnectionPool.check_connection,
+            reconnect_timeout=0,  # keep trying to reconnect for as long as the node runs
+        )
+        self._limiter = trio.CapacityLimiter(pool_size)
+
+    async def open(self) -> None:
+        await trio.to_thread.run_sync(lambda: self._pool.open(wait=False))
+
+    async def close(self) -> None:
+        with trio.move_on_after(5, shield=True):
+            await trio.to_thread.run_sync(self._pool.close, abandon_on_cancel=True)
+
+    async def _run(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+        def work() -> T:
+            try:
+                with self._pool.connection() as conn:
+                    return fn(conn)
+            except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+                raise StoreUnavailable(f"PostgreSQL unavailable: {exc}") from exc
+
+        return await trio.to_thread.run_sync(work, limiter=self._limiter)
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute(QUERIES["ping"]).fetchone())
+
+    async def insert_jobs(self, jobs: Sequence[NewJob]) -> None:
+        params = {
+            "ids": [j.id for j in jobs],
+            "tenants": [j.tenant_id for j in jobs],
+            "types": [j.type for j in jobs],
+            "payloads": [json.dumps(j.payload) for j in jobs],
+            "max_attempts": [j.max_attempts for j in jobs],
+            "timeouts": [j.timeout_ms for j in jobs],
+        }
+        await self._run(lambda conn: conn.execute(QUERIES["insert_jobs"], params))
+
+    async def record(
+        self, starts: Sequence[tuple[str, int]], finishes: Sequence[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Write a batch of fenced transitions in one transaction.
+
+        Returns the rows that the starts and the finishes changed; a row missing was fenced out.
+        """
+
+        def work(conn: psycopg.Connection[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            started: list[dict[str, Any]] = []
+            finished: list[dict[str, Any]] = []
+            with conn.cursor(row_factory=dict_row) as cur:
+                if starts:
+                    cur.execute(
+                        QUERIES["record_started"],
+                        {"ids": [s[0] for s in starts], "attempts": [s[1] for s in starts]},
+                    )
+                    started = cur.fetchall()
+                if finishes:
+                    cur.execute(
+                        QUERIES["record_finished"],
+                        {
+                            "ids": [f["id"] for f in finishes],
+                            "attempts": [f["attempt"] for f in finishes],
+                            "new_attempts": [f["new_attempt"] for f in finishes],
+                            "statuses": [f["status"] for f in finishes],
+                            "errors": [f["error"] for f in finishes],
+                            "results": [
+                                None if f["result"] is None else Jsonb(f["result"]) for f in finishes
+                            ],
+                            "delays": [f["delay_ms"] for f in finishes],
+                        },
+                    )
+                    finished = cur.fetchall()
+            return started, finished
+
+        return await self._run(work)
+
+    async def get_job(self, job_id: str) -> dict[str, Any] | None:
+        def work(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
+            with conn.cursor(row_factory=dict_row) as cur:
+                return cur.execute(QUERIES["get_job"], {"id": job_id}).fetchone()
+
+        return await self._run(work)
+
+    async def list_jobs(
+        self, tenant: str, status: str | None, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        def work(conn: psycopg.Connection[Any]) -> tuple[list[dict[str, Any]], int]:
+            args = {"tenant": tenant, "status": status, "limit": limit, "offset": offset}
+            with conn.cursor(row_factory=dict_row) as cur:
+                rows = cur.execute(QUERIES["list_jobs"], args).fetchall()
+                total = cur.execute(QUERIES["count_jobs"], args).fetchone()["count"]
+            return rows, total
+
+        return await self._run(work)

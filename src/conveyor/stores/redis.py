@@ -1,0 +1,137 @@
+"""Redis store: the dispatch index. Lua scripts from lua/, registered once, called by name.
+
+Each method is one thread hop and one round trip carrying a batch. Blocking reads use a short
+server-side timeout because a thread cannot be cancelled. Keys all live under one prefix.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from importlib import resources
+from typing import Any, TypeVar
+
+import redis
+import trio
+
+from ..model import Envelope, NewJob
+from .postgres import StoreUnavailable
+
+T = TypeVar("T")
+
+SCRIPTS = ("enqueue", "claim", "finish", "heartbeat", "reap", "promote")
+
+
+def _envelopes(flat: Sequence[Any], start: int, width: int) -> list[tuple[Any, ...]]:
+    return [tuple(flat[i : i + width]) for i in range(start, len(flat), width)]
+
+
+class RedisStore:
+    def __init__(self, url: str, *, prefix: str, pool_size: int = 16) -> None:
+        self.prefix = prefix
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=pool_size,
+            timeout=2,
+            socket_timeout=10,
+            socket_connect_timeout=2,
+            health_check_interval=15,
+            decode_responses=True,
+        )
+        self.client = redis.Redis(connection_pool=pool)
+        self._limiter = trio.CapacityLimiter(pool_size)
+        self._scripts = {
+            name: self.client.register_script(
+                resources.files(__package__).joinpath(f"lua/{name}.lua").read_text()
+            )
+            for name in SCRIPTS
+        }
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    async def _run(self, fn: Callable[[], T], *, abandon: bool = False) -> T:
+        def work() -> T:
+            try:
+                return fn()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
+
+        return await trio.to_thread.run_sync(
+            work, limiter=self._limiter, abandon_on_cancel=abandon
+        )
+
+    async def _script(self, name: str, args: list[Any]) -> Any:
+        script = self._scripts[name]
+        return await self._run(lambda: script(keys=[], args=[self.prefix, *args]))
+
+    async def close(self) -> None:
+        with trio.move_on_after(5, shield=True):
+            await trio.to_thread.run_sync(self.client.close, abandon_on_cancel=True)
+
+    async def ping(self) -> None:
+        await self._run(self.client.ping)
+
+    async def enqueue(self, jobs: Sequence[NewJob]) -> int:
+        args: list[Any] = []
+        for j in jobs:
+            args += [j.id, j.tenant_id, j.type, json.dumps(j.payload), j.max_attempts, j.timeout_ms]
+        return int(await self._script("enqueue", args))
+
+    async def claim(self, n: int, *, node: str, lease_ms: int) -> list[Envelope]:
+        flat = await self._script("claim", [n, node, lease_ms])
+        return [
+            Envelope(id, tenant, type_, json.loads(payload), int(a), int(m), int(o))
+            for id, tenant, type_, payload, a, m, o in _envelopes(flat, 0, 7)
+        ]
+
+    async def finish(
+        self, actions: Sequence[tuple[str, int, str, int]], events: Sequence[tuple[str, str]]
+    ) -> None:
+        args: list[Any] = [len(actions)]
+        for action in actions:
+            args += list(action)
+        for tenant, data in events:
+            args += [tenant, data]
+        await self._script("finish", args)
+
+    async def heartbeat(
+        self, leases: Sequence[tuple[str, int]], *, node: str, lease_ms: int
+    ) -> list[str]:
+        args: list[Any] = [node, lease_ms]
+        for job_id, attempt in leases:
+            args += [job_id, attempt]
+        return list(await self._script("heartbeat", args))
+
+    async def reap(self, limit: int, *, lease_ms: int) -> list[tuple[str, Envelope]]:
+        flat = await self._script("reap", [limit, lease_ms])
+        return [
+            (verdict, Envelope(id, tenant, type_, json.loads(payload), int(a), int(m), int(o)))
+            for verdict, id, tenant, type_, payload, a, m, o in _envelopes(flat, 0, 8)
+        ]
+
+    async def promote(self, limit: int) -> tuple[int, int]:
+        moved, next_due_ms = await self._script("promote", [limit])
+        return int(moved), int(next_due_ms)
+
+    async def wait_wake(self, timeout_s: float) -> bool:
+        """Block until an enqueue pushes a wake-up token, or timeout_s passes."""
+        got = await self._run(
+            lambda: self.client.blpop([self.key("wake")], timeout=timeout_s), abandon=True
+        )
+        return got is not None
+
+    async def read_events(self, last_id: str, timeout_ms: int) -> list[tuple[str, dict[str, str]]]:
+        """The events after last_id (blocking up to timeout_ms); '$' means from now on."""
+        got = await self._run(
+            lambda: self.client.xread(
+                {self.key("events"): last_id}, count=1000, block=timeout_ms
+            ),
+            abandon=True,
+        )
+        return got[0][1] if got else []
+
+    async def now_event_id(self) -> str:
+        """A stream id for "now" by Redis's clock: reading after it misses nothing from now on."""
+        seconds, micros = await self._run(self.client.time)
+        return f"{seconds * 1000 + micros // 1000}-0"

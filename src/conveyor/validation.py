@@ -1,0 +1,135 @@
+"""Validation of API input: submissions and list queries, as the reference's schemas and more.
+
+Pure: takes decoded JSON or query strings, returns a value or a list of FieldErrors naming the
+field. Nothing here touches a store; a rejected request has cost nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from .config import Config
+from .handlers import FieldError, Registry
+from .model import NewJob, Status
+
+MAX_BATCH = 1000
+MAX_TIMEOUT_MS = 24 * 3600 * 1000
+MAX_ATTEMPTS_LIMIT = 100
+
+
+class Invalid(Exception):
+    def __init__(self, message: str, details: list[FieldError]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def as_json(self) -> dict[str, Any]:
+        return {"error": self.message, "details": [d.as_json() for d in self.details]}
+
+
+def _int_in(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def job_errors(body: Any, registry: Registry, config: Config, where: str = "") -> list[FieldError]:
+    if not isinstance(body, dict):
+        return [FieldError(where.rstrip(".") or "body", "must be a JSON object")]
+    errors = []
+    tenant = body.get("tenantId")
+    if not isinstance(tenant, str) or not 1 <= len(tenant) <= 100:
+        errors.append(FieldError(f"{where}tenantId", "must be a string of 1-100 characters"))
+    type_ = body.get("type")
+    handler = registry.get(type_) if isinstance(type_, str) else None
+    if handler is None:
+        errors.append(FieldError(f"{where}type", f"must be one of {', '.join(registry.names())}"))
+    payload = body.get("payload")
+    if not isinstance(payload, dict):
+        errors.append(FieldError(f"{where}payload", "must be a JSON object"))
+    elif handler is not None:
+        errors += [
+            FieldError(f"{where}payload.{e.field}", e.message) for e in handler.validate(payload)
+        ]
+    if "maxAttempts" in body and not _int_in(body["maxAttempts"], 1, MAX_ATTEMPTS_LIMIT):
+        errors.append(
+            FieldError(f"{where}maxAttempts", f"must be an integer from 1 to {MAX_ATTEMPTS_LIMIT}")
+        )
+    if "timeoutMs" in body and not _int_in(body["timeoutMs"], 1, MAX_TIMEOUT_MS):
+        errors.append(
+            FieldError(f"{where}timeoutMs", f"must be an integer from 1 to {MAX_TIMEOUT_MS}")
+        )
+    return errors
+
+
+def new_job(body: dict[str, Any], registry: Registry, config: Config) -> NewJob:
+    """Build a NewJob from a body that job_errors accepted."""
+    handler = registry.get(body["type"])
+    assert handler is not None
+    return NewJob(
+        id=str(uuid.uuid4()),
+        tenant_id=body["tenantId"],
+        type=body["type"],
+        payload=body["payload"],
+        max_attempts=body.get("maxAttempts", config.max_attempts),
+        timeout_ms=body.get("timeoutMs") or handler.default_timeout_ms(body["payload"]),
+    )
+
+
+def parse_submission(body: Any, registry: Registry, config: Config) -> NewJob:
+    errors = job_errors(body, registry, config)
+    if errors:
+        raise Invalid("Validation failed", errors)
+    return new_job(body, registry, config)
+
+
+def parse_batch(body: Any, registry: Registry, config: Config) -> list[NewJob]:
+    jobs = body.get("jobs") if isinstance(body, dict) else None
+    if not isinstance(jobs, list) or not 1 <= len(jobs) <= MAX_BATCH:
+        raise Invalid(
+            "Validation failed", [FieldError("jobs", f"must be an array of 1-{MAX_BATCH} jobs")]
+        )
+    errors = []
+    for i, item in enumerate(jobs):
+        errors += job_errors(item, registry, config, where=f"jobs[{i}].")
+    if errors:
+        raise Invalid("Validation failed", errors)
+    return [new_job(item, registry, config) for item in jobs]
+
+
+def parse_list_query(args: Mapping[str, str]) -> tuple[str, str | None, int, int]:
+    errors = []
+    tenant = args.get("tenantId", "")
+    if not 1 <= len(tenant) <= 100:
+        errors.append(FieldError("tenantId", "is required: a string of 1-100 characters"))
+    status = args.get("status") or None
+    if status is not None and status not in Status.__members__:
+        errors.append(FieldError("status", f"must be one of {', '.join(Status.__members__)}"))
+    limit = _query_int(args, "limit", 20, 1, 100, errors)
+    offset = _query_int(args, "offset", 0, 0, 10_000_000, errors)
+    if errors:
+        raise Invalid("Validation failed", errors)
+    return tenant, status, limit, offset
+
+
+def _query_int(
+    args: Mapping[str, str], name: str, default: int, low: int, high: int, errors: list[FieldError]
+) -> int:
+    raw = args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        errors.append(FieldError(name, f"must be an integer from {low} to {high}"))
+        return default
+    return value
+
+
+def parse_job_id(raw: str) -> str | None:
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        return None

@@ -1,0 +1,144 @@
+"""HTTP routes: submit, list and get jobs, health and readiness, CORS as the reference.
+
+Handlers validate with the pure rules in validation.py and never write to a store themselves:
+submissions go to the writer actor (Node.submit), which is what makes group commit possible.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from .. import validation
+from ..node import Busy, Node
+from ..stores import StoreUnavailable
+from ..wire import iso, job_json
+from . import ws
+
+log = logging.getLogger(__name__)
+
+CORS_METHODS = "GET,HEAD,PUT,PATCH,POST,DELETE"
+
+
+def error(status: int, message: str, details: list[dict[str, Any]] | None = None) -> Response:
+    body: dict[str, Any] = {"error": message}
+    if details is not None:
+        body["details"] = details
+    return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+def create_app(node: Node) -> QuartTrio:
+    app = QuartTrio("conveyor")
+    app.config["MAX_CONTENT_LENGTH"] = node.config.max_body_bytes
+    config, registry = node.config, node.registry
+
+    async def json_body() -> Any:
+        raw = await request.get_data()
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise validation.Invalid(
+                "Malformed JSON", [validation.FieldError("body", f"is not valid JSON: {exc}")]
+            ) from None
+
+    @app.after_request
+    async def cors(response: Response) -> Response:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        if request.method == "OPTIONS":
+            response.headers["Access-Control-Allow-Methods"] = CORS_METHODS
+            asked = request.headers.get("Access-Control-Request-Headers")
+            if asked:
+                response.headers["Access-Control-Allow-Headers"] = asked
+                response.headers["Vary"] = "Access-Control-Request-Headers"
+            response.status_code = 204
+            response.set_data(b"")
+        return response
+
+    @app.errorhandler(validation.Invalid)
+    async def invalid(exc: validation.Invalid) -> Response:
+        return Response(json.dumps(exc.as_json()), status=400, mimetype="application/json")
+
+    @app.errorhandler(StoreUnavailable)
+    async def unavailable(exc: StoreUnavailable) -> Response:
+        log.warning("503: %s", exc)
+        return error(503, "Storage unavailable, try again later")
+
+    @app.errorhandler(Busy)
+    async def busy(exc: Busy) -> Response:
+        response = error(503, f"Service busy: {exc}")
+        response.headers["Retry-After"] = "1"
+        return response
+
+    @app.errorhandler(trio.TooSlowError)
+    async def too_slow(exc: trio.TooSlowError) -> Response:
+        return error(503, "Timed out waiting for storage, try again later")
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        messages = {413: f"Request body too large (limit {config.max_body_bytes} bytes)"}
+        return error(exc.code or 500, messages.get(exc.code or 0, exc.name))
+
+    @app.errorhandler(Exception)
+    async def crash(exc: Exception) -> Response:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error(500, "Internal server error")
+
+    @app.post("/jobs")
+    async def create_job() -> Any:
+        job = validation.parse_submission(await json_body(), registry, config)
+        await node.submit([job])
+        return {"jobId": job.id}, 201
+
+    @app.post("/jobs/batch")
+    async def create_jobs() -> Any:
+        jobs = validation.parse_batch(await json_body(), registry, config)
+        await node.submit(jobs)
+        return {"jobIds": [job.id for job in jobs]}, 201
+
+    @app.get("/jobs")
+    async def list_jobs() -> Any:
+        tenant, status, limit, offset = validation.parse_list_query(request.args)
+        rows, total = await node.pg.list_jobs(tenant, status, limit, offset)
+        return {"jobs": [job_json(r) for r in rows], "total": total}
+
+    @app.get("/jobs/<job_id>")
+    async def get_job(job_id: str) -> Any:
+        parsed = validation.parse_job_id(job_id)
+        row = await node.pg.get_job(parsed) if parsed else None
+        if row is None:
+            return error(404, "Job not found")
+        return job_json(row)
+
+    @app.get("/health")
+    async def health() -> Any:
+        return {"status": "ok", "timestamp": iso(datetime.now(UTC))}
+
+    @app.get("/health/ready")
+    async def ready() -> Any:
+        checks: dict[str, Any] = {}
+        for name, ping in (("postgres", node.pg.ping), ("redis", node.redis.ping)):
+            try:
+                with trio.fail_after(2):
+                    await ping()
+                checks[name] = {"ok": True}
+            except (StoreUnavailable, trio.TooSlowError) as exc:
+                checks[name] = {"ok": False, "error": str(exc) or "timed out"}
+        tree_ok = node.tree is not None and node.tree.healthy()
+        ok = all(c["ok"] for c in checks.values()) and tree_ok and not node.draining.is_set()
+        body = {
+            "status": "ready" if ok else "unavailable",
+            "timestamp": iso(datetime.now(UTC)),
+            "checks": checks,
+            **node.status(),
+        }
+        return body, 200 if ok else 503
+
+    ws.register(app, node)
+    return app

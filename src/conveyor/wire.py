@@ -1,0 +1,48 @@
+"""The JSON wire format: jobs and events with the reference system's camelCase names.
+
+Pure functions from database rows to dicts; no I/O.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO-8601 in UTC with milliseconds and a Z, as JavaScript's Date.toJSON()."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def job_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "tenantId": row["tenant_id"],
+        "type": row["type"],
+        "payload": row["payload"],
+        "status": row["status"],
+        "attempts": row["attempts"],
+        "maxAttempts": row["max_attempts"],
+        "timeoutMs": row["timeout_ms"],
+        "error": row["error"],
+        "result": row["result"],
+        "runAt": iso(row["run_at"]),
+        "createdAt": iso(row["created_at"]),
+        "updatedAt": iso(row["updated_at"]),
+    }
+
+
+def job_update(row: dict[str, Any]) -> dict[str, Any]:
+    """The reference's JOB_UPDATE WebSocket message, plus tenantId, attempts and timestamps."""
+    return {
+        "type": "JOB_UPDATE",
+        "jobId": row["id"],
+        "tenantId": row["tenant_id"],
+        "status": row["status"],
+        "error": row["error"],
+        "attempts": row["attempts"],
+        "maxAttempts": row["max_attempts"],
+        "updatedAt": iso(row["updated_at"]),
+    }
