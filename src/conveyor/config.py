@@ -31,7 +31,7 @@ class Config:
     backoff_cap_ms: int = 300_000
     max_body_bytes: int = 1024 * 1024
     drain_grace_seconds: float = 30.0
-    ws_send_queue: int = 256
+    ws_send_queue: int = 1024
     writer_queue: int = 1024
     pg_pool_size: int = 8
     redis_pool_size: int = 16

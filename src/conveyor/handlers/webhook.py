@@ -50,7 +50,8 @@ def register(registry: Registry, config: Config) -> None:
             kwargs["content"] = body
         elif body is not None:
             kwargs["json"] = body
-        timeout = httpx.Timeout(job.timeout_ms / 1000)
+        # a little longer than the attempt's own deadline, which ends it with a clear message
+        timeout = httpx.Timeout(job.timeout_ms / 1000 + 1)
         try:
             async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
                 async with client.stream(method, payload["url"], headers=headers, **kwargs) as resp:

@@ -125,7 +125,7 @@ class RedisStore:
         """The events after last_id (blocking up to timeout_ms); '$' means from now on."""
         got = await self._run(
             lambda: self.client.xread(
-                {self.key("events"): last_id}, count=1000, block=timeout_ms
+                {self.key("events"): last_id}, count=500, block=timeout_ms
             ),
             abandon=True,
         )

@@ -83,7 +83,11 @@ def create_app(node: Node) -> QuartTrio:
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
         messages = {413: f"Request body too large (limit {config.max_body_bytes} bytes)"}
-        return error(exc.code or 500, messages.get(exc.code or 0, exc.name))
+        response = error(exc.code or 500, messages.get(exc.code or 0, exc.name))
+        if exc.code == 413:
+            # the rest of the body was not read: this connection cannot carry another request
+            response.headers["Connection"] = "close"
+        return response
 
     @app.errorhandler(Exception)
     async def crash(exc: Exception) -> Response:

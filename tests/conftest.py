@@ -1,0 +1,157 @@
+"""Test rules for conveyor (read before adding a test).
+
+- Real services: PostgreSQL and Redis on loopback (DATABASE_URL's server, REDIS_URL). Each test
+  session gets a fresh database, created here and dropped at the end; each test gets a fresh
+  Redis key prefix, whose keys are deleted afterwards.
+- Nodes listen on loopback, port 0. Processes a test starts are killed by the PID it started.
+- Every test that does I/O runs under a trio.fail_after deadline; waiting is done on events or
+  on a condition polled under that deadline, never on a bare sleep that hopes.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import redis as redis_lib
+import trio
+
+from conveyor.config import Config
+from conveyor.node import Node, run_node
+from conveyor.stores.postgres import migrate_sync
+
+ADMIN_URL = os.environ.get("CONVEYOR_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _db_url(name: str) -> str:
+    base, _, _ = ADMIN_URL.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    name = f"conveyor_test_{secrets.token_hex(6)}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = _db_url(name)
+    migrate_sync(url)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    prefix = f"ctest-{secrets.token_hex(6)}"
+    yield prefix
+    client = redis_lib.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    for i in range(0, len(keys), 500):
+        client.delete(*keys[i : i + 500])
+    client.close()
+
+
+@pytest.fixture
+def tenant() -> str:
+    return f"tenant-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def make_config(database_url: str, redis_prefix: str) -> Callable[..., Config]:
+    def make(**overrides: Any) -> Config:
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "redis_url": REDIS_URL,
+            "redis_prefix": redis_prefix,
+            "host": "127.0.0.1",
+            "port": 0,
+            "concurrency": 8,
+            "lease_seconds": 5.0,
+            "backoff_base_ms": 50,
+            "backoff_cap_ms": 1000,
+            "drain_grace_seconds": 2.0,
+        }
+        values.update(overrides)
+        return Config(**values)
+
+    return make
+
+
+@pytest.fixture
+def start_node(nursery: trio.Nursery, make_config: Callable[..., Config]) -> Callable[..., Any]:
+    """Start a node in this test's nursery; returns (node, base_url)."""
+
+    async def start(**overrides: Any) -> Node:
+        return await nursery.start(run_node, make_config(**overrides))
+
+    return start
+
+
+@pytest.fixture
+async def node(start_node: Callable[..., Any]) -> AsyncIterator[Node]:
+    yield await start_node()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def private_redis() -> Iterator[Any]:
+    """A redis-server of this test's own, on a free loopback port, killed by its PID afterwards."""
+    import shutil
+    import subprocess
+    import time
+
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is required (it runs the shared Redis too)"
+
+    class PrivateRedis:
+        def __init__(self) -> None:
+            self.port = free_port()
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+            self.proc: subprocess.Popen[bytes] | None = None
+
+        def start(self) -> None:
+            self.proc = subprocess.Popen(
+                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + 10
+            client = redis_lib.Redis(port=self.port)
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis_lib.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
+            client.close()
+
+        def stop(self) -> None:
+            if self.proc is not None:
+                self.proc.kill()
+                self.proc.wait(10)
+                self.proc = None
+
+    server = PrivateRedis()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from conveyor.config import Config
+from conveyor.handlers import build_registry
+from conveyor.validation import Invalid, parse_batch, parse_list_query, parse_submission
+
+CONFIG = Config(sleep_max_ms=10_000)
+REGISTRY = build_registry(CONFIG)
+
+
+def fields(body: Any) -> set[str]:
+    with pytest.raises(Invalid) as info:
+        parse_submission(body, REGISTRY, CONFIG)
+    return {d.field for d in info.value.details}
+
+
+def test_valid_submission_gets_defaults() -> None:
+    job = parse_submission(
+        {"tenantId": "t", "type": "sleep", "payload": {"delayMs": 5}}, REGISTRY, CONFIG
+    )
+    assert job.max_attempts == 3
+    assert job.timeout_ms == 30_005
+    assert len(job.id) == 36
+
+
+def test_reference_schema_rules() -> None:
+    assert fields({"type": "sleep", "payload": {"delayMs": 1}}) == {"tenantId"}
+    assert fields({"tenantId": "x" * 101, "type": "sleep", "payload": {"delayMs": 1}}) == {"tenantId"}
+    assert fields({"tenantId": "", "type": "sleep", "payload": {"delayMs": 1}}) == {"tenantId"}
+    assert fields({"tenantId": "t", "type": "fax", "payload": {}}) == {"type"}
+    assert fields({"tenantId": "t", "type": "sleep", "payload": []}) == {"payload"}
+    assert fields([1, 2]) == {"body"}
+
+
+@pytest.mark.parametrize(
+    ("type_", "payload", "field"),
+    [
+        ("sleep", {}, "payload.delayMs"),
+        ("sleep", {"delayMs": -1}, "payload.delayMs"),
+        ("sleep", {"delayMs": 10_001}, "payload.delayMs"),
+        ("sleep", {"delayMs": True}, "payload.delayMs"),
+        ("email", {"to": "nobody", "subject": "s", "body": "b"}, "payload.to"),
+        ("email", {"to": "a@b.co", "subject": "", "body": "b"}, "payload.subject"),
+        ("email", {"to": "a@b.co", "subject": "s"}, "payload.body"),
+        ("webhook", {"url": "ftp://x.y/", "method": "POST"}, "payload.url"),
+        ("webhook", {"url": "http://x.y/", "method": "BREW"}, "payload.method"),
+        ("webhook", {"url": "http://x.y/", "headers": {"a": 1}}, "payload.headers"),
+        ("data_processing", {"records": [], "operation": "avg", "field": "x"}, "payload.operation"),
+    ],
+)
+def test_payload_rules(type_: str, payload: dict[str, Any], field: str) -> None:
+    assert field in fields({"tenantId": "t", "type": type_, "payload": payload})
+
+
+def test_optional_limits() -> None:
+    base = {"tenantId": "t", "type": "sleep", "payload": {"delayMs": 1}}
+    assert fields({**base, "maxAttempts": 0}) == {"maxAttempts"}
+    assert fields({**base, "maxAttempts": "3"}) == {"maxAttempts"}
+    assert fields({**base, "timeoutMs": 0}) == {"timeoutMs"}
+    job = parse_submission({**base, "maxAttempts": 5, "timeoutMs": 100}, REGISTRY, CONFIG)
+    assert (job.max_attempts, job.timeout_ms) == (5, 100)
+
+
+def test_batch_is_all_or_nothing_and_names_the_item() -> None:
+    good = {"tenantId": "t", "type": "sleep", "payload": {"delayMs": 1}}
+    with pytest.raises(Invalid) as info:
+        parse_batch({"jobs": [good, {**good, "type": "fax"}]}, REGISTRY, CONFIG)
+    assert [d.field for d in info.value.details] == ["jobs[1].type"]
+    for bad in ({"jobs": []}, {"jobs": [good] * 1001}, {"jobs": "x"}, []):
+        with pytest.raises(Invalid):
+            parse_batch(bad, REGISTRY, CONFIG)
+    assert len(parse_batch({"jobs": [good] * 1000}, REGISTRY, CONFIG)) == 1000
+
+
+def test_list_query() -> None:
+    assert parse_list_query({"tenantId": "t"}) == ("t", None, 20, 0)
+    assert parse_list_query({"tenantId": "t", "status": "FAILED", "limit": "100", "offset": "5"}) == (
+        "t", "FAILED", 100, 5,
+    )
+    for bad in ({}, {"tenantId": "t", "limit": "0"}, {"tenantId": "t", "limit": "101"},
+                {"tenantId": "t", "offset": "-1"}, {"tenantId": "t", "status": "DONE"},
+                {"tenantId": "t", "limit": "ten"}):
+        with pytest.raises(Invalid):
+            parse_list_query(bad)
