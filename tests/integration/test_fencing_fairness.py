@@ -1,0 +1,173 @@
+"""Fencing and fairness, by constructing the exact situations against the real stores.
+
+Fencing (River's job rescuer, pg-boss's attempt fence): an attempt whose lease expired and whose
+job was claimed again must not record its outcome. Fairness: a tenant with one job is claimed
+within one claim round behind a tenant with ten thousand.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from conveyor.actors.recorder import record_batch
+from conveyor.model import Finished, NewJob, Outcome, Started
+from conveyor.stores import PostgresStore, RedisStore
+from tests.conftest import REDIS_URL
+from tests.helpers import base_url, wait_until
+
+
+@pytest.fixture
+async def stores(database_url: str, redis_prefix: str) -> AsyncIterator[tuple[PostgresStore, RedisStore]]:
+    pg = PostgresStore(database_url, pool_size=2)
+    await pg.open()
+    redis = RedisStore(REDIS_URL, prefix=redis_prefix, pool_size=4)
+    yield pg, redis
+    await pg.close()
+    await redis.close()
+
+
+def new_job(tenant: str) -> NewJob:
+    return NewJob(str(uuid.uuid4()), tenant, "sleep", {"delayMs": 0}, max_attempts=3, timeout_ms=1000)
+
+
+async def expire_lease(redis: RedisStore, job_id: str) -> None:
+    await trio.to_thread.run_sync(lambda: redis.client.zadd(redis.key("leases"), {job_id: 0}))
+
+
+async def events_for(redis: RedisStore, job_id: str) -> list[dict[str, Any]]:
+    entries = await trio.to_thread.run_sync(lambda: redis.client.xrange(redis.key("events")))
+    return [m for m in (json.loads(f["d"]) for _, f in entries) if m["jobId"] == job_id]
+
+
+async def test_a_stale_attempt_cannot_record_its_outcome(stores: Any, tenant: str) -> None:
+    pg, redis = stores
+    job = new_job(tenant)
+    with trio.fail_after(20):
+        await pg.insert_jobs([job])
+        await redis.enqueue([job])
+        (first,) = await redis.claim(1, node="node-x", lease_ms=60_000)
+        await record_batch(pg, redis, [Started(first)])
+        # node X stalls past its lease; the reaper takes the job back; node Y claims it again
+        await expire_lease(redis, job.id)
+        ((verdict, reaped),) = await redis.reap(10, lease_ms=60_000)
+        assert verdict == "requeued"
+        await record_batch(pg, redis, [Finished(reaped, Outcome.REQUEUED, error="lease expired")])
+        (second,) = await redis.claim(1, node="node-y", lease_ms=60_000)
+        assert second.attempt == 2
+        await record_batch(pg, redis, [Started(second)])
+        # X wakes up: its heartbeat learns the lease is gone, and its outcome is refused
+        assert await redis.heartbeat([(job.id, 1)], node="node-x", lease_ms=60_000) == [job.id]
+        await record_batch(pg, redis, [Finished(first, Outcome.COMPLETED, result={"by": "x"})])
+        row = await pg.get_job(job.id)
+        assert (row["status"], row["attempts"], row["result"]) == ("RUNNING", 2, None)
+        assert await redis.heartbeat([(job.id, 2)], node="node-y", lease_ms=60_000) == []
+        # Y's outcome is the one that counts
+        await record_batch(pg, redis, [Finished(second, Outcome.COMPLETED, result={"by": "y"})])
+        row = await pg.get_job(job.id)
+        assert (row["status"], row["attempts"], row["result"]) == ("COMPLETED", 2, {"by": "y"})
+        statuses = [e["status"] for e in await events_for(redis, job.id)]
+        assert statuses == ["RUNNING", "PENDING", "RUNNING", "COMPLETED"]
+        # nothing of the job is left in Redis
+        left = await trio.to_thread.run_sync(
+            lambda: (redis.client.exists(redis.key("job", job.id)),
+                     redis.client.zscore(redis.key("leases"), job.id))
+        )
+        assert left == (0, None)
+
+
+async def test_stale_outcome_first_means_exactly_one_terminal_transition(stores: Any, tenant: str) -> None:
+    pg, redis = stores
+    job = new_job(tenant)
+    with trio.fail_after(20):
+        await pg.insert_jobs([job])
+        await redis.enqueue([job])
+        (first,) = await redis.claim(1, node="node-x", lease_ms=60_000)
+        await record_batch(pg, redis, [Started(first)])
+        await expire_lease(redis, job.id)
+        await redis.reap(10, lease_ms=60_000)
+        (second,) = await redis.claim(1, node="node-y", lease_ms=60_000)
+        # X's outcome lands before Y's start is recorded: X wins, Y is fenced out entirely
+        await record_batch(pg, redis, [Finished(first, Outcome.COMPLETED, result={"by": "x"})])
+        await record_batch(pg, redis, [Started(second)])
+        await record_batch(pg, redis, [Finished(second, Outcome.RETRY, error="late", delay_ms=10)])
+        row = await pg.get_job(job.id)
+        assert (row["status"], row["attempts"], row["result"]) == ("COMPLETED", 1, {"by": "x"})
+        terminal = [e for e in await events_for(redis, job.id) if e["status"] in ("COMPLETED", "FAILED")]
+        assert len(terminal) == 1
+        # Y's refused retry did not put the job back into Redis
+        left = await trio.to_thread.run_sync(
+            lambda: (redis.client.exists(redis.key("job", job.id)),
+                     redis.client.zscore(redis.key("delayed"), job.id))
+        )
+        assert left == (0, None)
+
+
+async def test_terminal_rows_never_revert(stores: Any, tenant: str) -> None:
+    pg, redis = stores
+    job = new_job(tenant)
+    with trio.fail_after(20):
+        await pg.insert_jobs([job])
+        await redis.enqueue([job])
+        (claimed,) = await redis.claim(1, node="n", lease_ms=60_000)
+        await record_batch(pg, redis, [Started(claimed), Finished(claimed, Outcome.FAILED, error="x")])
+        for outcome in (Outcome.COMPLETED, Outcome.RETRY, Outcome.HANDBACK):
+            await record_batch(pg, redis, [Finished(claimed, outcome)])
+        row = await pg.get_job(job.id)
+        assert (row["status"], row["error"]) == ("FAILED", "x")
+
+
+async def test_duplicate_dispatch_runs_once(stores: Any, tenant: str) -> None:
+    pg, redis = stores
+    job = new_job(tenant)
+    with trio.fail_after(10):
+        assert await redis.enqueue([job]) == 1
+        assert await redis.enqueue([job]) == 0  # already dispatched: skipped
+        # even if the id sits in the ready queue twice, only one claim gets it
+        await trio.to_thread.run_sync(lambda: redis.client.rpush(redis.key("q", tenant), job.id))
+        await trio.to_thread.run_sync(lambda: redis.client.rpush(redis.key("ring"), tenant))
+        claimed = await redis.claim(10, node="n", lease_ms=60_000)
+        assert [c.id for c in claimed] == [job.id]
+
+
+async def test_claims_rotate_across_tenants(stores: Any) -> None:
+    _, redis = stores
+    flood, single = f"flood-{uuid.uuid4().hex[:6]}", f"single-{uuid.uuid4().hex[:6]}"
+    with trio.fail_after(60):
+        for _ in range(10):
+            await redis.enqueue([new_job(flood) for _ in range(1000)])
+        late = new_job(single)
+        await redis.enqueue([late])
+        # one claim round with two free slots: one job of each tenant
+        claimed = await redis.claim(2, node="n", lease_ms=60_000)
+        assert {c.tenant_id for c in claimed} == {flood, single}
+        assert late.id in {c.id for c in claimed}
+
+
+async def test_a_small_tenant_is_not_starved_by_a_flood(start_node: Any, tenant: str) -> None:
+    node = await start_node(concurrency=4)
+    flood = tenant + "-flood"
+    with trio.fail_after(60):
+        async with httpx.AsyncClient(base_url=base_url(node), timeout=30) as client:
+            batch = [{"tenantId": flood, "type": "sleep", "payload": {"delayMs": 50}}] * 1000
+            for _ in range(10):
+                assert (await client.post("/jobs/batch", json={"jobs": batch})).status_code == 201
+            started = trio.current_time()
+            r = await client.post("/jobs", json={"tenantId": tenant, "type": "sleep", "payload": {"delayMs": 0}})
+            job_id = r.json()["jobId"]
+
+            async def done() -> bool:
+                return (await client.get(f"/jobs/{job_id}")).json()["status"] == "COMPLETED"
+
+            await wait_until(done)
+            waited = trio.current_time() - started
+            _, flood_done = await node.pg.list_jobs(flood, "COMPLETED", 1, 0)
+    # the flood needs 10,000 × 50 ms / 4 executors ≈ 125 s; B waited about one job's length
+    assert flood_done < 200
+    assert waited < 5
