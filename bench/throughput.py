@@ -1,0 +1,138 @@
+"""Enqueue-then-drain throughput of no-op jobs: conveyor side by side with arq.
+
+Usage: python bench/throughput.py [--jobs N] [--concurrency C] [--skip-arq]
+Needs the local PostgreSQL and Redis (DATABASE_URL's server, REDIS_URL). Creates and drops its own
+database and Redis key prefix; kills the node it starts by its PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx
+import psycopg
+
+ADMIN_URL = os.environ.get("CONVEYOR_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def conveyor_rate(n: int, concurrency: int) -> float:
+    name = f"conveyor_bench_{secrets.token_hex(4)}"
+    base = ADMIN_URL.rpartition("/")[0]
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"{base}/{name}"
+    log = tempfile.NamedTemporaryFile(prefix="conveyor-bench-", suffix=".log", delete=False)
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "REDIS_URL": REDIS_URL,
+        "CONVEYOR_REDIS_PREFIX": f"bench-{secrets.token_hex(4)}",
+        "CONVEYOR_CONCURRENCY": str(concurrency),
+        "CONVEYOR_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "serve", "--port", "0"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        node_url = None
+        while node_url is None:
+            found = re.search(r"Running on (http://\S+)", open(log.name).read())
+            if found:
+                node_url = found[1]
+            elif time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(open(log.name).read())
+            time.sleep(0.05)
+
+        async def submit() -> float:
+            body = {"jobs": [{"tenantId": "bench", "type": "sleep", "payload": {"delayMs": 0}}] * 1000}
+            async with httpx.AsyncClient(base_url=node_url, timeout=60) as client:
+                started = time.time()
+                sem = asyncio.Semaphore(4)
+
+                async def one(size: int) -> None:
+                    async with sem:
+                        r = await client.post("/jobs/batch", json={"jobs": body["jobs"][:size]})
+                        r.raise_for_status()
+
+                await asyncio.gather(*(one(min(1000, n - i)) for i in range(0, n, 1000)))
+                return started
+
+        started = asyncio.run(submit())
+        with psycopg.connect(url) as conn:
+            while True:
+                done, last = conn.execute(
+                    "SELECT count(*), max(updated_at) FROM jobs WHERE status = 'COMPLETED'"
+                ).fetchone()
+                if done >= n:
+                    break
+                time.sleep(0.05)
+        return n / (last.timestamp() - started)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        os.unlink(log.name)
+
+
+async def noop(ctx: dict) -> None:
+    return None
+
+
+def arq_rate(n: int, concurrency: int) -> float:
+    from arq import create_pool
+    from arq.connections import RedisSettings
+    from arq.worker import Worker
+
+    settings = RedisSettings.from_dsn(REDIS_URL)
+    queue = f"arq:bench:{secrets.token_hex(4)}"
+
+    async def run() -> float:
+        pool = await create_pool(settings, default_queue_name=queue)
+        started = time.time()
+        for _ in range(n):
+            await pool.enqueue_job("noop")
+        worker = Worker(
+            functions=[noop], redis_settings=settings, burst=True, max_jobs=concurrency,
+            queue_name=queue, keep_result=0, handle_signals=False, poll_delay=0.01,
+        )
+        await worker.main()
+        finished = time.time()
+        assert worker.jobs_complete == n, (worker.jobs_complete, n)
+        await worker.close()
+        await pool.delete(queue)
+        await pool.aclose()
+        return n / (finished - started)
+
+    return asyncio.run(run())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--skip-arq", action="store_true")
+    args = parser.parse_args()
+    ours = conveyor_rate(args.jobs, args.concurrency)
+    print(f"conveyor: {args.jobs} jobs, {ours:,.0f} jobs/s (first submit to last COMPLETED row)")
+    if args.skip_arq:
+        return
+    theirs = arq_rate(args.jobs, args.concurrency)
+    print(f"arq:      {args.jobs} jobs, {theirs:,.0f} jobs/s (first enqueue to end of drain)")
+    print(f"ratio conveyor/arq: {ours / theirs:.2f}")
+
+
+if __name__ == "__main__":
+    main()
