@@ -1,0 +1,46 @@
+"""README.md stays true: its curl examples run against a real node, its table lists every setting."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import trio
+
+from conveyor.config import SETTINGS
+from conveyor.node import Node
+from tests.helpers import base_url
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def curl_commands() -> list[str]:
+    text = README.read_text()
+    section = text.split("## HTTP API", 1)[1].split("## WebSocket feed", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block, "README's HTTP API section has a bash block of curl examples"
+    joined = block[1].replace("\\\n", " ")
+    return [line.strip() for line in joined.splitlines() if line.strip().startswith("curl ")]
+
+
+async def test_readme_curl_examples_work(node: Node) -> None:
+    commands = curl_commands()
+    assert len(commands) >= 4
+    with trio.fail_after(30):
+        for command in commands:
+            argv = shlex.split(command.replace("http://localhost:3000", base_url(node)))
+            argv[1:1] = ["-sS", "-w", "\n%{http_code}"]
+            done = await trio.run_process(argv, capture_stdout=True, check=False)
+            assert done.returncode == 0, command
+            body, _, status = done.stdout.decode().rpartition("\n")
+            assert status in ("200", "201"), (command, status, body)
+            json.loads(body)
+
+
+def test_readme_lists_every_setting() -> None:
+    text = README.read_text()
+    for name in SETTINGS:
+        assert f"| `{name}` |" in text, name
+    assert "./scripts/serve" in text and "./scripts/test" in text
