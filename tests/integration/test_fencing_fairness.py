@@ -171,3 +171,44 @@ async def test_a_small_tenant_is_not_starved_by_a_flood(start_node: Any, tenant:
     # the flood needs 10,000 × 50 ms / 4 executors ≈ 125 s; B waited about one job's length
     assert flood_done < 200
     assert waited < 5
+
+
+async def test_a_lease_expiring_on_the_last_attempt_fails_the_job(stores: Any, tenant: str) -> None:
+    pg, redis = stores
+    job = NewJob(str(uuid.uuid4()), tenant, "sleep", {"delayMs": 0}, max_attempts=1, timeout_ms=1000)
+    with trio.fail_after(20):
+        await pg.insert_jobs([job])
+        await redis.enqueue([job])
+        (claimed,) = await redis.claim(1, node="dead-node", lease_ms=60_000)
+        await record_batch(pg, redis, [Started(claimed)])
+        await expire_lease(redis, job.id)
+        ((verdict, reaped),) = await redis.reap(10, lease_ms=60_000)
+        assert verdict == "failed"
+        await record_batch(pg, redis, [Finished(reaped, Outcome.FAILED, error="lease expired")])
+        row = await pg.get_job(job.id)
+        assert (row["status"], row["attempts"], row["error"]) == ("FAILED", 1, "lease expired")
+        assert await redis.reap(10, lease_ms=60_000) == []
+        assert await redis.claim(1, node="n", lease_ms=60_000) == []
+
+
+async def test_an_attempt_that_lost_its_lease_is_cancelled(start_node: Any, tenant: str) -> None:
+    node = await start_node(lease_seconds=0.9)
+    with trio.fail_after(30):
+        async with httpx.AsyncClient(base_url=base_url(node)) as client:
+            r = await client.post("/jobs", json={"tenantId": tenant, "type": "sleep", "payload": {"delayMs": 1500}})
+            job_id = r.json()["jobId"]
+            await wait_until(lambda: node.pool.running_count() == 1)
+            # another node now holds this attempt's lease (as after a reap and a new claim)
+            await trio.to_thread.run_sync(
+                lambda: node.redis.client.hset(node.redis.key("job", job_id), "n", "other-node")
+            )
+            await wait_until(lambda: node.pool.running_count() == 0)
+            assert job_id not in node.pool.leases
+
+            async def completed() -> dict[str, Any] | None:
+                job = (await client.get(f"/jobs/{job_id}")).json()
+                return job if job["status"] == "COMPLETED" else None
+
+            # the stolen lease is never extended, expires, and the job gets a second attempt
+            job = await wait_until(completed)
+    assert job["attempts"] == 2

@@ -45,6 +45,8 @@ class HookServer:
                     status, body = 200, b'{"hello": "world"}'
                 elif self.path == "/flaky":
                     status, body = (500, b"boom") if len(hits) == 1 else (200, b"recovered")
+                elif self.path == "/big":
+                    status, body = 200, b"y" * 100_000
                 elif self.path == "/slow":
                     time.sleep(3)
                     status, body = 200, b"late"
@@ -239,3 +241,33 @@ async def test_non_retryable_failure_ends_at_once(node: Node, tenant: str) -> No
             job = await finished(client, job_id)
     assert job["status"] == "FAILED" and job["attempts"] == 1
     assert "non-numeric" in job["error"]
+
+
+async def test_a_deployment_adds_its_own_job_type(start_node: Any, tenant: str) -> None:
+    node = await start_node(handler_modules=("tests.integration.extra_handlers",))
+    with trio.fail_after(20):
+        async with httpx.AsyncClient(base_url=base_url(node)) as client:
+            r = await client.post("/jobs", json={"tenantId": tenant, "type": "echo", "payload": {"text": 1}})
+            assert r.status_code == 400 and r.json()["details"][0]["field"] == "payload.text"
+            job_id = await submit(client, tenant, "echo", {"text": "hi"})
+            job = await finished(client, job_id)
+    assert job["result"] == {"echo": "hi", "attempt": 1, "tenant": tenant}
+    assert job["timeoutMs"] == 1000
+
+
+async def test_webhook_result_excerpt_is_bounded(node: Node, tenant: str, hooks: HookServer) -> None:
+    with trio.fail_after(20):
+        async with httpx.AsyncClient(base_url=base_url(node)) as client:
+            job_id = await submit(client, tenant, "webhook", {"url": f"{hooks.url}/big", "method": "GET"})
+            job = await finished(client, job_id)
+    assert job["status"] == "COMPLETED"
+    assert job["result"]["body"] == "y" * 2048
+
+
+async def test_heartbeat_keeps_a_job_longer_than_its_lease(start_node: Any, tenant: str) -> None:
+    node = await start_node(lease_seconds=0.6)
+    with trio.fail_after(20):
+        async with httpx.AsyncClient(base_url=base_url(node)) as client:
+            job_id = await submit(client, tenant, "sleep", {"delayMs": 2500})
+            job = await finished(client, job_id)
+    assert job["status"] == "COMPLETED" and job["attempts"] == 1
