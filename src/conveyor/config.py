@@ -42,14 +42,21 @@ class Config:
     node_id: str = ""
 
 
-def _positive_int(name: str, raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a positive integer, got {raw!r}") from None
-    if value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {raw!r}")
-    return value
+def _int_in(low: int, high: int, what: str) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise ConfigError(f"{name} must be {what}, got {raw!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_in(1, 2**31 - 1, "a positive integer")
+_port = _int_in(0, 65535, "a port number 0-65535")
 
 
 def _positive_float(name: str, raw: str) -> float:
@@ -76,16 +83,6 @@ def _prefix(name: str, raw: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", raw):
         raise ConfigError(f"{name} must be 1-64 characters of letters, digits, '_.:-', got {raw!r}")
     return raw
-
-
-def _port(name: str, raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a port number 0-65535, got {raw!r}") from None
-    if not 0 <= value <= 65535:
-        raise ConfigError(f"{name} must be a port number 0-65535, got {raw!r}")
-    return value
 
 
 def _text(name: str, raw: str) -> str:

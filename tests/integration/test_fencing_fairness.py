@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from conveyor.actors.recorder import record_batch
-from conveyor.model import Finished, NewJob, Outcome, Started
+from conveyor.model import Envelope, Finished, NewJob, Outcome, Started
 from conveyor.stores import PostgresStore, RedisStore
 from tests.conftest import REDIS_URL
 from tests.helpers import base_url, wait_until
@@ -41,6 +41,22 @@ async def expire_lease(redis: RedisStore, job_id: str) -> None:
     await trio.to_thread.run_sync(lambda: redis.client.zadd(redis.key("leases"), {job_id: 0}))
 
 
+async def submit_and_start(pg: PostgresStore, redis: RedisStore, job: NewJob, node: str) -> Envelope:
+    """Commit and dispatch a job, claim it as `node` and record its start."""
+    await pg.insert_jobs([job])
+    await redis.enqueue([job])
+    (claimed,) = await redis.claim(1, node=node, lease_ms=60_000)
+    await record_batch(pg, redis, [Started(claimed)])
+    return claimed
+
+
+async def leftovers(redis: RedisStore, job_id: str, zset: str) -> tuple[int, Any]:
+    """Whether the job still has an envelope, and its score in a sorted set."""
+    return await trio.to_thread.run_sync(
+        lambda: (redis.client.exists(redis.key("job", job_id)), redis.client.zscore(redis.key(zset), job_id))
+    )
+
+
 async def events_for(redis: RedisStore, job_id: str) -> list[dict[str, Any]]:
     entries = await trio.to_thread.run_sync(lambda: redis.client.xrange(redis.key("events")))
     return [m for m in (json.loads(f["d"]) for _, f in entries) if m["jobId"] == job_id]
@@ -50,10 +66,7 @@ async def test_a_stale_attempt_cannot_record_its_outcome(stores: Any, tenant: st
     pg, redis = stores
     job = new_job(tenant)
     with trio.fail_after(20):
-        await pg.insert_jobs([job])
-        await redis.enqueue([job])
-        (first,) = await redis.claim(1, node="node-x", lease_ms=60_000)
-        await record_batch(pg, redis, [Started(first)])
+        first = await submit_and_start(pg, redis, job, "node-x")
         # node X stalls past its lease; the reaper takes the job back; node Y claims it again
         await expire_lease(redis, job.id)
         ((verdict, reaped),) = await redis.reap(10, lease_ms=60_000)
@@ -75,21 +88,14 @@ async def test_a_stale_attempt_cannot_record_its_outcome(stores: Any, tenant: st
         statuses = [e["status"] for e in await events_for(redis, job.id)]
         assert statuses == ["RUNNING", "PENDING", "RUNNING", "COMPLETED"]
         # nothing of the job is left in Redis
-        left = await trio.to_thread.run_sync(
-            lambda: (redis.client.exists(redis.key("job", job.id)),
-                     redis.client.zscore(redis.key("leases"), job.id))
-        )
-        assert left == (0, None)
+        assert await leftovers(redis, job.id, "leases") == (0, None)
 
 
 async def test_stale_outcome_first_means_exactly_one_terminal_transition(stores: Any, tenant: str) -> None:
     pg, redis = stores
     job = new_job(tenant)
     with trio.fail_after(20):
-        await pg.insert_jobs([job])
-        await redis.enqueue([job])
-        (first,) = await redis.claim(1, node="node-x", lease_ms=60_000)
-        await record_batch(pg, redis, [Started(first)])
+        first = await submit_and_start(pg, redis, job, "node-x")
         await expire_lease(redis, job.id)
         await redis.reap(10, lease_ms=60_000)
         (second,) = await redis.claim(1, node="node-y", lease_ms=60_000)
@@ -102,21 +108,15 @@ async def test_stale_outcome_first_means_exactly_one_terminal_transition(stores:
         terminal = [e for e in await events_for(redis, job.id) if e["status"] in ("COMPLETED", "FAILED")]
         assert len(terminal) == 1
         # Y's refused retry did not put the job back into Redis
-        left = await trio.to_thread.run_sync(
-            lambda: (redis.client.exists(redis.key("job", job.id)),
-                     redis.client.zscore(redis.key("delayed"), job.id))
-        )
-        assert left == (0, None)
+        assert await leftovers(redis, job.id, "delayed") == (0, None)
 
 
 async def test_terminal_rows_never_revert(stores: Any, tenant: str) -> None:
     pg, redis = stores
     job = new_job(tenant)
     with trio.fail_after(20):
-        await pg.insert_jobs([job])
-        await redis.enqueue([job])
-        (claimed,) = await redis.claim(1, node="n", lease_ms=60_000)
-        await record_batch(pg, redis, [Started(claimed), Finished(claimed, Outcome.FAILED, error="x")])
+        claimed = await submit_and_start(pg, redis, job, "n")
+        await record_batch(pg, redis, [Finished(claimed, Outcome.FAILED, error="x")])
         for outcome in (Outcome.COMPLETED, Outcome.RETRY, Outcome.HANDBACK):
             await record_batch(pg, redis, [Finished(claimed, outcome)])
         row = await pg.get_job(job.id)
@@ -177,10 +177,7 @@ async def test_a_lease_expiring_on_the_last_attempt_fails_the_job(stores: Any, t
     pg, redis = stores
     job = NewJob(str(uuid.uuid4()), tenant, "sleep", {"delayMs": 0}, max_attempts=1, timeout_ms=1000)
     with trio.fail_after(20):
-        await pg.insert_jobs([job])
-        await redis.enqueue([job])
-        (claimed,) = await redis.claim(1, node="dead-node", lease_ms=60_000)
-        await record_batch(pg, redis, [Started(claimed)])
+        await submit_and_start(pg, redis, job, "dead-node")
         await expire_lease(redis, job.id)
         ((verdict, reaped),) = await redis.reap(10, lease_ms=60_000)
         assert verdict == "failed"

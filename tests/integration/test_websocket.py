@@ -21,6 +21,13 @@ async def next_message(ws: Any) -> dict[str, Any]:
     return json.loads(await ws.get_message())
 
 
+async def subscribe(ws: Any, tenant: str) -> None:
+    """Read the greeting, subscribe to a tenant and read the acknowledgement."""
+    assert (await next_message(ws))["type"] == "CONNECTED"
+    await ws.send_message(json.dumps({"type": "SUBSCRIBE", "tenantId": tenant}))
+    assert await next_message(ws) == {"type": "SUBSCRIBED", "tenantId": tenant}
+
+
 async def updates_until_terminal(ws: Any, job_id: str) -> list[dict[str, Any]]:
     seen = []
     while True:
@@ -53,9 +60,7 @@ async def test_subscribe_and_receive_job_updates(node: Node, tenant: str) -> Non
 async def test_failures_and_retries_are_published(node: Node, tenant: str) -> None:
     with trio.fail_after(20):
         async with open_websocket_url(ws_url(node)) as ws:
-            await next_message(ws)
-            await ws.send_message(json.dumps({"type": "SUBSCRIBE", "tenantId": tenant}))
-            await next_message(ws)
+            await subscribe(ws, tenant)
             async with httpx.AsyncClient(base_url=base_url(node)) as client:
                 r = await client.post(
                     "/jobs",
@@ -74,9 +79,7 @@ async def test_only_the_subscribed_tenant_is_heard(node: Node, tenant: str) -> N
     other = tenant + "-other"
     with trio.fail_after(20):
         async with open_websocket_url(ws_url(node)) as ws:
-            await next_message(ws)
-            await ws.send_message(json.dumps({"type": "SUBSCRIBE", "tenantId": tenant}))
-            await next_message(ws)
+            await subscribe(ws, tenant)
             async with httpx.AsyncClient(base_url=base_url(node)) as client:
                 r = await client.post("/jobs", json={"tenantId": other, "type": "sleep", "payload": {"delayMs": 0}})
                 other_id = r.json()["jobId"]
@@ -157,9 +160,7 @@ async def test_events_from_another_node_reach_this_one(start_node: Any, tenant: 
             await wait_until(busy_running)
             node_b = await start_node(concurrency=2)
             async with open_websocket_url(ws_url(node_a)) as ws:
-                await next_message(ws)
-                await ws.send_message(json.dumps({"type": "SUBSCRIBE", "tenantId": tenant}))
-                await next_message(ws)
+                await subscribe(ws, tenant)
                 r = await client.post("/jobs", json={"tenantId": tenant, "type": "sleep", "payload": {"delayMs": 0}})
                 job_id = r.json()["jobId"]
                 seen = await updates_until_terminal(ws, job_id)

@@ -40,10 +40,10 @@ class RedisStore:
         )
         self.client = redis.Redis(connection_pool=pool)
         self._limiter = trio.CapacityLimiter(pool_size)
+        lua = resources.files(__package__).joinpath("lua")
+        lib = lua.joinpath("_lib.lua").read_text()
         self._scripts = {
-            name: self.client.register_script(
-                resources.files(__package__).joinpath(f"lua/{name}.lua").read_text()
-            )
+            name: self.client.register_script(lib + lua.joinpath(f"{name}.lua").read_text())
             for name in SCRIPTS
         }
 

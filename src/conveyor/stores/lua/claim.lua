@@ -2,8 +2,7 @@
 -- ARGV: prefix, n, node, lease_ms.
 -- Returns a flat list of groups of 7: id, tenant, type, payload, attempt, max_attempts, timeout_ms.
 local p, n, node, lease_ms = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local ring, ringset, leases = p .. ':ring', p .. ':ringset', p .. ':leases'
 local out = {}
 local claimed = 0

@@ -9,16 +9,9 @@ for i = 2, #ARGV, 6 do
   if redis.call('EXISTS', env) == 0 then
     redis.call('HSET', env, 't', tenant, 'y', ARGV[i + 2], 'p', ARGV[i + 3], 'a', 0,
                'm', ARGV[i + 4], 'o', ARGV[i + 5])
-    redis.call('RPUSH', p .. ':q:' .. tenant, id)
-    if redis.call('SADD', p .. ':ringset', tenant) == 1 then
-      redis.call('RPUSH', p .. ':ring', tenant)
-    end
+    push_ready(p, tenant, id)
     count = count + 1
   end
 end
-if count > 0 then
-  -- wake idle fetchers (one token each, bounded)
-  for _ = 1, math.min(count, 8) do redis.call('LPUSH', p .. ':wake', 1) end
-  redis.call('LTRIM', p .. ':wake', 0, 63)
-end
+wake(p, count)
 return count

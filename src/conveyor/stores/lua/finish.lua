@@ -3,10 +3,9 @@
 -- Actions: done (drop lease and envelope), retry (to the delayed set), handback (to ready,
 -- attempt not counted), none. An action on an attempt that is not the envelope's is ignored.
 local p, n = ARGV[1], tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local leases = p .. ':leases'
-local woke = false
+local handed_back = 0
 local last = 2 + 4 * n
 for i = 3, last, 4 do
   local id, attempt, action = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -21,19 +20,12 @@ for i = 3, last, 4 do
     elseif action == 'handback' then
       redis.call('HSET', env, 'a', tonumber(attempt) - 1)
       redis.call('HDEL', env, 'n')
-      local tenant = redis.call('HGET', env, 't')
-      redis.call('RPUSH', p .. ':q:' .. tenant, id)
-      if redis.call('SADD', p .. ':ringset', tenant) == 1 then
-        redis.call('RPUSH', p .. ':ring', tenant)
-      end
-      woke = true
+      push_ready(p, redis.call('HGET', env, 't'), id)
+      handed_back = handed_back + 1
     end
   end
 end
-if woke then
-  redis.call('LPUSH', p .. ':wake', 1)
-  redis.call('LTRIM', p .. ':wake', 0, 63)
-end
+wake(p, handed_back)
 for i = last + 1, #ARGV, 2 do
   redis.call('XADD', p .. ':events', 'MAXLEN', '~', 100000, '*', 't', ARGV[i], 'd', ARGV[i + 1])
 end

@@ -1,8 +1,7 @@
 -- Extend the leases this node holds. ARGV: prefix, node, lease_ms, then pairs: id, attempt.
 -- Returns the ids whose lease this node no longer holds (reaped, or claimed again elsewhere).
 local p, node, lease_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local t = redis.call('TIME')
-local deadline = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + lease_ms
+local deadline = now_ms() + lease_ms
 local leases = p .. ':leases'
 local lost = {}
 for i = 4, #ARGV, 2 do

@@ -4,8 +4,7 @@
 -- reaper for lease_ms ('failed') so that recording its failure can itself be retried.
 -- Returns groups of 8: verdict, id, tenant, type, payload, attempt, max_attempts, timeout_ms.
 local p, limit, lease_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local leases = p .. ':leases'
 local out = {}
 local requeued = 0
@@ -20,10 +19,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0,
       verdict = 'requeued'
       redis.call('ZREM', leases, id)
       redis.call('HDEL', env, 'n')
-      redis.call('RPUSH', p .. ':q:' .. h[1], id)
-      if redis.call('SADD', p .. ':ringset', h[1]) == 1 then
-        redis.call('RPUSH', p .. ':ring', h[1])
-      end
+      push_ready(p, h[1], id)
       requeued = requeued + 1
     else
       verdict = 'failed'
@@ -33,8 +29,5 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0,
     for _, v in ipairs({verdict, id, h[1], h[2], h[3], h[4], h[5], h[6]}) do out[#out + 1] = v end
   end
 end
-if requeued > 0 then
-  redis.call('LPUSH', p .. ':wake', 1)
-  redis.call('LTRIM', p .. ':wake', 0, 63)
-end
+wake(p, requeued)
 return out
