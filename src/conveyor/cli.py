@@ -12,10 +12,12 @@ import os
 import signal
 import sys
 
+import psycopg
 import trio
 
 from . import config as config_mod
 from .node import run_node
+from .stores import StoreUnavailable
 from .stores.postgres import migrate_sync
 
 log = logging.getLogger("conveyor")
@@ -65,12 +67,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"conveyor: invalid configuration: {exc}", file=sys.stderr)
         return 2
 
-    if args.command == "migrate":
-        applied = migrate_sync(config.database_url)
-        print(f"applied migrations: {applied or 'none pending'}")
-        return 0
+    unavailable: list[BaseException] = []
     try:
-        trio.run(serve, config)
-    except KeyboardInterrupt:
-        return 130
+        if args.command == "migrate":
+            applied = migrate_sync(config.database_url)
+            print(f"applied migrations: {applied or 'none pending'}")
+        else:
+            trio.run(serve, config)
+    except* (StoreUnavailable, psycopg.OperationalError) as group:
+        unavailable = list(group.exceptions)
+    if unavailable:
+        print(f"conveyor: PostgreSQL unavailable: {unavailable[0]}", file=sys.stderr)
+        return 1
     return 0

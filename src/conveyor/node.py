@@ -15,6 +15,7 @@ import socket
 from typing import Any
 
 import attrs
+import psycopg
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
@@ -113,7 +114,10 @@ async def run_node(
     from .web.app import create_app  # the web layer imports Node from here
 
     draining = draining if draining is not None else trio.Event()
-    await trio.to_thread.run_sync(migrate_sync, config.database_url)
+    try:
+        await trio.to_thread.run_sync(migrate_sync, config.database_url)
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(f"cannot apply migrations: {exc}".strip()) from exc
     pg = PostgresStore(config.database_url, pool_size=config.pg_pool_size)
     redis = RedisStore(config.redis_url, prefix=config.redis_prefix, pool_size=config.redis_pool_size)
     await pg.open()

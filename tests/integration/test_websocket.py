@@ -51,6 +51,9 @@ async def test_subscribe_and_receive_job_updates(node: Node, tenant: str) -> Non
                 )
                 job_id = r.json()["jobId"]
             seen = await updates_until_terminal(ws, job_id)
+            assert node.hub.connections == 1
+        # the client closed: its subscriptions are gone from the node
+        await wait_until(lambda: node.hub.connections == 0 and node.hub.subscriptions() == 0)
     assert [m["status"] for m in seen] == ["RUNNING", "COMPLETED"]
     last = seen[-1]
     assert last["tenantId"] == tenant and last["error"] is None and last["attempts"] == 1

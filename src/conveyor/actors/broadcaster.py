@@ -68,10 +68,12 @@ async def run_broadcaster(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    last_id = await redis.now_event_id()
     task_status.started()
+    last_id: str | None = None  # read from "now" on: a feed of live updates, not a replay
     while True:
         try:
+            if last_id is None:
+                last_id = await redis.now_event_id()
             entries = await redis.read_events(last_id, timeout_ms=1000)
         except StoreUnavailable as exc:
             log.warning("broadcaster: %s", exc)

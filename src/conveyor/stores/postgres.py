@@ -83,7 +83,7 @@ def migrate_sync(database_url: str) -> list[int]:
 
 
 class PostgresStore:
-    def __init__(self, database_url: str, *, pool_size: int = 8, timeout: float = 2.0) -> None:
+    def __init__(self, database_url: str, *, pool_size: int = 8, timeout: float = 1.5) -> None:
         self._pool = psycopg_pool.ConnectionPool(
             database_url,
             min_size=1,
@@ -92,7 +92,6 @@ class PostgresStore:
             timeout=timeout,
             kwargs={"connect_timeout": max(1, int(timeout))},
             check=psycopg_pool.ConnectionPool.check_connection,
-            reconnect_timeout=0,  # keep trying to reconnect for as long as the node runs
         )
         self._limiter = trio.CapacityLimiter(pool_size)
 
