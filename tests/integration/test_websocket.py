@@ -190,3 +190,19 @@ async def test_a_client_that_stops_reading_is_disconnected(start_node: Any, tena
                     await ws.get_message()
             except ConnectionClosed as closed:
                 assert closed.reason.code == 1008
+
+
+async def test_instant_jobs_still_show_running_then_completed(node: Node, tenant: str) -> None:
+    # A job that starts and finishes within one recorder batch is written to PostgreSQL once,
+    # but the feed still carries both status changes, in order.
+    with trio.fail_after(20):
+        async with open_websocket_url(ws_url(node)) as ws:
+            await subscribe(ws, tenant)
+            async with httpx.AsyncClient(base_url=base_url(node)) as client:
+                jobs = [{"tenantId": tenant, "type": "sleep", "payload": {"delayMs": 0}}] * 50
+                ids = (await client.post("/jobs/batch", json={"jobs": jobs})).json()["jobIds"]
+            statuses: dict[str, list[str]] = {i: [] for i in ids}
+            while any(not s or s[-1] != "COMPLETED" for s in statuses.values()):
+                msg = await next_message(ws)
+                statuses[msg["jobId"]].append(msg["status"])
+    assert all(s == ["RUNNING", "COMPLETED"] for s in statuses.values()), statuses

@@ -74,7 +74,7 @@ async def run_broadcaster(
         try:
             if last_id is None:
                 last_id = await redis.now_event_id()
-            entries = await redis.read_events(last_id, timeout_ms=1000)
+            entries = await redis.read_events(last_id, block_ms=1000)
         except StoreUnavailable as exc:
             log.warning("broadcaster: %s", exc)
             await trio.sleep(1.0)

@@ -16,7 +16,7 @@ from .pool import ExecutorPool
 
 log = logging.getLogger(__name__)
 
-WAKE_TIMEOUT_S = 1.0
+WAKE_BLOCK_S = 1.0
 
 
 async def run_fetcher(
@@ -69,7 +69,7 @@ async def _idle_wait(redis: RedisStore, draining: trio.Event) -> None:
     if draining.is_set():
         return
     try:
-        await redis.wait_wake(WAKE_TIMEOUT_S)
+        await redis.wait_wake(WAKE_BLOCK_S)
     except StoreUnavailable as exc:
         log.warning("wake wait failed: %s", exc)
         await trio.sleep(1.0)

@@ -104,5 +104,12 @@ async def record_batch(pg: PostgresStore, redis: RedisStore, batch: list[Any]) -
         (f.job.id, f.job.attempt, ACTIONS[f.outcome] if f.job.id in accepted else "done", f.delay_ms)
         for f in finishes.values()
     ]
-    events = [(row["tenant_id"], json.dumps(job_update(row))) for row in (*started, *finished)]
+    events = [(row["tenant_id"], json.dumps(job_update(row))) for row in started]
+    for row in finished:
+        if (row["id"], row["attempts"]) in starts:
+            # started and finished within this batch: written once, but the feed still hears
+            # the RUNNING that PostgreSQL never stored
+            running = {**row, "status": "RUNNING", "error": None}
+            events.append((row["tenant_id"], json.dumps(job_update(running))))
+        events.append((row["tenant_id"], json.dumps(job_update(row))))
     await _retrying("Redis finish", redis.finish, actions, events)

@@ -114,19 +114,17 @@ class RedisStore:
         moved, next_due_ms = await self._script("promote", [limit])
         return int(moved), int(next_due_ms)
 
-    async def wait_wake(self, timeout_s: float) -> bool:
-        """Block until an enqueue pushes a wake-up token, or timeout_s passes."""
+    async def wait_wake(self, block_s: float) -> bool:
+        """Block until an enqueue pushes a wake-up token, or block_s passes (server-side)."""
         got = await self._run(
-            lambda: self.client.blpop([self.key("wake")], timeout=timeout_s), abandon=True
+            lambda: self.client.blpop([self.key("wake")], timeout=block_s), abandon=True
         )
         return got is not None
 
-    async def read_events(self, last_id: str, timeout_ms: int) -> list[tuple[str, dict[str, str]]]:
-        """The events after last_id (blocking up to timeout_ms); '$' means from now on."""
+    async def read_events(self, last_id: str, block_ms: int) -> list[tuple[str, dict[str, str]]]:
+        """The events after last_id, blocking up to block_ms (server-side) while there are none."""
         got = await self._run(
-            lambda: self.client.xread(
-                {self.key("events"): last_id}, count=500, block=timeout_ms
-            ),
+            lambda: self.client.xread({self.key("events"): last_id}, count=500, block=block_ms),
             abandon=True,
         )
         return got[0][1] if got else []

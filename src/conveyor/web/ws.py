@@ -61,7 +61,7 @@ def register(app: QuartTrio, node: Node) -> None:
                 node.hub.connections -= 1
                 for tenant in tenants:
                     node.hub.unsubscribe(tenant, sub)
-        with trio.move_on_after(CLOSE_TIMEOUT_S):
+        with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
             await websocket.close(close["code"], close["reason"])
 
 
