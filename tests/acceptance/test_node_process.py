@@ -96,12 +96,12 @@ async def test_sigterm_drains_and_exits_0(
     config = make_config()
     node = NodeProcess(
         config, tmp_path / "node.log",
-        CONVEYOR_CONCURRENCY=10, CONVEYOR_DRAIN_GRACE_SECONDS=2, CONVEYOR_LEASE_SECONDS=30,
+        CONVEYOR_CONCURRENCY=10, CONVEYOR_DRAIN_GRACE_SECONDS=3, CONVEYOR_LEASE_SECONDS=30,
     )
     processes.append(node)
     with trio.fail_after(90):
         url = await node.start()
-        short = await submit_sleepers(url, tenant, 5, delay_ms=800)
+        short = await submit_sleepers(url, tenant, 5, delay_ms=1500)
         long = await submit_sleepers(url, tenant, 5, delay_ms=20_000)
         queued = await submit_sleepers(url, tenant, 20, delay_ms=0)
 
@@ -114,7 +114,7 @@ async def test_sigterm_drains_and_exits_0(
         code = await node.wait()
         took = trio.current_time() - signalled
         assert code == 0
-        assert took < 2 + 8  # grace plus hand-back and flush
+        assert took < 3 + 8  # grace plus hand-back and flush
         with psycopg.connect(config.database_url) as conn:
             rows = dict(conn.execute(
                 "SELECT id::text, status || '/' || attempts FROM jobs WHERE tenant_id = %s", (tenant,)

@@ -34,11 +34,15 @@ async def run_executor(
     task_status.started()
     async with jobs, records:
         async for job in jobs:
+            delivered = False
             try:
-                finished = await execute(job, records, pool, registry, config)
-                if finished is not None:
-                    await records.send(finished)
+                await records.send(await execute(job, records, pool, registry, config))
+                delivered = True
             finally:
+                if not delivered:
+                    # cancelled before the recorder had the outcome (the pool is restarting):
+                    # let the lease expire so that the reaper gives the job another attempt
+                    pool.forget_lease(job.id, job.attempt)
                 pool.give_slots(1)
 
 
@@ -48,7 +52,7 @@ async def execute(
     pool: ExecutorPool,
     registry: Registry,
     config: Config,
-) -> Finished | None:
+) -> Finished:
     if pool.handing_back:
         return Finished(job, Outcome.HANDBACK)
     await records.send(Started(job))

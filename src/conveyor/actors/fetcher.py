@@ -57,8 +57,7 @@ async def run_fetcher(
                 # Jobs no executor received: forget their leases (they expire and are
                 # reaped) and give their slots back.
                 for job in claimed:
-                    if pool.leases.get(job.id) == job.attempt:
-                        del pool.leases[job.id]
+                    pool.forget_lease(job.id, job.attempt)
                 pool.give_slots(taken)
             if got < wanted:
                 # The ready queues ran dry: block on the wake-up key instead of polling.

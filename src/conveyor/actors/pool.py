@@ -45,6 +45,12 @@ class ExecutorPool:
         self._changed.set()
         self._changed = trio.Event()
 
+    def forget_lease(self, job_id: str, attempt: int) -> None:
+        """Stop holding (and heartbeating) a lease: its outcome is written, or it never will be
+        by this node, and then the lease expires and the reaper gives the job another attempt."""
+        if self.leases.get(job_id) == attempt:
+            del self.leases[job_id]
+
     def busy(self) -> int:
         return self.size - self.slots.value
 

@@ -56,8 +56,8 @@ async def run_recorder(
                 # Written or not, this node stops holding these leases: if the batch was lost
                 # (a crash), the leases expire and the reaper gives the jobs another attempt.
                 for msg in batch:
-                    if isinstance(msg, Finished) and pool.leases.get(msg.job.id) == msg.job.attempt:
-                        del pool.leases[msg.job.id]
+                    if isinstance(msg, Finished):
+                        pool.forget_lease(msg.job.id, msg.job.attempt)
             for msg in batch:
                 if isinstance(msg, Flush):
                     msg.done.set()

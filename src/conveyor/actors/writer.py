@@ -63,9 +63,9 @@ async def run_writer(
                 continue
             try:
                 await redis.enqueue(jobs)
-            except StoreUnavailable as exc:
-                # The rows are committed, so the submit succeeded; dispatch is repaired from
-                # PostgreSQL later (see the closing notes of issue 2 / issue 4's reconciler).
-                log.warning("committed %d jobs but could not dispatch them: %s", len(jobs), exc)
+            except Exception:
+                # The rows are committed, so the submit succeeded. Dispatch must then be
+                # repaired from PostgreSQL, which is the reconciler's work (not built yet).
+                log.exception("committed %d jobs but could not dispatch them", len(jobs))
             for submit in batch:
                 _answer(submit.reply, None)

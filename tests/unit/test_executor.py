@@ -1,0 +1,137 @@
+"""The executor's outcomes, with in-memory handlers on trio's MockClock (no stores involved)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+import trio.testing
+
+from conveyor.actors.executor import execute, run_executor
+from conveyor.actors.pool import CancelReason, ExecutorPool
+from conveyor.config import Config
+from conveyor.handlers import FieldError, Handler, JobFailed, Registry
+from conveyor.model import Envelope, Finished, Outcome, Started
+
+CONFIG = Config(backoff_base_ms=1000, backoff_cap_ms=60_000)
+
+
+def registry() -> Registry:
+    reg = Registry()
+
+    def ok(p: dict[str, Any]) -> list[FieldError]:
+        return []
+
+    async def run(job: Envelope, payload: dict[str, Any]) -> Any:
+        action = payload["do"]
+        if action == "succeed":
+            return {"n": 1}
+        if action == "fail":
+            raise ValueError("bad input")
+        if action == "final":
+            raise JobFailed("no point retrying", retryable=False)
+        if action == "unserialisable":
+            return object()
+        await trio.sleep_forever()
+
+    reg.register(Handler("t", ok, run, default_timeout_ms=lambda p: 1000))
+    return reg
+
+
+def job(do: str, attempt: int = 1, max_attempts: int = 3, timeout_ms: int = 5000) -> Envelope:
+    return Envelope(f"id-{do}", "tenant", "t", {"do": do}, attempt, max_attempts, timeout_ms)
+
+
+async def run_one(envelope: Envelope, pool: ExecutorPool | None = None) -> tuple[list[Any], Finished]:
+    send, recv = trio.open_memory_channel[Any](10)
+    finished = await execute(envelope, send, pool or ExecutorPool(1), registry(), CONFIG)
+    return [m for m in iter(lambda: _nowait(recv), None)], finished
+
+
+def _nowait(recv: trio.MemoryReceiveChannel[Any]) -> Any:
+    try:
+        return recv.receive_nowait()
+    except trio.WouldBlock:
+        return None
+
+
+async def test_success_records_start_then_result(autojump_clock: Any) -> None:
+    sent, finished = await run_one(job("succeed"))
+    assert [type(m) for m in sent] == [Started]
+    assert (finished.outcome, finished.result) == (Outcome.COMPLETED, {"n": 1})
+
+
+async def test_failure_retries_with_backoff_then_fails(autojump_clock: Any) -> None:
+    _, first = await run_one(job("fail", attempt=1))
+    assert first.outcome is Outcome.RETRY and 500 <= first.delay_ms <= 1000
+    assert first.error == "ValueError: bad input"
+    _, second = await run_one(job("fail", attempt=2))
+    assert second.outcome is Outcome.RETRY and 1000 <= second.delay_ms <= 2000
+    _, last = await run_one(job("fail", attempt=3))
+    assert last.outcome is Outcome.FAILED and last.error == "ValueError: bad input"
+
+
+async def test_non_retryable_failure_ends_at_once(autojump_clock: Any) -> None:
+    _, finished = await run_one(job("final", attempt=1))
+    assert (finished.outcome, finished.error) == (Outcome.FAILED, "no point retrying")
+
+
+async def test_a_result_that_cannot_be_stored_is_a_failure(autojump_clock: Any) -> None:
+    _, finished = await run_one(job("unserialisable"))
+    assert finished.outcome is Outcome.RETRY and "TypeError" in finished.error
+
+
+async def test_timeout_ends_the_attempt(autojump_clock: Any) -> None:
+    start = trio.current_time()
+    _, finished = await run_one(job("hang", timeout_ms=250))
+    assert finished.error == "timed out after 250 ms" and finished.outcome is Outcome.RETRY
+    assert trio.current_time() - start == 0.25
+
+
+async def test_unknown_type_fails_and_is_retried(autojump_clock: Any) -> None:
+    envelope = Envelope("x", "tenant", "nope", {}, 1, 3, 1000)
+    send, _recv = trio.open_memory_channel[Any](10)
+    finished = await execute(envelope, send, ExecutorPool(1), registry(), CONFIG)
+    assert finished.outcome is Outcome.RETRY and "no handler" in finished.error
+
+
+async def test_drain_cancel_hands_back_and_lost_lease_records_nothing(autojump_clock: Any) -> None:
+    for reason, outcome in ((CancelReason.DRAIN, Outcome.HANDBACK), (CancelReason.LOST, Outcome.LOST)):
+        pool = ExecutorPool(1)
+        results: list[Finished] = []
+
+        async def go(pool: ExecutorPool = pool, results: list[Finished] = results) -> None:
+            results.append((await run_one(job("hang"), pool))[1])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(go)
+            await trio.testing.wait_all_tasks_blocked()
+            assert pool.running_count() == 1
+            assert pool.cancel("id-hang", 1, reason)
+        assert results[0].outcome is outcome
+        assert pool.running_count() == 0
+
+
+async def test_after_the_grace_period_unstarted_jobs_go_back(autojump_clock: Any) -> None:
+    pool = ExecutorPool(1)
+    pool.handing_back = True
+    sent, finished = await run_one(job("succeed"), pool)
+    assert sent == [] and finished.outcome is Outcome.HANDBACK
+
+
+async def test_an_executor_cancelled_mid_job_lets_the_lease_expire(autojump_clock: Any) -> None:
+    pool = ExecutorPool(2)
+    jobs_send, jobs_recv = trio.open_memory_channel[Envelope](2)
+    records_send, records_recv = trio.open_memory_channel[Any](10)
+    envelope = job("hang")
+    assert await pool.take_slots(1) == 1
+    pool.leases[envelope.id] = envelope.attempt
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_executor, jobs_recv, records_send, pool, registry(), CONFIG)
+        await jobs_send.send(envelope)
+        await trio.testing.wait_all_tasks_blocked()
+        assert pool.running_count() == 1
+        nursery.cancel_scope.cancel()  # e.g. the pipeline restarts the executors
+    assert pool.leases == {}  # no longer heartbeated: it will expire and be reaped
+    assert pool.busy() == 0
+    assert isinstance(records_recv.receive_nowait(), Started)
