@@ -19,6 +19,7 @@ from . import config as config_mod
 from .node import run_node
 from .stores import StoreUnavailable
 from .stores.postgres import migrate_sync
+from .supervision import SupervisorGaveUp
 
 log = logging.getLogger("conveyor")
 
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     unavailable: list[BaseException] = []
+    gave_up: list[BaseException] = []
     try:
         if args.command == "migrate":
             applied = migrate_sync(config.database_url)
@@ -76,7 +78,16 @@ def main(argv: list[str] | None = None) -> int:
             trio.run(serve, config)
     except* (StoreUnavailable, psycopg.OperationalError) as group:
         unavailable = list(group.exceptions)
+    except* SupervisorGaveUp as group:
+        gave_up = list(group.exceptions)
     if unavailable:
-        print(f"conveyor: PostgreSQL unavailable: {unavailable[0]}", file=sys.stderr)
+        print(f"conveyor: PostgreSQL unavailable: {_one_line(unavailable[0])}", file=sys.stderr)
+        return 1
+    if gave_up:
+        print(f"conveyor: node stopped: {_one_line(gave_up[0])}", file=sys.stderr)
         return 1
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

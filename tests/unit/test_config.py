@@ -63,3 +63,16 @@ def test_cli_invalid_configuration_exits_2_with_one_line() -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "CONVEYOR_CONCURRENCY" in lines[0]
+
+
+def test_cli_unreachable_postgres_exits_1_with_one_line() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "conveyor", "serve", "--port", "0"],
+        env={"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("conveyor: PostgreSQL unavailable:")
