@@ -32,7 +32,7 @@ class Config:
     max_body_bytes: int = 1024 * 1024
     drain_grace_seconds: float = 30.0
     ws_send_queue: int = 1024
-    writer_queue: int = 1024
+    writer_queue: int = 256
     pg_pool_size: int = 8
     redis_pool_size: int = 16
     smtp_url: str = ""

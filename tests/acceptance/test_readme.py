@@ -9,7 +9,7 @@ from pathlib import Path
 
 import trio
 
-from conveyor.config import SETTINGS
+from conveyor.config import SETTINGS, Config
 from conveyor.node import Node
 from tests.helpers import base_url
 
@@ -39,8 +39,11 @@ async def test_readme_curl_examples_work(node: Node) -> None:
             json.loads(body)
 
 
-def test_readme_lists_every_setting() -> None:
+def test_readme_lists_every_setting_with_its_default() -> None:
     text = README.read_text()
-    for name in SETTINGS:
-        assert f"| `{name}` |" in text, name
+    defaults = Config()
+    for name, (field, _parse, doc) in SETTINGS.items():
+        default = getattr(defaults, field)
+        shown = (",".join(default) if isinstance(default, tuple) else str(default)) or "(none)"
+        assert f"| `{name}` | `{shown}` | {doc} |" in text, name
     assert "./scripts/serve" in text and "./scripts/test" in text
