@@ -30,6 +30,7 @@ from .actors.recorder import run_recorder
 from .actors.writer import Submit, run_writer
 from .config import Config
 from .handlers import Registry, build_registry
+from .metrics import Metrics
 from .model import Envelope, Flush, NewJob
 from .stores import PostgresStore, RedisStore, StoreUnavailable
 from .stores.postgres import migrate_sync
@@ -58,6 +59,7 @@ class Node:
     records: trio.MemorySendChannel[Any]
     tree: Supervisor | None = None
     urls: list[str] = attrs.Factory(list)
+    metrics: Metrics = attrs.Factory(Metrics)
 
     async def submit(self, jobs: list[NewJob]) -> None:
         """Have the writer commit and dispatch jobs; returns once their rows are committed."""
@@ -89,6 +91,32 @@ class Node:
             "websockets": {"connections": self.hub.connections, "subscriptions": self.hub.subscriptions()},
             "supervisor": self.tree.status() if self.tree else None,
         }
+
+
+    def samples(self) -> list[tuple[str, tuple[tuple[str, str], ...], float]]:
+        """Every metric of this node as (name, labels, value), counters and gauges."""
+        out: list[tuple[str, tuple[tuple[str, str], ...], float]] = [
+            (name, labels, value) for (name, labels), value in sorted(self.metrics.counters.items())
+        ]
+
+        def restarts(tree: dict[str, Any]) -> None:
+            out.append(("conveyor_supervisor_restarts_total", (("supervisor", tree["name"]),), tree["restarts"]))
+            for child in tree["children"]:
+                if "supervisor" in child:
+                    restarts(child["supervisor"])
+
+        if self.tree is not None:
+            restarts(self.tree.status())
+        out += [
+            ("conveyor_executors", (), self.pool.size),
+            ("conveyor_executors_busy", (), self.pool.busy()),
+            ("conveyor_leases_held", (), len(self.pool.leases)),
+            ("conveyor_websocket_connections", (), self.hub.connections),
+            ("conveyor_websocket_subscriptions", (), self.hub.subscriptions()),
+            ("conveyor_writer_queue", (), self.submissions.statistics().current_buffer_used),
+            ("conveyor_recorder_queue", (), self.records.statistics().current_buffer_used),
+        ]
+        return out
 
 
 def default_node_id() -> str:
@@ -159,7 +187,7 @@ async def run_node(
             for _ in range(config.concurrency):
                 await nursery.start(
                     run_executor, jobs_recv.clone(), records_send.clone(), node.pool,
-                    node.registry, config,
+                    node.registry, config, node.metrics,
                 )
             task_status.started()
 
@@ -196,7 +224,7 @@ async def run_node(
             ChildSpec(
                 "reaper",
                 lambda **kw: run_reaper(
-                    redis, records_send.clone(), lease_ms=lease_ms,
+                    redis, records_send.clone(), node.metrics, lease_ms=lease_ms,
                     interval=min(1.0, config.lease_seconds / 10), **kw,
                 ),
             ),
@@ -208,7 +236,9 @@ async def run_node(
     node.tree = Supervisor(
         "node",
         [
-            ChildSpec("writer", lambda **kw: run_writer(pg, redis, submit_recv.clone(), **kw)),
+            ChildSpec(
+                "writer", lambda **kw: run_writer(pg, redis, submit_recv.clone(), node.metrics, **kw)
+            ),
             ChildSpec("pipeline", pipeline),
             ChildSpec("maintenance", maintenance),
             # last, so the node only listens once everything behind the API is running;

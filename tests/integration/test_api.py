@@ -200,3 +200,28 @@ async def test_cors_as_the_reference(node: Node, tenant: str) -> None:
             assert r.headers["access-control-allow-headers"] == "content-type"
             r = await client.post("/jobs", content=json.dumps({"tenantId": tenant, **SLEEP}))
             assert r.headers["access-control-allow-origin"] == "*"
+
+
+async def test_metrics_count_what_the_node_did(node: Node, tenant: str) -> None:
+    with trio.fail_after(20):
+        async with httpx.AsyncClient(base_url=base_url(node)) as client:
+            ok = {"tenantId": tenant, **SLEEP}
+            bad = {"tenantId": tenant, "type": "sleep", "payload": {"delayMs": 5000}, "timeoutMs": 10,
+                   "maxAttempts": 1}
+            assert (await client.post("/jobs/batch", json={"jobs": [ok, ok, bad]})).status_code == 201
+
+            async def settled() -> bool:
+                return node.metrics.value("conveyor_jobs_finished_total", outcome="failed") == 1 and \
+                    node.metrics.value("conveyor_jobs_finished_total", outcome="completed") == 2
+
+            await wait_until(settled)
+            r = await client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    lines = set(r.text.splitlines())
+    assert "conveyor_jobs_submitted_total 3" in lines
+    assert "conveyor_jobs_started_total 3" in lines
+    assert 'conveyor_jobs_finished_total{outcome="completed"} 2' in lines
+    assert 'conveyor_jobs_finished_total{outcome="failed"} 1' in lines
+    assert 'conveyor_supervisor_restarts_total{supervisor="pipeline"} 0' in lines
+    assert "conveyor_executors 8" in lines
+    assert "# TYPE conveyor_jobs_finished_total counter" in lines

@@ -16,6 +16,7 @@ import trio
 from .. import rules
 from ..config import Config
 from ..handlers import JobFailed, Registry
+from ..metrics import Metrics
 from ..model import Envelope, Finished, Outcome, Started
 from .pool import CancelReason, ExecutorPool
 
@@ -28,6 +29,7 @@ async def run_executor(
     pool: ExecutorPool,
     registry: Registry,
     config: Config,
+    metrics: Metrics,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -36,8 +38,10 @@ async def run_executor(
         async for job in jobs:
             delivered = False
             try:
-                await records.send(await execute(job, records, pool, registry, config))
+                finished = await execute(job, records, pool, registry, config, metrics)
+                await records.send(finished)
                 delivered = True
+                metrics.inc("conveyor_jobs_finished_total", outcome=finished.outcome.value)
             finally:
                 if not delivered:
                     # cancelled before the recorder had the outcome (the pool is restarting):
@@ -52,10 +56,12 @@ async def execute(
     pool: ExecutorPool,
     registry: Registry,
     config: Config,
+    metrics: Metrics,
 ) -> Finished:
     if pool.handing_back:
         return Finished(job, Outcome.HANDBACK)
     await records.send(Started(job))
+    metrics.inc("conveyor_jobs_started_total")
     handler = registry.get(job.type)
     result: Any = None
     error: str | None = None

@@ -10,6 +10,7 @@ from typing import Any
 
 import trio
 
+from ..metrics import Metrics
 from ..model import Finished, Outcome
 from ..stores import RedisStore, StoreUnavailable
 
@@ -43,6 +44,7 @@ async def run_scheduler(
 async def run_reaper(
     redis: RedisStore,
     records: trio.MemorySendChannel[Any],
+    metrics: Metrics,
     *,
     lease_ms: int,
     interval: float,
@@ -59,6 +61,7 @@ async def run_reaper(
                 reaped = []
             for verdict, job in reaped:
                 log.warning("job %s attempt %d: lease expired (%s)", job.id, job.attempt, verdict)
+                metrics.inc("conveyor_jobs_reaped_total", verdict=verdict)
                 if verdict == "requeued":
                     msg = Finished(job, Outcome.REQUEUED, error=f"lease expired (attempt {job.attempt})")
                 else:

@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 import trio
 
+from ..metrics import Metrics
 from ..model import NewJob
 from ..stores import PostgresStore, RedisStore, StoreUnavailable
 
@@ -38,6 +39,7 @@ async def run_writer(
     pg: PostgresStore,
     redis: RedisStore,
     requests: trio.MemoryReceiveChannel[Submit],
+    metrics: Metrics,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -55,6 +57,7 @@ async def run_writer(
             jobs = [job for submit in batch for job in submit.jobs]
             try:
                 await pg.insert_jobs(jobs)
+                metrics.inc("conveyor_jobs_submitted_total", len(jobs))
             except Exception as exc:
                 if not isinstance(exc, StoreUnavailable):
                     log.exception("insert of %d jobs failed", len(jobs))

@@ -17,6 +17,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from .. import validation
+from ..metrics import render
 from ..node import Busy, Node
 from ..stores import StoreUnavailable
 from ..wire import iso, job_json
@@ -123,6 +124,12 @@ def create_app(node: Node) -> QuartTrio:
     @app.get("/health")
     async def health() -> Any:
         return {"status": "ok", "timestamp": iso(datetime.now(UTC))}
+
+    @app.get("/metrics")
+    async def metrics() -> Any:
+        return Response(
+            render(node.samples()), mimetype="text/plain", content_type="text/plain; version=0.0.4"
+        )
 
     @app.get("/health/ready")
     async def ready() -> Any:
