@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import secrets
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 
 import httpx
 import psycopg
@@ -25,7 +27,9 @@ ADMIN_URL = os.environ.get("CONVEYOR_BENCH_ADMIN_URL", "postgresql://postgres@12
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-def conveyor_rate(n: int, concurrency: int) -> float:
+@contextlib.contextmanager
+def started_node(concurrency: int) -> Iterator[tuple[str, str]]:
+    """A `conveyor serve` process on a fresh database and key prefix; yields (url, database url)."""
     name = f"conveyor_bench_{secrets.token_hex(4)}"
     base = ADMIN_URL.rpartition("/")[0]
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
@@ -46,24 +50,34 @@ def conveyor_rate(n: int, concurrency: int) -> float:
     )
     try:
         deadline = time.monotonic() + 30
-        node_url = None
-        while node_url is None:
+        while True:
             found = re.search(r"Running on (http://\S+)", open(log.name).read())
             if found:
-                node_url = found[1]
-            elif time.monotonic() > deadline or proc.poll() is not None:
+                break
+            if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError(open(log.name).read())
             time.sleep(0.05)
+        yield found[1], url
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        os.unlink(log.name)
+
+
+def conveyor_rate(n: int, concurrency: int) -> float:
+    with started_node(concurrency) as (node_url, url):
 
         async def submit() -> float:
-            body = {"jobs": [{"tenantId": "bench", "type": "sleep", "payload": {"delayMs": 0}}] * 1000}
+            body = [{"tenantId": "bench", "type": "sleep", "payload": {"delayMs": 0}}] * 1000
             async with httpx.AsyncClient(base_url=node_url, timeout=60) as client:
                 started = time.time()
                 sem = asyncio.Semaphore(4)
 
                 async def one(size: int) -> None:
                     async with sem:
-                        r = await client.post("/jobs/batch", json={"jobs": body["jobs"][:size]})
+                        r = await client.post("/jobs/batch", json={"jobs": body[:size]})
                         r.raise_for_status()
 
                 await asyncio.gather(*(one(min(1000, n - i)) for i in range(0, n, 1000)))
@@ -79,12 +93,6 @@ def conveyor_rate(n: int, concurrency: int) -> float:
                     break
                 time.sleep(0.05)
         return n / (last.timestamp() - started)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        os.unlink(log.name)
 
 
 async def noop(ctx: dict) -> None:
