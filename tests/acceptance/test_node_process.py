@@ -158,3 +158,37 @@ async def test_sigterm_closes_websockets_with_1001(
                 code = closed.reason.code
         assert code == 1001
         assert await node.wait() == 0
+
+
+async def test_two_nodes_share_the_work_and_run_each_job_once(
+    make_config: Callable[..., Config], processes: list[NodeProcess], tmp_path: Path
+) -> None:
+    config = make_config()
+    nodes = [NodeProcess(config, tmp_path / f"node{i}.log", CONVEYOR_CONCURRENCY=16) for i in range(2)]
+    processes.extend(nodes)
+    tenants = [f"scale-{i}-{tmp_path.name[-6:]}" for i in range(5)]
+    with trio.fail_after(120):
+        urls = [await node.start() for node in nodes]
+        # submissions go to both nodes, as a load balancer would spread them
+        ids: list[str] = []
+        for i, tenant in enumerate(tenants):
+            ids += await submit_sleepers(urls[i % 2], tenant, 600, delay_ms=5)
+
+        async def all_completed() -> bool:
+            done = [await status_counts(config.database_url, t) for t in tenants]
+            return all(d == {"COMPLETED": 600} for d in done)
+
+        await wait_until(all_completed, interval=0.2)
+        finished = []
+        async with httpx.AsyncClient() as client:
+            for url in urls:
+                text = (await client.get(f"{url}/metrics")).text
+                line = next(x for x in text.splitlines() if x.startswith('conveyor_jobs_finished_total{outcome="completed"}'))
+                finished.append(int(float(line.split()[-1])))
+    with psycopg.connect(config.database_url) as conn:
+        attempts = conn.execute(
+            "SELECT max(attempts), min(attempts) FROM jobs WHERE id = ANY(%s::uuid[])", (ids,)
+        ).fetchone()
+    assert attempts == (1, 1)  # no job ran twice
+    assert sum(finished) == len(ids) == 3000  # and every execution is accounted for
+    assert min(finished) > 0, finished  # both nodes did work
