@@ -40,6 +40,7 @@ class Config:
     handler_modules: tuple[str, ...] = ()
     sleep_max_ms: int = 600_000
     node_id: str = ""
+    reconcile_seconds: float = 5.0
 
 
 def _int_in(low: int, high: int, what: str) -> Callable[[str, str], int]:
@@ -120,6 +121,7 @@ SETTINGS: dict[str, tuple[str, Callable[[str, str], Any], str]] = {
     "CONVEYOR_HANDLER_MODULES": ("handler_modules", _modules, "extra modules that register job handlers"),
     "CONVEYOR_SLEEP_MAX_MS": ("sleep_max_ms", _positive_int, "largest delayMs a sleep job accepts"),
     "CONVEYOR_NODE_ID": ("node_id", _text, "name of this node in leases (default host:pid)"),
+    "CONVEYOR_RECONCILE_SECONDS": ("reconcile_seconds", _positive_float, "how often Redis is checked against PostgreSQL and repaired"),
 }
 
 

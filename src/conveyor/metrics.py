@@ -26,6 +26,7 @@ HELP = {
     "conveyor_jobs_started_total": ("counter", "Attempts started by this node's executors."),
     "conveyor_jobs_finished_total": ("counter", "Attempts ended on this node, by outcome."),
     "conveyor_jobs_reaped_total": ("counter", "Expired leases taken back by this node's reaper, by verdict."),
+    "conveyor_jobs_reconciled_total": ("counter", "Jobs dispatched again because Redis did not know them."),
     "conveyor_supervisor_restarts_total": ("counter", "Actor restarts, by supervisor."),
     "conveyor_executors": ("gauge", "Size of the executor pool."),
     "conveyor_executors_busy": ("gauge", "Executor slots in use."),

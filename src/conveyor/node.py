@@ -24,7 +24,7 @@ from .actors.broadcaster import Hub, run_broadcaster
 from .actors.executor import run_executor
 from .actors.fetcher import run_fetcher
 from .actors.heartbeat import run_heartbeat
-from .actors.maintenance import run_reaper, run_scheduler
+from .actors.maintenance import run_reaper, run_reconciler, run_scheduler
 from .actors.pool import CancelReason, ExecutorPool
 from .actors.recorder import run_recorder
 from .actors.writer import Submit, run_writer
@@ -226,6 +226,13 @@ async def run_node(
                 lambda **kw: run_reaper(
                     redis, records_send.clone(), node.metrics, lease_ms=lease_ms,
                     interval=min(1.0, config.lease_seconds / 10), **kw,
+                ),
+            ),
+            ChildSpec(
+                "reconciler",
+                actor(
+                    run_reconciler, pg, redis, node.metrics, node_id=node.node_id,
+                    interval=config.reconcile_seconds,
                 ),
             ),
         ],

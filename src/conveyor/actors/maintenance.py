@@ -1,18 +1,19 @@
-"""Maintenance actors shared by all nodes: the scheduler and the reaper.
+"""Maintenance actors shared by all nodes: the scheduler, the reaper and the reconciler.
 
-Both are single atomic scripts, so any number of nodes may run them at once.
+Each step is an atomic script, so any number of nodes may run them at once.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import trio
 
 from ..metrics import Metrics
 from ..model import Finished, Outcome
-from ..stores import RedisStore, StoreUnavailable
+from ..stores import PostgresStore, RedisStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +73,48 @@ async def run_reaper(
                 await records.send(msg)
             if len(reaped) < REAP_LIMIT:
                 await trio.sleep(interval)
+
+
+RECONCILE_PAGE = 1000
+RECONCILE_PAGES_PER_TICK = 10
+SCAN_START = (datetime(1970, 1, 1, tzinfo=UTC), "00000000-0000-0000-0000-000000000000")
+
+
+async def run_reconciler(
+    pg: PostgresStore,
+    redis: RedisStore,
+    metrics: Metrics,
+    *,
+    node_id: str,
+    interval: float,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Repairs Redis from PostgreSQL, the source of truth: every non-terminal job that Redis does
+    not know (its dispatch after commit failed, or Redis lost its data) is dispatched again.
+
+    It walks the non-terminal jobs a bounded number of pages per tick, so a large backlog costs a
+    little each tick rather than a lot at once. Only jobs quiet for twice the interval are looked
+    at, which leaves the writer's commit-then-dispatch alone. One node at a time does the walk (a
+    lock in Redis, for economy: the repair script itself is idempotent).
+    """
+    task_status.started()
+    cursor = SCAN_START
+    while True:
+        await trio.sleep(interval)
+        try:
+            if not await redis.try_lock("reconciler", node_id, int(interval * 3000)):
+                continue
+            for _ in range(RECONCILE_PAGES_PER_TICK):
+                rows = await pg.unfinished_jobs(
+                    quiet_s=max(2 * interval, 2.0), after=cursor, limit=RECONCILE_PAGE
+                )
+                repaired = await redis.reconcile(rows)
+                if repaired:
+                    log.warning("reconciler: dispatched %d jobs that Redis did not know", repaired)
+                    metrics.inc("conveyor_jobs_reconciled_total", repaired)
+                if len(rows) < RECONCILE_PAGE:
+                    cursor = SCAN_START
+                    break
+                cursor = (rows[-1]["updated_at"], rows[-1]["id"])
+        except StoreUnavailable as exc:
+            log.warning("reconciler: %s", exc)

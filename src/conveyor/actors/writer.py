@@ -67,8 +67,8 @@ async def run_writer(
             try:
                 await redis.enqueue(jobs)
             except Exception:
-                # The rows are committed, so the submit succeeded. Dispatch must then be
-                # repaired from PostgreSQL, which is the reconciler's work (not built yet).
+                # The rows are committed, so the submit succeeded; the reconciler dispatches
+                # them from PostgreSQL once Redis answers again.
                 log.exception("committed %d jobs but could not dispatch them", len(jobs))
             for submit in batch:
                 _answer(submit.reply, None)

@@ -10,6 +10,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -161,6 +162,18 @@ class PostgresStore:
                     )
                     finished = cur.fetchall()
             return started, finished
+
+        return await self._run(work)
+
+    async def unfinished_jobs(
+        self, *, quiet_s: float, after: tuple[datetime, str], limit: int
+    ) -> list[dict[str, Any]]:
+        """Non-terminal jobs not updated for quiet_s seconds, after a (updated_at, id) cursor."""
+        args = {"quiet_s": quiet_s, "after_ts": after[0], "after_id": after[1], "limit": limit}
+
+        def work(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+            with conn.cursor(row_factory=dict_row) as cur:
+                return cur.execute(QUERIES["unfinished_jobs"], args).fetchall()
 
         return await self._run(work)
 

@@ -19,7 +19,7 @@ from .postgres import StoreUnavailable
 
 T = TypeVar("T")
 
-SCRIPTS = ("enqueue", "claim", "finish", "heartbeat", "reap", "promote")
+SCRIPTS = ("enqueue", "claim", "finish", "heartbeat", "reap", "promote", "reconcile")
 
 
 def _envelopes(flat: Sequence[Any], start: int, width: int) -> list[tuple[Any, ...]]:
@@ -113,6 +113,30 @@ class RedisStore:
     async def promote(self, limit: int) -> tuple[int, int]:
         moved, next_due_ms = await self._script("promote", [limit])
         return int(moved), int(next_due_ms)
+
+    async def reconcile(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Dispatch again those of these non-terminal jobs that Redis does not know."""
+        args: list[Any] = []
+        for r in rows:
+            args += [
+                r["id"], r["tenant_id"], r["type"], json.dumps(r["payload"]), r["status"],
+                r["attempts"], r["max_attempts"], r["timeout_ms"], r["due_in_ms"],
+            ]
+        return int(await self._script("reconcile", args)) if rows else 0
+
+    async def try_lock(self, name: str, holder: str, ttl_ms: int) -> bool:
+        """Take (or keep) a named lock for ttl_ms; True when `holder` has it."""
+
+        def take() -> bool:
+            key = self.key("lock", name)
+            if self.client.set(key, holder, nx=True, px=ttl_ms):
+                return True
+            if self.client.get(key) == holder:
+                self.client.pexpire(key, ttl_ms)
+                return True
+            return False
+
+        return await self._run(take)
 
     async def wait_wake(self, block_s: float) -> bool:
         """Block until an enqueue pushes a wake-up token, or block_s passes (server-side)."""

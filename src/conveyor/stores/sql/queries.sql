@@ -46,3 +46,16 @@ WHERE tenant_id = %(tenant)s AND (%(status)s::text IS NULL OR status = %(status)
 
 -- name: ping
 SELECT 1;
+
+-- name: unfinished_jobs
+-- The reconciler's scan: non-terminal jobs untouched for a while, in (updated_at, id) order from
+-- a cursor, so successive calls walk the whole set a page at a time (partial index jobs_unfinished).
+SELECT id::text, tenant_id, type, payload, status, attempts, max_attempts, timeout_ms,
+       greatest(0, extract(epoch FROM run_at - now()) * 1000)::bigint AS due_in_ms,
+       updated_at
+FROM jobs
+WHERE status IN ('PENDING', 'RUNNING')
+  AND updated_at < now() - make_interval(secs => %(quiet_s)s)
+  AND (updated_at, id) > (%(after_ts)s::timestamptz, %(after_id)s::uuid)
+ORDER BY updated_at, id
+LIMIT %(limit)s;

@@ -1,0 +1,29 @@
+-- Dispatch again the non-terminal jobs (per PostgreSQL) that Redis does not know: their envelope
+-- is missing because the dispatch after commit failed, or Redis lost its data.
+-- ARGV: prefix, then groups of 9: id, tenant, type, payload, status, attempts, max_attempts,
+-- timeout_ms, due_in_ms. A PENDING job goes to ready (or to the delayed set when not yet due);
+-- a RUNNING one gets an already expired lease, so that the reaper decides, as for a dead node,
+-- between another attempt and FAILED. Returns how many jobs were dispatched again.
+local p = ARGV[1]
+local now = now_ms()
+local repaired = 0
+for i = 2, #ARGV, 9 do
+  local id, tenant = ARGV[i], ARGV[i + 1]
+  local env = p .. ':job:' .. id
+  if redis.call('EXISTS', env) == 0 then
+    redis.call('HSET', env, 't', tenant, 'y', ARGV[i + 2], 'p', ARGV[i + 3], 'a', ARGV[i + 5],
+               'm', ARGV[i + 6], 'o', ARGV[i + 7])
+    local due_in = tonumber(ARGV[i + 8])
+    if ARGV[i + 4] == 'RUNNING' then
+      redis.call('HSET', env, 'n', 'reconciler')
+      redis.call('ZADD', p .. ':leases', 0, id)
+    elseif due_in > 0 then
+      redis.call('ZADD', p .. ':delayed', now + due_in, id)
+    else
+      push_ready(p, tenant, id)
+    end
+    repaired = repaired + 1
+  end
+end
+wake(p, repaired)
+return repaired
