@@ -1,8 +1,8 @@
 """Test rules for conveyor (read before adding a test).
 
-- Real services: PostgreSQL and Redis on loopback (DATABASE_URL's server, REDIS_URL). Each test
-  session gets a fresh database, created here and dropped at the end; each test gets a fresh
-  Redis key prefix, whose keys are deleted afterwards.
+- Real services: PostgreSQL and Redis on loopback. Each session migrates a template database;
+  each test gets a fresh copy of it (so the jobs a test counts, and those a node's reconciler
+  finds, are its own) and a fresh Redis key prefix; both are dropped afterwards.
 - Nodes listen on loopback, port 0. Processes a test starts are killed by the PID it started.
 - Every test that does I/O runs under a trio.fail_after deadline; waiting is done on events or
   on a condition polled under that deadline, never on a bare sleep that hopes.
@@ -35,14 +35,27 @@ def _db_url(name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    name = f"conveyor_test_{secrets.token_hex(6)}"
+def template_database() -> Iterator[str]:
+    """A migrated database made once per session, that each test's database is copied from."""
+    name = f"conveyor_test_{secrets.token_hex(6)}_template"
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = _db_url(name)
-    migrate_sync(url)
+    migrate_sync(_db_url(name))
     try:
-        yield url
+        yield name
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(template_database: str) -> Iterator[str]:
+    """A fresh, migrated database for this test: the ledger a test counts is its own."""
+    name = f"conveyor_test_{secrets.token_hex(6)}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    try:
+        yield _db_url(name)
     finally:
         with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
