@@ -22,6 +22,7 @@ from collections.abc import Iterator
 
 import httpx
 import psycopg
+import redis
 
 ADMIN_URL = os.environ.get("CONVEYOR_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -35,12 +36,13 @@ def started_node(concurrency: int) -> Iterator[tuple[str, str]]:
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = f"{base}/{name}"
+    prefix = f"bench-{secrets.token_hex(4)}"
     log = tempfile.NamedTemporaryFile(prefix="conveyor-bench-", suffix=".log", delete=False)
     env = {
         **os.environ,
         "DATABASE_URL": url,
         "REDIS_URL": REDIS_URL,
-        "CONVEYOR_REDIS_PREFIX": f"bench-{secrets.token_hex(4)}",
+        "CONVEYOR_REDIS_PREFIX": prefix,
         "CONVEYOR_CONCURRENCY": str(concurrency),
         "CONVEYOR_LOG_LEVEL": "WARNING",
     }
@@ -63,6 +65,10 @@ def started_node(concurrency: int) -> Iterator[tuple[str, str]]:
         proc.wait()
         with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        client = redis.Redis.from_url(REDIS_URL)
+        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            client.delete(key)
+        client.close()
         os.unlink(log.name)
 
 
