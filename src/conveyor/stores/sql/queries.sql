@@ -19,7 +19,10 @@ RETURNING jobs.id::text, jobs.tenant_id, jobs.status, jobs.attempts, jobs.max_at
 -- terminal row never changes again. new_attempt differs from attempt only for a hand-back on
 -- drain, which does not count the attempt.
 UPDATE jobs SET status = u.status, attempts = u.new_attempt, error = u.error, result = u.result,
-                run_at = now() + make_interval(secs => u.delay_ms / 1000.0), updated_at = now()
+                run_at = CASE WHEN u.status = 'PENDING'
+                              THEN now() + make_interval(secs => u.delay_ms / 1000.0)
+                              ELSE jobs.run_at END,
+                updated_at = now()
 FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(new_attempts)s::int[], %(statuses)s::text[],
             %(errors)s::text[], %(results)s::jsonb[], %(delays)s::int[])
      AS u(id, attempt, new_attempt, status, error, result, delay_ms)
