@@ -145,6 +145,7 @@ async def test_retries_back_off_and_end_failed_with_the_last_error(
     assert job["status"] == "FAILED"
     assert job["attempts"] == 3
     assert "HTTP 500" in job["error"] and "always broken" in job["error"]
+    assert job["runAt"] > job["createdAt"]  # each retry was due later than the submission
     hits = hooks.hits["/broken"]
     assert len(hits) == 3
     # equal jitter: the wait after attempt n is at least half of base * 2^(n-1)
