@@ -141,7 +141,10 @@ class Supervisor:
                         nursery.cancel_scope.cancel()
                         break
                     group = self._restart_group(index)
-                    await self._stop(reversed([i for i in group if i != index]))
+                    siblings = [i for i in group if i != index]
+                    await self._stop(reversed(siblings))
+                    for i in siblings:
+                        self.children[i].restarts += 1  # restarted by the strategy
                     for i in group:
                         await self._restart_child(nursery, i, exits_send)
                 nursery.cancel_scope.cancel()

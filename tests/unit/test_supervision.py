@@ -92,6 +92,8 @@ async def test_rest_for_one_restarts_the_child_and_those_after_it(autojump_clock
         await trio.testing.wait_all_tasks_blocked()
         assert (a.starts, b.starts, c.starts) == (1, 2, 2)
         assert a.cancelled == 0 and c.cancelled == 1
+        assert [ch["restarts"] for ch in sup.status()["children"]] == [0, 1, 1]
+        assert sup.restarts == 1  # one restart of the group counts once towards intensity
         nursery.cancel_scope.cancel()
 
 
