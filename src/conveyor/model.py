@@ -18,8 +18,6 @@ class Status(enum.StrEnum):
     FAILED = "FAILED"
 
 
-TERMINAL = frozenset({Status.COMPLETED, Status.FAILED})
-
 
 @attrs.frozen
 class NewJob:

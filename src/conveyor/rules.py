@@ -1,6 +1,8 @@
-"""Pure job rules: the status state machine, retry decisions and backoff maths.
+"""Pure job rules: retry decisions, backoff maths, and the status each outcome is written as.
 
-No I/O, no clocks, no trio: callers pass time and randomness in, so every rule is unit-tested.
+No I/O, no clocks, no trio: callers pass randomness in, so every rule is unit-tested. Which
+status changes are allowed is enforced where the writes happen, by the fenced statements in
+stores/sql/queries.sql: a non-terminal row may change, a terminal one never, attempts only grow.
 """
 
 from __future__ import annotations
@@ -8,23 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from .model import TERMINAL, Outcome, Status
-
-# Which status changes are legal. Terminal statuses never revert.
-TRANSITIONS: dict[Status, frozenset[Status]] = {
-    Status.PENDING: frozenset({Status.RUNNING, Status.FAILED}),
-    Status.RUNNING: frozenset({Status.PENDING, Status.COMPLETED, Status.FAILED}),
-    Status.COMPLETED: frozenset(),
-    Status.FAILED: frozenset(),
-}
-
-
-def can_transition(current: Status, new: Status) -> bool:
-    return new in TRANSITIONS[current]
-
-
-def is_terminal(status: Status) -> bool:
-    return status in TERMINAL
+from .model import Outcome, Status
 
 
 def backoff_ms(

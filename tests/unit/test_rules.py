@@ -6,20 +6,6 @@ from conveyor import rules
 from conveyor.model import Outcome, Status
 
 
-def test_terminal_states_never_revert() -> None:
-    for terminal in (Status.COMPLETED, Status.FAILED):
-        assert rules.is_terminal(terminal)
-        for other in Status:
-            assert not rules.can_transition(terminal, other)
-
-
-def test_lifecycle_transitions() -> None:
-    assert rules.can_transition(Status.PENDING, Status.RUNNING)
-    assert rules.can_transition(Status.RUNNING, Status.COMPLETED)
-    assert rules.can_transition(Status.RUNNING, Status.PENDING)  # retry / hand-back
-    assert not rules.can_transition(Status.PENDING, Status.COMPLETED)
-
-
 def test_backoff_doubles_and_is_capped() -> None:
     top = [rules.backoff_ms(a, base_ms=100, cap_ms=1000, rand=lambda: 1.0) for a in range(1, 7)]
     assert top == [100, 200, 400, 800, 1000, 1000]
