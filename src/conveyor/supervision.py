@@ -136,17 +136,16 @@ class Supervisor:
                         continue
                     try:
                         self._count_restart(child, exc)
+                        group = self._restart_group(index)
+                        siblings = [i for i in group if i != index]
+                        await self._stop(reversed(siblings))
+                        for i in siblings:
+                            self.children[i].restarts += 1  # restarted by the strategy
+                        for i in group:
+                            await self._restart_child(nursery, i, exits_send)
                     except SupervisorGaveUp as gave_up:
                         failure = gave_up
-                        nursery.cancel_scope.cancel()
                         break
-                    group = self._restart_group(index)
-                    siblings = [i for i in group if i != index]
-                    await self._stop(reversed(siblings))
-                    for i in siblings:
-                        self.children[i].restarts += 1  # restarted by the strategy
-                    for i in group:
-                        await self._restart_child(nursery, i, exits_send)
                 nursery.cancel_scope.cancel()
         finally:
             for child in self.children:

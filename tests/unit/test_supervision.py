@@ -191,3 +191,27 @@ async def test_healthy_reports_a_stopped_permanent_child(autojump_clock: Any) ->
         await trio.testing.wait_all_tasks_blocked()
         assert sup.healthy()  # a temporary child may stop
         nursery.cancel_scope.cancel()
+
+
+async def test_a_child_that_keeps_failing_to_restart_makes_the_supervisor_give_up(
+    autojump_clock: Any,
+) -> None:
+    starts = []
+
+    async def flaky(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        starts.append(trio.current_time())
+        if len(starts) > 1:
+            raise Boom("cannot start again")
+        task_status.started()
+        raise Boom("first crash")
+
+    sup = Supervisor("s", [ChildSpec("flaky", flaky)], intensity=3, period=10.0)
+    gave_up: list[BaseException] = []
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            await trio.sleep_forever()
+    except* SupervisorGaveUp as group:
+        gave_up = list(group.exceptions)
+    assert len(gave_up) == 1 and len(starts) == 4
+    assert isinstance(gave_up[0].__cause__, Boom)
