@@ -272,3 +272,16 @@ async def test_heartbeat_keeps_a_job_longer_than_its_lease(start_node: Any, tena
             job_id = await submit(client, tenant, "sleep", {"delayMs": 2500})
             job = await finished(client, job_id)
     assert job["status"] == "COMPLETED" and job["attempts"] == 1
+
+
+async def test_a_deadline_ends_an_attempt_running_in_a_thread(node: Node, tenant: str) -> None:
+    records = [{"v": i, "g": i % 7} for i in range(40_000)]
+    with trio.fail_after(30):
+        async with httpx.AsyncClient(base_url=base_url(node), timeout=20) as client:
+            job_id = await submit(
+                client, tenant, "data_processing",
+                {"records": records, "operation": "mean", "field": "v", "groupBy": "g"},
+                timeoutMs=1, maxAttempts=1,
+            )
+            job = await finished(client, job_id)
+    assert job["status"] == "FAILED" and job["error"] == "timed out after 1 ms"

@@ -79,7 +79,8 @@ def aggregate(payload: dict[str, Any]) -> dict[str, Any]:
 
 def register(registry: Registry, config: Config) -> None:
     async def run(job: Envelope, payload: dict[str, Any]) -> Any:
-        return await trio.to_thread.run_sync(aggregate, payload)
+        # abandoned on timeout: the attempt ends at its deadline even if the thread runs on
+        return await trio.to_thread.run_sync(aggregate, payload, abandon_on_cancel=True)
 
     registry.register(
         Handler("data_processing", validate, run, default_timeout_ms=lambda p: 120_000)

@@ -70,7 +70,10 @@ def register(registry: Registry, config: Config) -> None:
         msg = build_message(job, payload)
         if config.smtp_url:
             try:
-                await trio.to_thread.run_sync(send_smtp, config.smtp_url, msg, 30.0)
+                # abandoned on timeout: the attempt ends at its deadline, the socket at its own
+                await trio.to_thread.run_sync(
+                    send_smtp, config.smtp_url, msg, 30.0, abandon_on_cancel=True
+                )
             except (OSError, smtplib.SMTPException) as exc:
                 raise JobFailed(f"SMTP delivery failed: {exc}") from exc
             return {"delivered": "smtp", "to": msg["To"]}
