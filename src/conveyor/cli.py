@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     unavailable: list[BaseException] = []
     gave_up: list[BaseException] = []
+    bad_config: list[BaseException] = []
     try:
         if args.command == "migrate":
             applied = migrate_sync(config.database_url)
@@ -80,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         unavailable = list(group.exceptions)
     except* SupervisorGaveUp as group:
         gave_up = list(group.exceptions)
+    except* config_mod.ConfigError as group:
+        bad_config = list(group.exceptions)
+    if bad_config:
+        print(f"conveyor: invalid configuration: {_one_line(bad_config[0])}", file=sys.stderr)
+        return 2
     if unavailable:
         print(f"conveyor: PostgreSQL unavailable: {_one_line(unavailable[0])}", file=sys.stderr)
         return 1

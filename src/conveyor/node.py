@@ -139,16 +139,33 @@ async def run_node(
     draining: trio.Event | None = None,
     task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    from .web.app import create_app  # the web layer imports Node from here
-
     draining = draining if draining is not None else trio.Event()
+    registry = build_registry(config)  # a bad handler module is a configuration error
     try:
         await trio.to_thread.run_sync(migrate_sync, config.database_url)
     except psycopg.OperationalError as exc:
         raise StoreUnavailable(f"cannot apply migrations: {exc}".strip()) from exc
     pg = PostgresStore(config.database_url, pool_size=config.pg_pool_size)
     redis = RedisStore(config.redis_url, prefix=config.redis_prefix, pool_size=config.redis_pool_size)
-    await pg.open()
+    try:
+        await pg.open()
+        await _serve(config, draining, pg, redis, registry, task_status)
+    finally:
+        with trio.CancelScope(shield=True):
+            await pg.close()
+            await redis.close()
+
+
+async def _serve(
+    config: Config,
+    draining: trio.Event,
+    pg: PostgresStore,
+    redis: RedisStore,
+    registry: Registry,
+    task_status: trio.TaskStatus[Node],
+) -> None:
+    from .web.app import create_app  # the web layer imports Node from here
+
     # Channels are owned here, for the life of the node: actors get clones, so a restarted
     # actor finds its channels intact.
     submit_send, submit_recv = trio.open_memory_channel[Submit](config.writer_queue)
@@ -159,7 +176,7 @@ async def run_node(
         node_id=config.node_id or default_node_id(),
         pg=pg,
         redis=redis,
-        registry=build_registry(config),
+        registry=registry,
         pool=ExecutorPool(config.concurrency),
         hub=Hub(),
         draining=draining,
@@ -193,6 +210,9 @@ async def run_node(
 
     def actor(fn: Any, *args: Any, **kwargs: Any) -> Any:
         return functools.partial(fn, *args, **kwargs)
+
+    # Actors that use channels are started through a lambda, so that each incarnation gets
+    # fresh clones of the node's channel ends.
 
     pipeline = Supervisor(
         "pipeline",
@@ -256,18 +276,13 @@ async def run_node(
         intensity=3,
         period=30.0,
     )
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(node.tree.run)
-            log.info("node %s serving on %s", node.node_id, ", ".join(node.urls))
-            task_status.started(node)
-            await draining.wait()
-            await drain(node, http_done)
-            nursery.cancel_scope.cancel()
-    finally:
-        with trio.CancelScope(shield=True):
-            await pg.close()
-            await redis.close()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.tree.run)
+        log.info("node %s serving on %s", node.node_id, ", ".join(node.urls))
+        task_status.started(node)
+        await draining.wait()
+        await drain(node, http_done)
+        nursery.cancel_scope.cancel()
     log.info("node %s stopped", node.node_id)
 
 

@@ -76,3 +76,16 @@ def test_cli_unreachable_postgres_exits_1_with_one_line() -> None:
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("conveyor: PostgreSQL unavailable:")
+
+
+def test_cli_unimportable_handler_module_is_a_configuration_error() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "conveyor", "serve", "--port", "0"],
+        env={"CONVEYOR_HANDLER_MODULES": "no_such_module_here", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "CONVEYOR_HANDLER_MODULES" in lines[0]

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from ..config import Config
+from ..config import Config, ConfigError
 from ..model import Envelope
 
 
@@ -67,5 +67,11 @@ def build_registry(config: Config) -> Registry:
     for module in (email, webhook, sleep, data_processing):
         module.register(registry, config)
     for name in config.handler_modules:
-        importlib.import_module(name).register(registry, config)
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(f"CONVEYOR_HANDLER_MODULES: cannot import {name}: {exc}") from exc
+        if not callable(getattr(module, "register", None)):
+            raise ConfigError(f"CONVEYOR_HANDLER_MODULES: {name} has no register(registry, config)")
+        module.register(registry, config)
     return registry
