@@ -1,6 +1,6 @@
-"""Enqueue-then-drain throughput of no-op jobs: conveyor side by side with arq.
+"""Enqueue-then-drain throughput of no-op jobs: conveyor side by side with arq and SAQ.
 
-Usage: python bench/throughput.py [--jobs N] [--concurrency C] [--skip-arq]
+Usage: python bench/throughput.py [--jobs N] [--concurrency C] [--peers arq,saq]
 Needs the local PostgreSQL and Redis (DATABASE_URL's server, REDIS_URL). Creates and drops its own
 database and Redis key prefix; kills the node it starts by its PID.
 """
@@ -133,19 +133,47 @@ def arq_rate(n: int, concurrency: int) -> float:
     return asyncio.run(run())
 
 
+def saq_rate(n: int, concurrency: int) -> float:
+    from saq import Queue, Worker
+
+    async def run() -> float:
+        queue = Queue.from_url(REDIS_URL, name=f"bench-saq-{secrets.token_hex(4)}")
+        await queue.connect()
+        try:
+            started = time.time()
+            for _ in range(n):
+                await queue.enqueue("noop")
+            # burst mode stops once a dequeue has waited dequeue_timeout for nothing
+            idle = 0.05
+            worker = Worker(
+                queue, functions=[noop], concurrency=concurrency, burst=True, dequeue_timeout=idle
+            )
+            await worker.start()
+            finished = time.time() - idle
+            assert await queue.count("incomplete") == 0
+            return n / (finished - started)
+        finally:
+            keys = [k async for k in queue.redis.scan_iter(match=f"saq:*{queue.name}*", count=1000)]
+            for i in range(0, len(keys), 1000):
+                await queue.redis.delete(*keys[i : i + 1000])
+            await queue.disconnect()
+
+    return asyncio.run(run())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--skip-arq", action="store_true")
+    parser.add_argument("--peers", default="arq,saq", help="comma-separated: arq, saq (or none)")
     args = parser.parse_args()
     ours = conveyor_rate(args.jobs, args.concurrency)
     print(f"conveyor: {args.jobs} jobs, {ours:,.0f} jobs/s (first submit to last COMPLETED row)")
-    if args.skip_arq:
-        return
-    theirs = arq_rate(args.jobs, args.concurrency)
-    print(f"arq:      {args.jobs} jobs, {theirs:,.0f} jobs/s (first enqueue to end of drain)")
-    print(f"ratio conveyor/arq: {ours / theirs:.2f}")
+    peers = {"arq": arq_rate, "saq": saq_rate}
+    for name in [p for p in args.peers.split(",") if p in peers]:
+        theirs = peers[name](args.jobs, args.concurrency)
+        print(f"{name}:      {args.jobs} jobs, {theirs:,.0f} jobs/s (first enqueue to end of drain)")
+        print(f"ratio conveyor/{name}: {ours / theirs:.2f}")
 
 
 if __name__ == "__main__":
