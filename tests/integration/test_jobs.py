@@ -266,10 +266,10 @@ async def test_webhook_result_excerpt_is_bounded(node: Node, tenant: str, hooks:
 
 
 async def test_heartbeat_keeps_a_job_longer_than_its_lease(start_node: Any, tenant: str) -> None:
-    node = await start_node(lease_seconds=0.6)
+    node = await start_node(lease_seconds=1.2)
     with trio.fail_after(20):
         async with httpx.AsyncClient(base_url=base_url(node)) as client:
-            job_id = await submit(client, tenant, "sleep", {"delayMs": 2500})
+            job_id = await submit(client, tenant, "sleep", {"delayMs": 3000})
             job = await finished(client, job_id)
     assert job["status"] == "COMPLETED" and job["attempts"] == 1
 
