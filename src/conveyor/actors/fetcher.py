@@ -16,7 +16,7 @@ from .pool import ExecutorPool
 
 log = logging.getLogger(__name__)
 
-WAKE_BLOCK_S = 1.0
+WAKE_BLOCK_S = 1
 
 
 async def run_fetcher(

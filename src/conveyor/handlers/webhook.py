@@ -22,11 +22,11 @@ MAX_RESPONSE_BYTES = 1024 * 1024
 def validate(payload: dict[str, Any]) -> list[FieldError]:
     errors = []
     url = payload.get("url")
-    parts = urlsplit(url) if isinstance(url, str) else None
+    parts = urlsplit(url) if isinstance(url, str) and len(url) <= 2048 else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        errors.append(FieldError("url", "must be an absolute http:// or https:// URL"))
-    elif len(url) > 2048:
-        errors.append(FieldError("url", "must be at most 2048 characters"))
+        errors.append(
+            FieldError("url", "must be an absolute http:// or https:// URL of at most 2048 characters")
+        )
     method = payload.get("method", "POST")
     if not isinstance(method, str) or method.upper() not in METHODS:
         errors.append(FieldError("method", f"must be one of {', '.join(sorted(METHODS))}"))

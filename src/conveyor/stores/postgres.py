@@ -191,7 +191,7 @@ class PostgresStore:
             args = {"tenant": tenant, "status": status, "limit": limit, "offset": offset}
             with conn.cursor(row_factory=dict_row) as cur:
                 rows = cur.execute(QUERIES["list_jobs"], args).fetchall()
-                total = cur.execute(QUERIES["count_jobs"], args).fetchone()["count"]
-            return rows, total
+                counted = cur.execute(QUERIES["count_jobs"], args).fetchone()
+            return rows, counted["count"] if counted else 0
 
         return await self._run(work)

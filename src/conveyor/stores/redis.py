@@ -138,7 +138,7 @@ class RedisStore:
 
         return await self._run(take)
 
-    async def wait_wake(self, block_s: float) -> bool:
+    async def wait_wake(self, block_s: int) -> bool:
         """Block until an enqueue pushes a wake-up token, or block_s passes (server-side)."""
         got = await self._run(
             lambda: self.client.blpop([self.key("wake")], timeout=block_s), abandon=True
@@ -147,7 +147,7 @@ class RedisStore:
 
     async def read_events(self, last_id: str, block_ms: int) -> list[tuple[str, dict[str, str]]]:
         """The events after last_id, blocking up to block_ms (server-side) while there are none."""
-        got = await self._run(
+        got: Any = await self._run(
             lambda: self.client.xread({self.key("events"): last_id}, count=500, block=block_ms),
             abandon=True,
         )
@@ -155,5 +155,6 @@ class RedisStore:
 
     async def now_event_id(self) -> str:
         """A stream id for "now" by Redis's clock: reading after it misses nothing from now on."""
-        seconds, micros = await self._run(self.client.time)
+        now: Any = await self._run(self.client.time)
+        seconds, micros = now
         return f"{seconds * 1000 + micros // 1000}-0"

@@ -38,7 +38,7 @@ def error(status: int, message: str, details: list[dict[str, Any]] | None = None
 def create_app(node: Node) -> QuartTrio:
     app = QuartTrio("conveyor")
     app.config["MAX_CONTENT_LENGTH"] = node.config.max_body_bytes
-    app.json.sort_keys = False  # keep the field order of the wire format (id first)
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the wire order (id first)
     config, registry = node.config, node.registry
 
     async def json_body() -> Any:

@@ -34,7 +34,7 @@ def register(app: QuartTrio, node: Node) -> None:
     @app.websocket("/ws")
     async def feed() -> None:
         await websocket.accept()
-        close = {"code": 1000, "reason": ""}
+        close: dict[str, Any] = {"code": 1000, "reason": ""}
         tenants: set[str] = set()
         node.hub.connections += 1
         with trio.CancelScope() as scope:
