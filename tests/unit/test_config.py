@@ -51,41 +51,31 @@ def test_invalid_setting_names_the_setting(name: str, value: str) -> None:
         from_env({name: value})
 
 
-def test_cli_invalid_configuration_exits_2_with_one_line() -> None:
+def run_cli(*args: str, **env: str) -> tuple[int, list[str]]:
+    """Run `conveyor` with only these settings; returns its exit code and stderr lines."""
     proc = subprocess.run(
-        [sys.executable, "-m", "conveyor", "migrate"],
-        env={"CONVEYOR_CONCURRENCY": "lots", "PATH": "/usr/bin:/bin"},
+        [sys.executable, "-m", "conveyor", *args],
+        env={"PATH": "/usr/bin:/bin", **env},
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1
-    assert "CONVEYOR_CONCURRENCY" in lines[0]
+    return proc.returncode, proc.stderr.strip().splitlines()
 
 
-def test_cli_unreachable_postgres_exits_1_with_one_line() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "conveyor", "serve", "--port", "0"],
-        env={"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x", "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 1
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("conveyor: PostgreSQL unavailable:")
-
-
-def test_cli_unimportable_handler_module_is_a_configuration_error() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "conveyor", "serve", "--port", "0"],
-        env={"CONVEYOR_HANDLER_MODULES": "no_such_module_here", "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "CONVEYOR_HANDLER_MODULES" in lines[0]
+@pytest.mark.parametrize(
+    ("args", "env", "code", "says"),
+    [
+        (("migrate",), {"CONVEYOR_CONCURRENCY": "lots"}, 2, "CONVEYOR_CONCURRENCY"),
+        (("serve", "--port", "0"), {"CONVEYOR_HANDLER_MODULES": "no_such_module_here"}, 2,
+         "CONVEYOR_HANDLER_MODULES"),
+        (("serve", "--port", "0"), {"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x"}, 1,
+         "conveyor: PostgreSQL unavailable:"),
+    ],
+)
+def test_cli_failures_exit_with_one_clear_line(
+    args: tuple[str, ...], env: dict[str, str], code: int, says: str
+) -> None:
+    returncode, lines = run_cli(*args, **env)
+    assert returncode == code
+    assert len(lines) == 1 and says in lines[0], lines
