@@ -92,7 +92,6 @@ class Node:
             "supervisor": self.tree.status() if self.tree else None,
         }
 
-
     def samples(self) -> list[tuple[str, tuple[tuple[str, str], ...], float]]:
         """Every metric of this node as (name, labels, value), counters and gauges."""
         out: list[tuple[str, tuple[tuple[str, str], ...], float]] = [
@@ -208,16 +207,12 @@ async def _serve(
                 )
             task_status.started()
 
-    def actor(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        return functools.partial(fn, *args, **kwargs)
-
     # Actors that use channels are started through a lambda, so that each incarnation gets
-    # fresh clones of the node's channel ends.
-
+    # fresh clones of the node's channel ends; the others through functools.partial.
     pipeline = Supervisor(
         "pipeline",
         [
-            ChildSpec("broadcaster", actor(run_broadcaster, redis, node.hub)),
+            ChildSpec("broadcaster", functools.partial(run_broadcaster, redis, node.hub)),
             ChildSpec("recorder", lambda **kw: run_recorder(pg, redis, records_recv.clone(), node.pool, **kw)),
             ChildSpec("executors", executors),
             ChildSpec(
@@ -230,7 +225,7 @@ async def _serve(
             ),
             ChildSpec(
                 "heartbeat",
-                actor(run_heartbeat, redis, node.pool, node_id=node.node_id, lease_ms=lease_ms),
+                functools.partial(run_heartbeat, redis, node.pool, node_id=node.node_id, lease_ms=lease_ms),
             ),
         ],
         strategy=Strategy.REST_FOR_ONE,
@@ -240,7 +235,7 @@ async def _serve(
     maintenance = Supervisor(
         "maintenance",
         [
-            ChildSpec("scheduler", actor(run_scheduler, redis)),
+            ChildSpec("scheduler", functools.partial(run_scheduler, redis)),
             ChildSpec(
                 "reaper",
                 lambda **kw: run_reaper(
@@ -250,7 +245,7 @@ async def _serve(
             ),
             ChildSpec(
                 "reconciler",
-                actor(
+                functools.partial(
                     run_reconciler, pg, redis, node.metrics, node_id=node.node_id,
                     interval=config.reconcile_seconds,
                 ),

@@ -57,6 +57,17 @@ async def leftovers(redis: RedisStore, job_id: str, zset: str) -> tuple[int, Any
     )
 
 
+async def reclaim_elsewhere(pg: PostgresStore, redis: RedisStore, job_id: str) -> Envelope:
+    """Node X stalls past its lease: the reaper takes the job back, node Y claims it again."""
+    await expire_lease(redis, job_id)
+    ((verdict, reaped),) = await redis.reap(10, lease_ms=60_000)
+    assert verdict == "requeued"
+    await record_batch(pg, redis, [Finished(reaped, Outcome.REQUEUED, error="lease expired")])
+    (second,) = await redis.claim(1, node="node-y", lease_ms=60_000)
+    assert second.attempt == 2
+    return second
+
+
 async def events_for(redis: RedisStore, job_id: str) -> list[dict[str, Any]]:
     entries = await trio.to_thread.run_sync(lambda: redis.client.xrange(redis.key("events")))
     return [m for m in (json.loads(f["d"]) for _, f in entries) if m["jobId"] == job_id]
@@ -67,13 +78,7 @@ async def test_a_stale_attempt_cannot_record_its_outcome(stores: Any, tenant: st
     job = new_job(tenant)
     with trio.fail_after(20):
         first = await submit_and_start(pg, redis, job, "node-x")
-        # node X stalls past its lease; the reaper takes the job back; node Y claims it again
-        await expire_lease(redis, job.id)
-        ((verdict, reaped),) = await redis.reap(10, lease_ms=60_000)
-        assert verdict == "requeued"
-        await record_batch(pg, redis, [Finished(reaped, Outcome.REQUEUED, error="lease expired")])
-        (second,) = await redis.claim(1, node="node-y", lease_ms=60_000)
-        assert second.attempt == 2
+        second = await reclaim_elsewhere(pg, redis, job.id)
         await record_batch(pg, redis, [Started(second)])
         # X wakes up: its heartbeat learns the lease is gone, and its outcome is refused
         assert await redis.heartbeat([(job.id, 1)], node="node-x", lease_ms=60_000) == [job.id]
@@ -96,9 +101,7 @@ async def test_stale_outcome_first_means_exactly_one_terminal_transition(stores:
     job = new_job(tenant)
     with trio.fail_after(20):
         first = await submit_and_start(pg, redis, job, "node-x")
-        await expire_lease(redis, job.id)
-        await redis.reap(10, lease_ms=60_000)
-        (second,) = await redis.claim(1, node="node-y", lease_ms=60_000)
+        second = await reclaim_elsewhere(pg, redis, job.id)
         # X's outcome lands before Y's start is recorded: X wins, Y is fenced out entirely
         await record_batch(pg, redis, [Finished(first, Outcome.COMPLETED, result={"by": "x"})])
         await record_batch(pg, redis, [Started(second)])
@@ -209,3 +212,13 @@ async def test_an_attempt_that_lost_its_lease_is_cancelled(start_node: Any, tena
             # the stolen lease is never extended, expires, and the job gets a second attempt
             job = await wait_until(completed)
     assert job["attempts"] == 2
+
+
+async def test_the_reconciler_lock_has_one_holder_at_a_time(stores: Any) -> None:
+    _, redis = stores
+    with trio.fail_after(10):
+        assert await redis.try_lock("reconciler", "node-a", 200)
+        assert await redis.try_lock("reconciler", "node-a", 200)  # kept, and renewed
+        assert not await redis.try_lock("reconciler", "node-b", 200)
+        await wait_until(lambda: redis.try_lock("reconciler", "node-b", 200))  # after it lapses
+        assert not await redis.try_lock("reconciler", "node-a", 200)

@@ -122,8 +122,7 @@ async def test_webhook_success_stores_status_and_excerpt(node: Node, tenant: str
     assert hooks.bodies == [b'{"n":1}']
 
 
-async def test_webhook_500_then_success_is_retried(start_node: Any, tenant: str, hooks: HookServer) -> None:
-    node = await start_node()
+async def test_webhook_500_then_success_is_retried(node: Node, tenant: str, hooks: HookServer) -> None:
     with trio.fail_after(20):
         async with httpx.AsyncClient(base_url=base_url(node)) as client:
             job_id = await submit(client, tenant, "webhook", {"url": f"{hooks.url}/flaky", "method": "GET"})

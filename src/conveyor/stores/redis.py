@@ -19,7 +19,7 @@ from .postgres import StoreUnavailable
 
 T = TypeVar("T")
 
-SCRIPTS = ("enqueue", "claim", "finish", "heartbeat", "reap", "promote", "reconcile")
+SCRIPTS = ("enqueue", "claim", "finish", "heartbeat", "reap", "promote", "reconcile", "lock")
 
 
 def _envelopes(flat: Sequence[Any], start: int, width: int) -> list[tuple[Any, ...]]:
@@ -126,17 +126,7 @@ class RedisStore:
 
     async def try_lock(self, name: str, holder: str, ttl_ms: int) -> bool:
         """Take (or keep) a named lock for ttl_ms; True when `holder` has it."""
-
-        def take() -> bool:
-            key = self.key("lock", name)
-            if self.client.set(key, holder, nx=True, px=ttl_ms):
-                return True
-            if self.client.get(key) == holder:
-                self.client.pexpire(key, ttl_ms)
-                return True
-            return False
-
-        return await self._run(take)
+        return bool(await self._script("lock", [name, holder, ttl_ms]))
 
     async def wait_wake(self, block_s: int) -> bool:
         """Block until an enqueue pushes a wake-up token, or block_s passes (server-side)."""
