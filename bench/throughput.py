@@ -45,6 +45,9 @@ def started_node(concurrency: int) -> Iterator[tuple[str, str]]:
         "CONVEYOR_REDIS_PREFIX": prefix,
         "CONVEYOR_CONCURRENCY": str(concurrency),
         "CONVEYOR_LOG_LEVEL": "WARNING",
+        # peers have no auth or submit limits either: measure the queue, not the limiter
+        "CONVEYOR_AUTH": "off",
+        "CONVEYOR_TENANT_SUBMIT_RATE": "0",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "conveyor", "serve", "--port", "0"],

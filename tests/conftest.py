@@ -91,6 +91,11 @@ def make_config(database_url: str, redis_prefix: str) -> Callable[..., Config]:
             "backoff_base_ms": 50,
             "backoff_cap_ms": 1000,
             "drain_grace_seconds": 2.0,
+            # the reference's open protocol, loopback targets and no submit rate limit, unless
+            # a test (tests/integration/test_tenancy.py and friends) turns them on
+            "auth": False,
+            "webhook_allow_private": True,
+            "tenant_submit_rate": 0.0,
         }
         values.update(overrides)
         return Config(**values)

@@ -1,4 +1,5 @@
-"""The `conveyor` command: `serve` runs a node, `migrate` applies the schema.
+"""The `conveyor` command: `serve` runs a node, `migrate` applies the schema, `tenants` and
+`keys` manage tenants and their API keys (JSON on stdout; a new key is shown once).
 
 Signals: the first SIGINT/SIGTERM drains the node (exit 0), a second one cancels at once.
 Invalid configuration prints one line naming the setting and exits with code 2.
@@ -7,6 +8,7 @@ Invalid configuration prints one line naming the setting and exits with code 2.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -16,10 +18,13 @@ import psycopg
 import trio
 
 from . import config as config_mod
+from . import tenants
+from .limits import FIELDS
 from .node import run_node
-from .stores import StoreUnavailable
+from .stores import PostgresStore, StoreUnavailable
 from .stores.postgres import migrate_sync
 from .supervision import SupervisorGaveUp
+from .validation import Invalid
 
 log = logging.getLogger("conveyor")
 
@@ -43,14 +48,66 @@ async def serve(config: config_mod.Config) -> None:
             nursery.cancel_scope.cancel()
 
 
-def main(argv: list[str] | None = None) -> int:
+async def manage(config: config_mod.Config, args: argparse.Namespace) -> object:
+    """One `tenants` or `keys` command against PostgreSQL; returns what to print."""
+    pg = PostgresStore(config.database_url, pool_size=1, timeout=5)
+    await pg.open()
+    try:
+        limits = {
+            wire: getattr(args, column)
+            for wire, (column, _, _) in FIELDS.items()
+            if getattr(args, column, None) is not None
+        }
+        match (args.command, args.action):
+            case ("tenants", "create"):
+                return await tenants.create_tenant(pg, {"id": args.tenant, **limits}, config)
+            case ("tenants", "set"):
+                return await tenants.update_limits(pg, args.tenant, limits, config)
+            case ("tenants", "list"):
+                return await tenants.list_tenants(pg, config)
+            case ("keys", "create"):
+                return await tenants.create_key(pg, args.tenant, args.name)
+            case ("keys", "list"):
+                return await tenants.list_keys(pg, args.tenant)
+            case ("keys", "revoke"):
+                return await tenants.revoke_key(pg, args.tenant, args.key_id)
+        raise AssertionError(f"unknown command {args.command} {args.action}")
+    finally:
+        await pg.close()
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conveyor", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     serve_p = sub.add_parser("serve", help="run a node: HTTP API, WebSocket feed and executors")
     serve_p.add_argument("--host", help="address to bind (default 127.0.0.1, or CONVEYOR_HOST)")
     serve_p.add_argument("--port", type=int, help="port to bind (default 3000, or CONVEYOR_PORT)")
     sub.add_parser("migrate", help="apply pending database migrations and exit")
-    args = parser.parse_args(argv)
+
+    tenants_p = sub.add_parser("tenants", help="create, list and set limits of tenants")
+    tenant_actions = tenants_p.add_subparsers(dest="action", required=True)
+    for action, text in (("create", "create a tenant"), ("set", "change a tenant's limits")):
+        action_p = tenant_actions.add_parser(action, help=text)
+        action_p.add_argument("tenant", help="tenant id: letters, digits, '_', '.', '-'")
+        for wire, (column, kind, _) in FIELDS.items():
+            flag = "--" + column.replace("_", "-")
+            action_p.add_argument(flag, dest=column, type=kind, help=f"{wire} override")
+    tenant_actions.add_parser("list", help="list tenants with their effective limits")
+
+    keys_p = sub.add_parser("keys", help="create, list and revoke API keys of a tenant")
+    key_actions = keys_p.add_subparsers(dest="action", required=True)
+    create_p = key_actions.add_parser("create", help="create a key (printed once, never stored)")
+    create_p.add_argument("--name", default="", help="a label for the key")
+    key_actions.add_parser("list", help="list a tenant's keys (never the keys themselves)")
+    revoke_p = key_actions.add_parser("revoke", help="revoke a key: it stops working on every node")
+    revoke_p.add_argument("key_id", help="the key's id (the part after cvk_)")
+    for action_p in (create_p, key_actions.choices["list"], revoke_p):
+        action_p.add_argument("--tenant", required=True, help="the tenant the key belongs to")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
 
     logging.basicConfig(
         level=os.environ.get("CONVEYOR_LOG_LEVEL", "INFO").upper(),
@@ -71,10 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     unavailable: list[BaseException] = []
     gave_up: list[BaseException] = []
     bad_config: list[BaseException] = []
+    refused: list[tuple[int, str]] = []
     try:
         if args.command == "migrate":
             applied = migrate_sync(config.database_url)
             print(f"applied migrations: {applied or 'none pending'}")
+        elif args.command in ("tenants", "keys"):
+            migrate_sync(config.database_url)
+            print(json.dumps(trio.run(manage, config, args), indent=2))
         else:
             trio.run(serve, config)
     except* (StoreUnavailable, psycopg.OperationalError) as group:
@@ -83,6 +144,13 @@ def main(argv: list[str] | None = None) -> int:
         gave_up = list(group.exceptions)
     except* config_mod.ConfigError as group:
         bad_config = list(group.exceptions)
+    except* Invalid as group:
+        refused = [(2, _invalid_line(e)) for e in group.exceptions]
+    except* (tenants.NotFound, tenants.Conflict) as group:
+        refused = [(1, _one_line(e)) for e in group.exceptions]
+    if refused:
+        print(f"conveyor: {refused[0][1]}", file=sys.stderr)
+        return refused[0][0]
     if bad_config:
         print(f"conveyor: invalid configuration: {_one_line(bad_config[0])}", file=sys.stderr)
         return 2
@@ -93,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"conveyor: node stopped: {_one_line(gave_up[0])}", file=sys.stderr)
         return 1
     return 0
+
+
+def _invalid_line(exc: BaseException) -> str:
+    assert isinstance(exc, Invalid)
+    return f"{exc.message}: " + "; ".join(f"{d.field} {d.message}" for d in exc.details)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -6,6 +6,7 @@ setting, which the CLI turns into one line and exit code 2. It must not open con
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -41,6 +42,17 @@ class Config:
     sleep_max_ms: int = 600_000
     node_id: str = ""
     reconcile_seconds: float = 5.0
+    auth: bool = True
+    admin_key: str = ""
+    ws_origins: tuple[str, ...] = ()
+    webhook_allow_private: bool = False
+    webhook_allow_networks: tuple[str, ...] = ()
+    tenant_max_running: int = 0
+    tenant_submit_rate: float = 1000.0
+    tenant_submit_burst: int = 5000
+    tenant_max_queued: int = 100_000
+    tenant_max_websockets: int = 100
+    auth_refresh_seconds: float = 2.0
 
 
 def _int_in(low: int, high: int, what: str) -> Callable[[str, str], int]:
@@ -57,6 +69,7 @@ def _int_in(low: int, high: int, what: str) -> Callable[[str, str], int]:
 
 
 _positive_int = _int_in(1, 2**31 - 1, "a positive integer")
+_limit = _int_in(0, 2**31 - 1, "an integer >= 0 (0: no limit)")
 _port = _int_in(0, 65535, "a port number 0-65535")
 
 
@@ -88,6 +101,47 @@ def _prefix(name: str, raw: str) -> str:
 
 def _text(name: str, raw: str) -> str:
     return raw
+
+
+def _rate(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ConfigError(f"{name} must be a number >= 0 (0: no limit), got {raw!r}")
+    return value
+
+
+def _switch(name: str, raw: str) -> bool:
+    value = raw.lower()
+    if value not in ("on", "off", "true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"{name} must be on or off, got {raw!r}")
+    return value in ("on", "true", "1", "yes")
+
+
+def _secret(name: str, raw: str) -> str:
+    if len(raw) < 24:
+        raise ConfigError(f"{name} must be at least 24 characters (use a random string)")
+    return raw
+
+
+def _origins(name: str, raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise ConfigError(f"{name} must be a comma-separated list of origins like https://app.example.com, got {origin!r}")
+    return origins
+
+
+def _networks(name: str, raw: str) -> tuple[str, ...]:
+    nets = tuple(n.strip() for n in raw.split(",") if n.strip())
+    for net in nets:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name} must be a comma-separated list of networks like 10.1.0.0/16, got {net!r}") from None
+    return nets
 
 
 def _modules(name: str, raw: str) -> tuple[str, ...]:
@@ -122,6 +176,17 @@ SETTINGS: dict[str, tuple[str, Callable[[str, str], Any], str]] = {
     "CONVEYOR_SLEEP_MAX_MS": ("sleep_max_ms", _positive_int, "largest delayMs a sleep job accepts"),
     "CONVEYOR_NODE_ID": ("node_id", _text, "name of this node in leases (default host:pid)"),
     "CONVEYOR_RECONCILE_SECONDS": ("reconcile_seconds", _positive_float, "how often Redis is checked against PostgreSQL and repaired"),
+    "CONVEYOR_AUTH": ("auth", _switch, "require API keys (off is allowed only on a loopback bind, for development)"),
+    "CONVEYOR_ADMIN_KEY": ("admin_key", _secret, "key of the admin HTTP API (/admin/...); unset disables it"),
+    "CONVEYOR_WS_ORIGINS": ("ws_origins", _origins, "origins allowed to open WebSockets (comma-separated); unset allows any"),
+    "CONVEYOR_WEBHOOK_ALLOW_PRIVATE": ("webhook_allow_private", _switch, "let webhooks reach loopback and private addresses (trusted deployments, tests)"),
+    "CONVEYOR_WEBHOOK_ALLOW_NETWORKS": ("webhook_allow_networks", _networks, "networks webhooks may reach although private (comma-separated CIDRs)"),
+    "CONVEYOR_TENANT_MAX_RUNNING": ("tenant_max_running", _limit, "default cap on a tenant's jobs running at once, across all nodes (0: none)"),
+    "CONVEYOR_TENANT_SUBMIT_RATE": ("tenant_submit_rate", _rate, "default jobs per second a tenant may submit, shared by all nodes (0: no limit)"),
+    "CONVEYOR_TENANT_SUBMIT_BURST": ("tenant_submit_burst", _positive_int, "default burst of the submit rate limit, in jobs"),
+    "CONVEYOR_TENANT_MAX_QUEUED": ("tenant_max_queued", _limit, "default cap on a tenant's unfinished jobs (0: none)"),
+    "CONVEYOR_TENANT_MAX_WEBSOCKETS": ("tenant_max_websockets", _limit, "default cap on a tenant's open WebSockets per node (0: none)"),
+    "CONVEYOR_AUTH_REFRESH_SECONDS": ("auth_refresh_seconds", _positive_float, "how often revoked keys and tenant limits are re-read"),
 }
 
 
@@ -134,6 +199,25 @@ def from_env(environ: Mapping[str, str], **overrides: Any) -> Config:
             values[field] = parse(env_name, raw.strip())
     values.update({k: v for k, v in overrides.items() if v is not None})
     config = Config(**values)
+    check(config)
+    return config
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check(config: Config) -> None:
+    """Rules between settings; run_node checks them too, whoever built the Config."""
     if config.backoff_cap_ms < config.backoff_base_ms:
         raise ConfigError("CONVEYOR_BACKOFF_CAP_MS must not be smaller than CONVEYOR_BACKOFF_BASE_MS")
-    return config
+    if not config.auth and not is_loopback(config.host):
+        raise ConfigError(
+            f"CONVEYOR_AUTH=off is allowed only on a loopback address (127.0.0.1, ::1, localhost), "
+            f"but the node binds {config.host!r}: turn auth on or bind to loopback"
+        )

@@ -27,9 +27,12 @@ from .actors.heartbeat import run_heartbeat
 from .actors.maintenance import run_reaper, run_reconciler, run_scheduler
 from .actors.pool import CancelReason, ExecutorPool
 from .actors.recorder import run_recorder
+from .actors.tenancy import TenantLimitsView, run_tenancy
 from .actors.writer import Submit, run_writer
-from .config import Config
+from .auth import Authenticator
+from .config import Config, check
 from .handlers import Registry, build_registry
+from .limits import Limited
 from .metrics import Metrics
 from .model import Envelope, Flush, NewJob
 from .stores import PostgresStore, RedisStore, StoreUnavailable
@@ -57,6 +60,8 @@ class Node:
     draining: trio.Event
     submissions: trio.MemorySendChannel[Submit]
     records: trio.MemorySendChannel[Any]
+    auth: Authenticator
+    limits: TenantLimitsView
     tree: Supervisor | None = None
     urls: list[str] = attrs.Factory(list)
     metrics: Metrics = attrs.Factory(Metrics)
@@ -75,6 +80,8 @@ class Node:
                 failure = await reply_recv.receive()
         if isinstance(failure, StoreUnavailable):
             raise StoreUnavailable(str(failure))
+        if isinstance(failure, Limited):
+            raise Limited(str(failure), retry_after_ms=failure.retry_after_ms)
         if failure is not None:
             raise RuntimeError(f"submission failed: {failure!r}")
 
@@ -138,6 +145,12 @@ async def run_node(
     draining: trio.Event | None = None,
     task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    check(config)
+    if not config.auth:
+        log.warning(
+            "auth is OFF (CONVEYOR_AUTH=off): anyone who can reach %s can act as any tenant; "
+            "for local development only", config.host,
+        )
     draining = draining if draining is not None else trio.Event()
     registry = build_registry(config)  # a bad handler module is a configuration error
     try:
@@ -181,6 +194,8 @@ async def _serve(
         draining=draining,
         submissions=submit_send,
         records=records_send,
+        auth=Authenticator(pg, enabled=config.auth),
+        limits=TenantLimitsView(config),
     )
     lease_ms = int(config.lease_seconds * 1000)
     http_done = trio.Event()
@@ -219,7 +234,8 @@ async def _serve(
                 "fetcher",
                 lambda **kw: run_fetcher(
                     redis, node.pool, jobs_send.clone(), draining, node_id=node.node_id,
-                    lease_ms=lease_ms, batch=config.concurrency, **kw,
+                    lease_ms=lease_ms, batch=config.concurrency,
+                    max_running=config.tenant_max_running, **kw,
                 ),
                 restart=Restart.TRANSIENT,  # it returns normally once the node drains
             ),
@@ -244,6 +260,13 @@ async def _serve(
                 ),
             ),
             ChildSpec(
+                "tenancy",
+                functools.partial(
+                    run_tenancy, pg, redis, node.limits, node.auth, node.hub,
+                    interval=config.auth_refresh_seconds,
+                ),
+            ),
+            ChildSpec(
                 "reconciler",
                 functools.partial(
                     run_reconciler, pg, redis, node.metrics, node_id=node.node_id,
@@ -259,7 +282,10 @@ async def _serve(
         "node",
         [
             ChildSpec(
-                "writer", lambda **kw: run_writer(pg, redis, submit_recv.clone(), node.metrics, **kw)
+                "writer",
+                lambda **kw: run_writer(
+                    pg, redis, submit_recv.clone(), node.metrics, node.limits.of, **kw
+                ),
             ),
             ChildSpec("pipeline", pipeline),
             ChildSpec("maintenance", maintenance),

@@ -29,17 +29,33 @@ class Invalid(Exception):
         return {"error": self.message, "details": [d.as_json() for d in self.details]}
 
 
+class Forbidden(Exception):
+    """The request names a tenant other than the caller's (403)."""
+
+
+def _own_tenant(value: Any, tenant: str, field: str) -> None:
+    if value is not None and value != tenant:
+        raise Forbidden(f"{field} {value!r} is not the tenant of this API key")
+
+
 def _int_in(value: Any, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
-def job_errors(body: Any, registry: Registry, config: Config, where: str = "") -> list[FieldError]:
+def job_errors(
+    body: Any, registry: Registry, config: Config, where: str = "", tenant: str | None = None
+) -> list[FieldError]:
+    """What is wrong with one job of a submission. With an authenticated tenant, tenantId may
+    be left out, and naming another tenant raises Forbidden."""
     if not isinstance(body, dict):
         return [FieldError(where.rstrip(".") or "body", "must be a JSON object")]
     errors = []
-    tenant = body.get("tenantId")
-    if not isinstance(tenant, str) or not 1 <= len(tenant) <= 100:
-        errors.append(FieldError(f"{where}tenantId", "must be a string of 1-100 characters"))
+    if tenant is not None:
+        _own_tenant(body.get("tenantId"), tenant, f"{where}tenantId")
+    else:
+        named = body.get("tenantId")
+        if not isinstance(named, str) or not 1 <= len(named) <= 100:
+            errors.append(FieldError(f"{where}tenantId", "must be a string of 1-100 characters"))
     type_ = body.get("type")
     handler = registry.get(type_) if isinstance(type_, str) else None
     if handler is None:
@@ -62,13 +78,15 @@ def job_errors(body: Any, registry: Registry, config: Config, where: str = "") -
     return errors
 
 
-def new_job(body: dict[str, Any], registry: Registry, config: Config) -> NewJob:
+def new_job(
+    body: dict[str, Any], registry: Registry, config: Config, tenant: str | None = None
+) -> NewJob:
     """Build a NewJob from a body that job_errors accepted."""
     handler = registry.get(body["type"])
     assert handler is not None
     return NewJob(
         id=str(uuid.uuid4()),
-        tenant_id=body["tenantId"],
+        tenant_id=tenant or body["tenantId"],
         type=body["type"],
         payload=body["payload"],
         max_attempts=body.get("maxAttempts", config.max_attempts),
@@ -76,14 +94,18 @@ def new_job(body: dict[str, Any], registry: Registry, config: Config) -> NewJob:
     )
 
 
-def parse_submission(body: Any, registry: Registry, config: Config) -> NewJob:
-    errors = job_errors(body, registry, config)
+def parse_submission(
+    body: Any, registry: Registry, config: Config, tenant: str | None = None
+) -> NewJob:
+    errors = job_errors(body, registry, config, tenant=tenant)
     if errors:
         raise Invalid("Validation failed", errors)
-    return new_job(body, registry, config)
+    return new_job(body, registry, config, tenant)
 
 
-def parse_batch(body: Any, registry: Registry, config: Config) -> list[NewJob]:
+def parse_batch(
+    body: Any, registry: Registry, config: Config, tenant: str | None = None
+) -> list[NewJob]:
     jobs = body.get("jobs") if isinstance(body, dict) else None
     if not isinstance(jobs, list) or not 1 <= len(jobs) <= MAX_BATCH:
         raise Invalid(
@@ -91,17 +113,23 @@ def parse_batch(body: Any, registry: Registry, config: Config) -> list[NewJob]:
         )
     errors = []
     for i, item in enumerate(jobs):
-        errors += job_errors(item, registry, config, where=f"jobs[{i}].")
+        errors += job_errors(item, registry, config, where=f"jobs[{i}].", tenant=tenant)
     if errors:
         raise Invalid("Validation failed", errors)
-    return [new_job(item, registry, config) for item in jobs]
+    return [new_job(item, registry, config, tenant) for item in jobs]
 
 
-def parse_list_query(args: Mapping[str, str]) -> tuple[str, str | None, int, int]:
+def parse_list_query(
+    args: Mapping[str, str], tenant: str | None = None
+) -> tuple[str, str | None, int, int]:
+    """tenantId, status, limit, offset of GET /jobs; the caller's tenant when authenticated."""
     errors = []
-    tenant = args.get("tenantId", "")
-    if not 1 <= len(tenant) <= 100:
-        errors.append(FieldError("tenantId", "is required: a string of 1-100 characters"))
+    if tenant is not None:
+        _own_tenant(args.get("tenantId"), tenant, "tenantId")
+    else:
+        tenant = args.get("tenantId", "")
+        if not 1 <= len(tenant) <= 100:
+            errors.append(FieldError("tenantId", "is required: a string of 1-100 characters"))
     status = args.get("status") or None
     if status is not None and status not in Status.__members__:
         errors.append(FieldError("status", f"must be one of {', '.join(Status.__members__)}"))

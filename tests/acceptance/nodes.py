@@ -25,6 +25,9 @@ class NodeProcess:
             "CONVEYOR_REDIS_PREFIX": config.redis_prefix,
             "CONVEYOR_BACKOFF_BASE_MS": str(config.backoff_base_ms),
             "CONVEYOR_BACKOFF_CAP_MS": str(config.backoff_cap_ms),
+            "CONVEYOR_AUTH": "on" if config.auth else "off",
+            "CONVEYOR_WEBHOOK_ALLOW_PRIVATE": "on" if config.webhook_allow_private else "off",
+            "CONVEYOR_TENANT_SUBMIT_RATE": str(config.tenant_submit_rate),
             **{k: str(v) for k, v in env.items()},
         }
         self.proc: trio.Process | None = None

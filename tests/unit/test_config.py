@@ -16,6 +16,33 @@ def test_defaults() -> None:
     assert config.max_body_bytes == 1024 * 1024
 
 
+def test_auth_is_on_by_default_and_off_only_on_loopback() -> None:
+    assert from_env({}).auth is True
+    for host in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
+        assert from_env({"CONVEYOR_AUTH": "off"}, host=host).auth is False
+    for host in ("0.0.0.0", "::", "10.1.2.3", "example.com"):
+        with pytest.raises(ConfigError, match="CONVEYOR_AUTH=off is allowed only on a loopback"):
+            from_env({"CONVEYOR_AUTH": "off", "CONVEYOR_HOST": host})
+    assert from_env({"CONVEYOR_HOST": "0.0.0.0"}).auth is True
+
+
+def test_reads_security_settings() -> None:
+    config = from_env(
+        {
+            "CONVEYOR_ADMIN_KEY": "k" * 24,
+            "CONVEYOR_WS_ORIGINS": "https://a.example.com, http://localhost:5173/",
+            "CONVEYOR_WEBHOOK_ALLOW_PRIVATE": "on",
+            "CONVEYOR_WEBHOOK_ALLOW_NETWORKS": "10.1.0.0/16,fd00::/8",
+            "CONVEYOR_TENANT_SUBMIT_RATE": "2.5",
+        }
+    )
+    assert config.admin_key == "k" * 24
+    assert config.ws_origins == ("https://a.example.com", "http://localhost:5173")
+    assert config.webhook_allow_private is True
+    assert config.webhook_allow_networks == ("10.1.0.0/16", "fd00::/8")
+    assert config.tenant_submit_rate == 2.5
+
+
 def test_reads_reference_and_conveyor_names() -> None:
     config = from_env(
         {
@@ -44,6 +71,13 @@ def test_reads_reference_and_conveyor_names() -> None:
         ("CONVEYOR_REDIS_PREFIX", "has space"),
         ("CONVEYOR_PORT", "70000"),
         ("CONVEYOR_HANDLER_MODULES", "not-a-module"),
+        ("CONVEYOR_AUTH", "maybe"),
+        ("CONVEYOR_ADMIN_KEY", "short"),
+        ("CONVEYOR_WS_ORIGINS", "app.example.com"),
+        ("CONVEYOR_WEBHOOK_ALLOW_NETWORKS", "10.0.0.0/33"),
+        ("CONVEYOR_TENANT_SUBMIT_RATE", "-1"),
+        ("CONVEYOR_TENANT_MAX_RUNNING", "-1"),
+        ("CONVEYOR_TENANT_SUBMIT_BURST", "0"),
     ],
 )
 def test_invalid_setting_names_the_setting(name: str, value: str) -> None:
@@ -71,6 +105,8 @@ def run_cli(*args: str, **env: str) -> tuple[int, list[str]]:
          "CONVEYOR_HANDLER_MODULES"),
         (("serve", "--port", "0"), {"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x"}, 1,
          "conveyor: PostgreSQL unavailable:"),
+        (("serve", "--host", "0.0.0.0", "--port", "0"), {"CONVEYOR_AUTH": "off"}, 2,
+         "CONVEYOR_AUTH=off is allowed only on a loopback address"),
     ],
 )
 def test_cli_failures_exit_with_one_clear_line(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+import attrs
 import trio
 
 from ..stores import RedisStore, StoreUnavailable
@@ -37,12 +38,45 @@ class Subscriber:
             pass
 
 
+@attrs.define(eq=False)
+class Connection:
+    """An open WebSocket: whose it is, and how to close it (revoked key, drain)."""
+
+    tenant: str | None
+    key_id: str | None
+    close: Callable[[int, str], None]
+
+
 class Hub:
-    """Local subscriptions: tenant -> subscribers. Only the event loop touches it."""
+    """Open connections and their subscriptions (tenant -> subscribers). Only the event loop
+    touches it."""
 
     def __init__(self) -> None:
         self._by_tenant: dict[str, set[Subscriber]] = {}
-        self.connections = 0
+        self._connections: set[Connection] = set()
+
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
+    def attach(self, conn: Connection) -> None:
+        self._connections.add(conn)
+
+    def detach(self, conn: Connection) -> None:
+        self._connections.discard(conn)
+
+    def open_for(self, tenant: str) -> int:
+        return sum(1 for c in self._connections if c.tenant == tenant)
+
+    def key_ids(self) -> set[str]:
+        return {c.key_id for c in self._connections if c.key_id is not None}
+
+    def close_keys(self, key_ids: set[str], code: int, reason: str) -> int:
+        """Close every connection authenticated by one of these keys; returns how many."""
+        doomed = [c for c in self._connections if c.key_id in key_ids]
+        for conn in doomed:
+            conn.close(code, reason)
+        return len(doomed)
 
     def subscribe(self, tenant: str, sub: Subscriber) -> None:
         self._by_tenant.setdefault(tenant, set()).add(sub)

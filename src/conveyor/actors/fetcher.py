@@ -28,6 +28,7 @@ async def run_fetcher(
     node_id: str,
     lease_ms: int,
     batch: int,
+    max_running: int = 0,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     task_status.started()
@@ -40,7 +41,9 @@ async def run_fetcher(
                 if draining.is_set():
                     return
                 try:
-                    claimed = await redis.claim(taken, node=node_id, lease_ms=lease_ms)
+                    claimed = await redis.claim(
+                        taken, node=node_id, lease_ms=lease_ms, max_running=max_running
+                    )
                 except StoreUnavailable as exc:
                     log.warning("claim failed: %s", exc)
                     claimed = []

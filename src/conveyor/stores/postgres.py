@@ -25,6 +25,7 @@ from ..model import NewJob
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+LIMIT_COLUMNS = ("max_running", "submit_rate", "submit_burst", "max_queued", "max_websockets")
 MIGRATION_LOCK = 0x636F6E76  # "conv": advisory lock key serialising migrations across nodes
 
 
@@ -165,24 +166,32 @@ class PostgresStore:
 
         return await self._run(work)
 
+    async def _fetch(self, name: str, args: dict[str, Any]) -> list[dict[str, Any]]:
+        """Run one named query; its rows as dicts."""
+
+        def work(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+            with conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(QUERIES[name], args)
+                return cur.fetchall() if cur.description else []
+
+        return await self._run(work)
+
+    async def _fetch_one(self, name: str, args: dict[str, Any]) -> dict[str, Any] | None:
+        rows = await self._fetch(name, args)
+        return rows[0] if rows else None
+
     async def unfinished_jobs(
         self, *, quiet_s: float, after: tuple[datetime, str], limit: int
     ) -> list[dict[str, Any]]:
         """Non-terminal jobs not updated for quiet_s seconds, after a (updated_at, id) cursor."""
         args = {"quiet_s": quiet_s, "after_ts": after[0], "after_id": after[1], "limit": limit}
+        return await self._fetch("unfinished_jobs", args)
 
-        def work(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
-            with conn.cursor(row_factory=dict_row) as cur:
-                return cur.execute(QUERIES["unfinished_jobs"], args).fetchall()
-
-        return await self._run(work)
-
-    async def get_job(self, job_id: str) -> dict[str, Any] | None:
-        def work(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
-            with conn.cursor(row_factory=dict_row) as cur:
-                return cur.execute(QUERIES["get_job"], {"id": job_id}).fetchone()
-
-        return await self._run(work)
+    async def get_job(self, job_id: str, tenant: str | None = None) -> dict[str, Any] | None:
+        """A job by id; with a tenant, only that tenant's (another's is as absent)."""
+        if tenant is None:
+            return await self._fetch_one("get_job", {"id": job_id})
+        return await self._fetch_one("get_job_of_tenant", {"id": job_id, "tenant": tenant})
 
     async def list_jobs(
         self, tenant: str, status: str | None, limit: int, offset: int
@@ -195,3 +204,44 @@ class PostgresStore:
             return rows, counted["count"] if counted else 0
 
         return await self._run(work)
+
+    # Tenants and keys: rare admin calls, and one lookup per key a node has not cached.
+
+    async def create_tenant(self, tenant: str, limits: dict[str, Any]) -> dict[str, Any] | None:
+        """The new tenant's row, or None when it exists already."""
+        args = {"id": tenant, **{column: limits.get(column) for column in LIMIT_COLUMNS}}
+        return await self._fetch_one("create_tenant", args)
+
+    async def update_tenant_limits(self, tenant: str, limits: dict[str, Any]) -> dict[str, Any] | None:
+        args: dict[str, Any] = {"id": tenant}
+        for column in LIMIT_COLUMNS:
+            args[column] = limits.get(column)
+            args[f"set_{column}"] = column in limits
+        return await self._fetch_one("update_tenant_limits", args)
+
+    async def list_tenants(self) -> list[dict[str, Any]]:
+        return await self._fetch("list_tenants", {})
+
+    async def tenant_overrides(self) -> list[dict[str, Any]]:
+        return await self._fetch("tenant_overrides", {})
+
+    async def create_key(
+        self, tenant: str, *, key_id: str, name: str, digest: str
+    ) -> dict[str, Any] | None:
+        """The new key's row (no secret in it), or None when the tenant does not exist."""
+        args = {"id": key_id, "tenant": tenant, "name": name, "digest": digest}
+        return await self._fetch_one("create_key", args)
+
+    async def list_keys(self, tenant: str) -> list[dict[str, Any]]:
+        return await self._fetch("list_keys", {"tenant": tenant})
+
+    async def revoke_key(self, tenant: str, key_id: str) -> dict[str, Any] | None:
+        return await self._fetch_one("revoke_key", {"tenant": tenant, "id": key_id})
+
+    async def find_key(self, key_id: str) -> dict[str, Any] | None:
+        return await self._fetch_one("find_key", {"id": key_id})
+
+    async def revoked_keys(self, key_ids: Sequence[str]) -> set[str]:
+        if not key_ids:
+            return set()
+        return {r["id"] for r in await self._fetch("revoked_keys", {"ids": list(key_ids)})}

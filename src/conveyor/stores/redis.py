@@ -19,7 +19,9 @@ from .postgres import StoreUnavailable
 
 T = TypeVar("T")
 
-SCRIPTS = ("enqueue", "claim", "finish", "heartbeat", "reap", "promote", "reconcile", "lock")
+SCRIPTS = (
+    "enqueue", "claim", "finish", "heartbeat", "reap", "promote", "reconcile", "lock", "admit",
+)
 
 
 def _envelopes(flat: Sequence[Any], start: int, width: int) -> list[tuple[Any, ...]]:
@@ -78,8 +80,11 @@ class RedisStore:
             args += [j.id, j.tenant_id, j.type, json.dumps(j.payload), j.max_attempts, j.timeout_ms]
         return int(await self._script("enqueue", args))
 
-    async def claim(self, n: int, *, node: str, lease_ms: int) -> list[Envelope]:
-        flat = await self._script("claim", [n, node, lease_ms])
+    async def claim(
+        self, n: int, *, node: str, lease_ms: int, max_running: int = 0
+    ) -> list[Envelope]:
+        """Claim up to n jobs; max_running is the tenants' default running cap (0: none)."""
+        flat = await self._script("claim", [n, node, lease_ms, max_running])
         return [
             Envelope(id, tenant, type_, json.loads(payload), int(a), int(m), int(o))
             for id, tenant, type_, payload, a, m, o in _envelopes(flat, 0, 7)
@@ -148,3 +153,41 @@ class RedisStore:
         now: Any = await self._run(self.client.time)
         seconds, micros = now
         return f"{seconds * 1000 + micros // 1000}-0"
+
+    async def admit(
+        self, requests: Sequence[tuple[str, int, float, int, int]]
+    ) -> list[tuple[str, int]]:
+        """Admission of (tenant, jobs, rate, burst, max_queued) submissions, in one call.
+
+        Per submission: ('ok' | 'queue' | 'rate' | 'burst', ms to wait before trying again).
+        """
+        args: list[Any] = []
+        for tenant, jobs, rate, burst, max_queued in requests:
+            args += [tenant, jobs, repr(float(rate)), burst, max_queued]
+        flat = await self._script("admit", args)
+        return [(str(v), int(ms)) for v, ms in _envelopes(flat, 0, 2)]
+
+    async def queued(self, tenant: str) -> int:
+        """The tenant's unfinished jobs that Redis knows of."""
+        value = await self._run(lambda: self.client.hget(self.key("queued"), tenant))
+        return int(value or 0)
+
+    async def set_running_caps(self, caps: dict[str, int]) -> None:
+        """Replace the per-tenant running caps that the claim script reads."""
+
+        def work() -> None:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.delete(self.key("maxrun"))
+                if caps:
+                    pipe.hset(self.key("maxrun"), mapping=caps)  # type: ignore[arg-type]
+                pipe.execute()
+
+        await self._run(work)
+
+    async def put_ticket(self, digest: str, value: str, ttl_ms: int) -> None:
+        await self._run(lambda: self.client.set(self.key("ticket", digest), value, px=ttl_ms))
+
+    async def take_ticket(self, digest: str) -> str | None:
+        """A ticket's value, once: it is deleted as it is read."""
+        value: Any = await self._run(lambda: self.client.getdel(self.key("ticket", digest)))
+        return value

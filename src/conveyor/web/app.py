@@ -16,12 +16,14 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from .. import validation
+from .. import keys, tenants, validation
+from ..auth import Principal, Unauthorized
+from ..limits import Limited
 from ..metrics import render
 from ..node import Busy, Node
 from ..stores import StoreUnavailable
 from ..wire import iso, job_json
-from . import ws
+from . import admin, ws
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,32 @@ def create_app(node: Node) -> QuartTrio:
     async def invalid(exc: validation.Invalid) -> Response:
         return Response(json.dumps(exc.as_json()), status=400, mimetype="application/json")
 
+    @app.errorhandler(Unauthorized)
+    async def unauthorized(exc: Unauthorized) -> Response:
+        node.metrics.inc("conveyor_auth_failures_total")
+        response = error(401, f"Unauthorized: {exc}")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="conveyor"'
+        return response
+
+    @app.errorhandler(validation.Forbidden)
+    async def forbidden(exc: validation.Forbidden) -> Response:
+        return error(403, f"Forbidden: {exc}")
+
+    @app.errorhandler(Limited)
+    async def limited(exc: Limited) -> Response:
+        response = error(429, str(exc))
+        if exc.retry_after_ms is not None:
+            response.headers["Retry-After"] = str(max(1, -(-exc.retry_after_ms // 1000)))
+        return response
+
+    @app.errorhandler(tenants.NotFound)
+    async def not_found(exc: tenants.NotFound) -> Response:
+        return error(404, str(exc))
+
+    @app.errorhandler(tenants.Conflict)
+    async def conflict(exc: tenants.Conflict) -> Response:
+        return error(409, str(exc))
+
     @app.errorhandler(StoreUnavailable)
     async def unavailable(exc: StoreUnavailable) -> Response:
         log.warning("503: %s", exc)
@@ -96,31 +124,52 @@ def create_app(node: Node) -> QuartTrio:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error(500, "Internal server error")
 
+    async def caller() -> Principal:
+        """The authenticated caller (tenant None when auth is off); raises Unauthorized."""
+        header = request.headers.get("Authorization")
+        if header and keys.bearer(header) is None and node.auth.enabled:
+            raise Unauthorized("the Authorization header must read 'Bearer <key>'")
+        return await node.auth.authenticate(keys.bearer(header))
+
     @app.post("/jobs")
     async def create_job() -> Any:
-        job = validation.parse_submission(await json_body(), registry, config)
+        who = await caller()
+        job = validation.parse_submission(await json_body(), registry, config, who.tenant)
         await node.submit([job])
         return {"jobId": job.id}, 201
 
     @app.post("/jobs/batch")
     async def create_jobs() -> Any:
-        jobs = validation.parse_batch(await json_body(), registry, config)
+        who = await caller()
+        jobs = validation.parse_batch(await json_body(), registry, config, who.tenant)
         await node.submit(jobs)
         return {"jobIds": [job.id for job in jobs]}, 201
 
     @app.get("/jobs")
     async def list_jobs() -> Any:
-        tenant, status, limit, offset = validation.parse_list_query(request.args)
+        who = await caller()
+        tenant, status, limit, offset = validation.parse_list_query(request.args, who.tenant)
         rows, total = await node.pg.list_jobs(tenant, status, limit, offset)
         return {"jobs": [job_json(r) for r in rows], "total": total}
 
     @app.get("/jobs/<job_id>")
     async def get_job(job_id: str) -> Any:
+        who = await caller()
         parsed = validation.parse_job_id(job_id)
-        row = await node.pg.get_job(parsed) if parsed else None
+        # another tenant's job is answered exactly as one that does not exist
+        row = await node.pg.get_job(parsed, who.tenant) if parsed else None
         if row is None:
             return error(404, "Job not found")
         return job_json(row)
+
+    @app.post("/ws/tickets")
+    async def create_ticket() -> Any:
+        who = await caller()
+        if who.tenant is None or who.key_id is None:
+            return error(404, "auth is off on this node: connect to /ws without a ticket")
+        ticket, digest = keys.new_ticket()
+        await node.redis.put_ticket(digest, f"{who.tenant} {who.key_id}", ws.TICKET_TTL_MS)
+        return {"ticket": ticket, "expiresInSeconds": ws.TICKET_TTL_MS // 1000}, 201
 
     @app.get("/health")
     async def health() -> Any:
@@ -153,4 +202,5 @@ def create_app(node: Node) -> QuartTrio:
         return body, 200 if ok else 503
 
     ws.register(app, node)
+    admin.register(app, node)
     return app

@@ -1,6 +1,8 @@
 -- Shared helpers, prepended to every script when it is registered (stores/redis.py).
 -- Keys: <p>:job:<id> envelope hash, <p>:q:<tenant> ready list, <p>:ring / <p>:ringset tenants
--- with ready work, <p>:delayed zset, <p>:leases zset, <p>:wake list, <p>:events stream.
+-- with ready work, <p>:delayed zset, <p>:leases zset, <p>:wake list, <p>:events stream,
+-- <p>:running:<tenant> set of the tenant's leased jobs, <p>:maxrun hash tenant -> running cap,
+-- <p>:queued hash tenant -> unfinished jobs (envelopes), <p>:bucket:<tenant> submit rate bucket.
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -13,6 +15,29 @@ local function push_ready(p, tenant, id)
   if redis.call('SADD', p .. ':ringset', tenant) == 1 then
     redis.call('RPUSH', p .. ':ring', tenant)
   end
+end
+
+-- Lease a job until deadline; the tenant's running set counts it against its cap.
+local function hold(p, tenant, id, deadline)
+  redis.call('ZADD', p .. ':leases', deadline, id)
+  redis.call('SADD', p .. ':running:' .. tenant, id)
+end
+
+-- Drop a job's lease. Returns 1 when its tenant has ready work that the cap may have held back.
+local function release(p, tenant, id)
+  redis.call('ZREM', p .. ':leases', id)
+  if redis.call('SREM', p .. ':running:' .. tenant, id) == 1
+     and redis.call('LLEN', p .. ':q:' .. tenant) > 0 then
+    return 1
+  end
+  return 0
+end
+
+-- A new envelope: write it and count it as the tenant's unfinished job.
+local function create_envelope(p, id, tenant, type_, payload, attempts, max_attempts, timeout_ms)
+  redis.call('HSET', p .. ':job:' .. id, 't', tenant, 'y', type_, 'p', payload, 'a', attempts,
+             'm', max_attempts, 'o', timeout_ms)
+  redis.call('HINCRBY', p .. ':queued', tenant, 1)
 end
 
 -- Wake up to n idle fetchers (one token each; the list stays short).

@@ -7,8 +7,7 @@ for i = 2, #ARGV, 6 do
   local id, tenant = ARGV[i], ARGV[i + 1]
   local env = p .. ':job:' .. id
   if redis.call('EXISTS', env) == 0 then
-    redis.call('HSET', env, 't', tenant, 'y', ARGV[i + 2], 'p', ARGV[i + 3], 'a', 0,
-               'm', ARGV[i + 4], 'o', ARGV[i + 5])
+    create_envelope(p, id, tenant, ARGV[i + 2], ARGV[i + 3], 0, ARGV[i + 4], ARGV[i + 5])
     push_ready(p, tenant, id)
     count = count + 1
   end

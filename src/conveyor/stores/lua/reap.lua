@@ -17,7 +17,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0,
     local verdict
     if tonumber(h[4]) < tonumber(h[5]) then
       verdict = 'requeued'
-      redis.call('ZREM', leases, id)
+      release(p, h[1], id)
       redis.call('HDEL', env, 'n')
       push_ready(p, h[1], id)
       requeued = requeued + 1

@@ -11,12 +11,11 @@ for i = 2, #ARGV, 9 do
   local id, tenant = ARGV[i], ARGV[i + 1]
   local env = p .. ':job:' .. id
   if redis.call('EXISTS', env) == 0 then
-    redis.call('HSET', env, 't', tenant, 'y', ARGV[i + 2], 'p', ARGV[i + 3], 'a', ARGV[i + 5],
-               'm', ARGV[i + 6], 'o', ARGV[i + 7])
+    create_envelope(p, id, tenant, ARGV[i + 2], ARGV[i + 3], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7])
     local due_in = tonumber(ARGV[i + 8])
     if ARGV[i + 4] == 'RUNNING' then
       redis.call('HSET', env, 'n', 'reconciler')
-      redis.call('ZADD', p .. ':leases', 0, id)
+      hold(p, tenant, id, 0)
     elseif due_in > 0 then
       redis.call('ZADD', p .. ':delayed', now + due_in, id)
     else

@@ -62,3 +62,63 @@ WHERE status IN ('PENDING', 'RUNNING')
   AND (updated_at, id) > (%(after_ts)s::timestamptz, %(after_id)s::uuid)
 ORDER BY updated_at, id
 LIMIT %(limit)s;
+
+-- name: get_job_of_tenant
+SELECT id::text, tenant_id, type, payload, status, attempts, max_attempts, timeout_ms, error,
+       result, run_at, created_at, updated_at
+FROM jobs WHERE id = %(id)s AND tenant_id = %(tenant)s;
+
+-- name: create_tenant
+-- Returns no row when the tenant already exists.
+INSERT INTO tenants (id, max_running, submit_rate, submit_burst, max_queued, max_websockets)
+VALUES (%(id)s, %(max_running)s, %(submit_rate)s, %(submit_burst)s, %(max_queued)s,
+        %(max_websockets)s)
+ON CONFLICT (id) DO NOTHING
+RETURNING id, max_running, submit_rate, submit_burst, max_queued, max_websockets, created_at;
+
+-- name: update_tenant_limits
+-- Sets the given limits (NULL: back to the default); columns not given keep their value.
+UPDATE tenants SET
+    max_running    = CASE WHEN %(set_max_running)s THEN %(max_running)s ELSE max_running END,
+    submit_rate    = CASE WHEN %(set_submit_rate)s THEN %(submit_rate)s ELSE submit_rate END,
+    submit_burst   = CASE WHEN %(set_submit_burst)s THEN %(submit_burst)s ELSE submit_burst END,
+    max_queued     = CASE WHEN %(set_max_queued)s THEN %(max_queued)s ELSE max_queued END,
+    max_websockets = CASE WHEN %(set_max_websockets)s THEN %(max_websockets)s ELSE max_websockets END,
+    updated_at     = now()
+WHERE id = %(id)s
+RETURNING id, max_running, submit_rate, submit_burst, max_queued, max_websockets, created_at;
+
+-- name: list_tenants
+SELECT t.id, t.max_running, t.submit_rate, t.submit_burst, t.max_queued, t.max_websockets,
+       t.created_at,
+       (SELECT count(*) FROM api_keys k WHERE k.tenant_id = t.id AND k.revoked_at IS NULL)
+           AS active_keys
+FROM tenants t ORDER BY t.id;
+
+-- name: tenant_overrides
+-- The tenants with at least one limit of their own, read by every node's tenancy loop.
+SELECT id, max_running, submit_rate, submit_burst, max_queued, max_websockets
+FROM tenants
+WHERE num_nonnulls(max_running, submit_rate, submit_burst, max_queued, max_websockets) > 0;
+
+-- name: create_key
+INSERT INTO api_keys (id, tenant_id, name, digest)
+SELECT %(id)s, t.id, %(name)s, %(digest)s FROM tenants t WHERE t.id = %(tenant)s
+RETURNING id, tenant_id, name, created_at, revoked_at;
+
+-- name: list_keys
+SELECT id, tenant_id, name, created_at, revoked_at FROM api_keys
+WHERE tenant_id = %(tenant)s ORDER BY created_at, id;
+
+-- name: revoke_key
+-- Returns the key, revoked now or earlier; no row when the tenant has no such key.
+UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
+WHERE id = %(id)s AND tenant_id = %(tenant)s
+RETURNING id, tenant_id, name, created_at, revoked_at;
+
+-- name: find_key
+SELECT id, tenant_id, digest, revoked_at FROM api_keys WHERE id = %(id)s;
+
+-- name: revoked_keys
+-- Which of these keys (the ones a node holds in its cache or on open sockets) are revoked.
+SELECT id FROM api_keys WHERE id = ANY(%(ids)s::text[]) AND revoked_at IS NOT NULL;

@@ -1,0 +1,39 @@
+-- Admission of submissions, before they are written: per-tenant queue cap, then the tenant's
+-- submit rate (a token bucket per tenant, shared by every node).
+-- ARGV: prefix, then groups of 5: tenant, jobs, rate (jobs/s, 0: none), burst, max_queued (0: none).
+-- Returns per group: verdict ('ok', 'queue', 'rate', 'burst'), then ms to wait before a retry.
+local p = ARGV[1]
+local now = now_ms()
+local admitted = {}  -- jobs admitted per tenant by this call, not yet counted in <p>:queued
+local out = {}
+for i = 2, #ARGV, 5 do
+  local tenant, n = ARGV[i], tonumber(ARGV[i + 1])
+  local rate, burst, max_queued = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+  local verdict, wait_ms = 'ok', 0
+  local queued = (tonumber(redis.call('HGET', p .. ':queued', tenant)) or 0) + (admitted[tenant] or 0)
+  if max_queued > 0 and queued + n > max_queued then
+    verdict, wait_ms = 'queue', 1000
+  elseif rate > 0 then
+    if n > burst then
+      verdict = 'burst'
+    else
+      local bucket = p .. ':bucket:' .. tenant
+      local b = redis.call('HMGET', bucket, 'tokens', 'ts')
+      local tokens = tonumber(b[1]) or burst
+      local ts = tonumber(b[2]) or now
+      tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
+      if tokens >= n then
+        tokens = tokens - n
+      else
+        verdict, wait_ms = 'rate', math.ceil((n - tokens) * 1000 / rate)
+      end
+      redis.call('HSET', bucket, 'tokens', tostring(tokens), 'ts', now)
+      -- an idle bucket is full again after burst / rate: let it go
+      redis.call('PEXPIRE', bucket, math.ceil(burst * 1000 / rate) + 1000)
+    end
+  end
+  if verdict == 'ok' then admitted[tenant] = (admitted[tenant] or 0) + n end
+  out[#out + 1] = verdict
+  out[#out + 1] = wait_ms
+end
+return out

@@ -1,0 +1,120 @@
+"""Managing tenants and their API keys: the one implementation behind the admin HTTP API and
+the `conveyor tenants` / `conveyor keys` commands.
+
+Input is checked here (ids, names, limit overrides) before PostgreSQL sees it; a missing tenant
+or key raises NotFound, an existing tenant Conflict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from . import keys, limits
+from .config import Config
+from .handlers import FieldError
+from .stores import PostgresStore
+from .validation import Invalid
+from .wire import iso
+
+MAX_KEY_NAME = 100
+
+
+class NotFound(Exception):
+    pass
+
+
+class Conflict(Exception):
+    pass
+
+
+def tenant_json(row: Mapping[str, Any], config: Config) -> dict[str, Any]:
+    overrides = {
+        wire: row[column]
+        for wire, (column, _, _) in limits.FIELDS.items()
+        if row.get(column) is not None
+    }
+    body = {
+        "id": row["id"],
+        "limits": limits.resolve(config, row).as_json(),
+        "overrides": overrides,
+        "createdAt": iso(row["created_at"]),
+    }
+    if "active_keys" in row:
+        body["activeKeys"] = row["active_keys"]
+    return body
+
+
+def key_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "tenantId": row["tenant_id"],
+        "name": row["name"],
+        "createdAt": iso(row["created_at"]),
+        "revokedAt": iso(row["revoked_at"]),
+    }
+
+
+def _check_tenant_id(tenant: Any) -> str:
+    if not keys.valid_tenant_id(tenant):
+        raise Invalid(
+            "Validation failed",
+            [FieldError("id", "must be 1-100 characters of letters, digits, '_', '.', '-', "
+                              "starting with a letter or digit")],
+        )
+    return str(tenant)
+
+
+def _overrides(body: Mapping[str, Any]) -> dict[str, Any]:
+    values, errors = limits.parse_overrides(body)
+    unknown = set(body) - set(limits.FIELDS) - {"id"}
+    errors += [FieldError(name, "is not a known limit") for name in sorted(unknown)]
+    if errors:
+        raise Invalid("Validation failed", errors)
+    return values
+
+
+async def create_tenant(pg: PostgresStore, body: Mapping[str, Any], config: Config) -> dict[str, Any]:
+    tenant = _check_tenant_id(body.get("id"))
+    row = await pg.create_tenant(tenant, _overrides(body))
+    if row is None:
+        raise Conflict(f"tenant {tenant} already exists")
+    return tenant_json(row, config)
+
+
+async def update_limits(
+    pg: PostgresStore, tenant: str, body: Mapping[str, Any], config: Config
+) -> dict[str, Any]:
+    row = await pg.update_tenant_limits(tenant, _overrides(body))
+    if row is None:
+        raise NotFound(f"tenant {tenant} not found")
+    return tenant_json(row, config)
+
+
+async def list_tenants(pg: PostgresStore, config: Config) -> list[dict[str, Any]]:
+    return [tenant_json(row, config) for row in await pg.list_tenants()]
+
+
+async def create_key(pg: PostgresStore, tenant: str, name: Any = "") -> dict[str, Any]:
+    """A new key for the tenant; the answer is the only place the key itself ever appears."""
+    if not isinstance(name, str) or len(name) > MAX_KEY_NAME:
+        raise Invalid("Validation failed", [FieldError("name", f"must be a string of at most {MAX_KEY_NAME} characters")])
+    key_id, key, digest = keys.new_key()
+    row = await pg.create_key(tenant, key_id=key_id, name=name, digest=digest)
+    if row is None:
+        raise NotFound(f"tenant {tenant} not found")
+    return {**key_json(row), "key": key}
+
+
+async def list_keys(pg: PostgresStore, tenant: str) -> list[dict[str, Any]]:
+    rows = await pg.list_keys(tenant)
+    if not rows and not any(t["id"] == tenant for t in await pg.list_tenants()):
+        raise NotFound(f"tenant {tenant} not found")
+    return [key_json(row) for row in rows]
+
+
+async def revoke_key(pg: PostgresStore, tenant: str, key_id: str) -> dict[str, Any]:
+    row = await pg.revoke_key(tenant, key_id)
+    if row is None:
+        raise NotFound(f"tenant {tenant} has no key {key_id}")
+    return key_json(row)
