@@ -1,22 +1,87 @@
 """The `webhook` job: one real HTTP request; any non-2xx answer is a (retried) failure.
 
 The result is the status code and a bounded excerpt of the response body.
+
+A tenant's webhook must not reach the node's own network (SSRF). Every connection, the first and
+each redirect hop, goes through GuardedBackend: it resolves the host once, refuses it when any of
+its addresses is one that netpolicy refuses, and connects to the address it checked (so a DNS
+answer cannot change between check and use). TLS still verifies the certificate against the host
+name. A refused target fails the job at once, without retries. CONVEYOR_WEBHOOK_ALLOW_PRIVATE
+lifts the address check for trusted deployments and tests.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import socket
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
+import trio
 
 from ..config import Config
 from ..model import Envelope
+from ..netpolicy import Network, networks, refusal
 from . import FieldError, Handler, JobFailed, Registry
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 EXCERPT_BYTES = 2048
 MAX_RESPONSE_BYTES = 1024 * 1024
+MAX_REDIRECTS = 5
+
+
+class TargetRefused(Exception):
+    """The webhook's host resolves to an address it may not reach."""
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's trio backend, connecting only to addresses the policy allows."""
+
+    def __init__(self, allowed: tuple[Network, ...] = ()) -> None:
+        self._inner = httpcore.TrioBackend()
+        self._allowed = allowed
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109  (httpcore's interface)
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            with trio.fail_after(timeout if timeout is not None else float("inf")):
+                infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, trio.TooSlowError) as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        addresses = []
+        for info in infos:
+            address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+            why = refusal(address, self._allowed)
+            if why is not None:
+                raise TargetRefused(f"webhook target {host} resolves to {address}, {why}")
+            addresses.append(address)
+        if not addresses:
+            raise httpcore.ConnectError(f"{host} has no address")
+        return await self._inner.connect_tcp(
+            str(addresses[0]), port, timeout=timeout, local_address=local_address,
+            socket_options=socket_options,
+        )
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class GuardedTransport(httpx.AsyncHTTPTransport):
+    def __init__(self, allowed: tuple[Network, ...] = ()) -> None:
+        super().__init__(trust_env=False)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            network_backend=GuardedBackend(allowed),
+        )
 
 
 def validate(payload: dict[str, Any]) -> list[FieldError]:
@@ -39,6 +104,13 @@ def validate(payload: dict[str, Any]) -> list[FieldError]:
 
 
 def register(registry: Registry, config: Config) -> None:
+    allowed = networks(config.webhook_allow_networks)
+
+    def transport() -> httpx.AsyncBaseTransport:
+        if config.webhook_allow_private:
+            return httpx.AsyncHTTPTransport(trust_env=False)
+        return GuardedTransport(allowed)
+
     async def run(job: Envelope, payload: dict[str, Any]) -> Any:
         method = payload.get("method", "POST").upper()
         headers = dict(payload.get("headers") or {})
@@ -53,7 +125,13 @@ def register(registry: Registry, config: Config) -> None:
         # a little longer than the attempt's own deadline, which ends it with a clear message
         timeout = httpx.Timeout(job.timeout_ms / 1000 + 1)
         try:
-            async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+            async with httpx.AsyncClient(
+                transport=transport(),
+                timeout=timeout,
+                follow_redirects=True,
+                max_redirects=MAX_REDIRECTS,
+                trust_env=False,
+            ) as client:
                 async with client.stream(method, payload["url"], headers=headers, **kwargs) as resp:
                     chunks, size = [], 0
                     async for chunk in resp.aiter_bytes():
@@ -61,6 +139,10 @@ def register(registry: Registry, config: Config) -> None:
                         size += len(chunk)
                         if size >= MAX_RESPONSE_BYTES:
                             break
+        except TargetRefused as exc:
+            raise JobFailed(f"webhook refused: {exc}", retryable=False) from exc
+        except httpx.TooManyRedirects as exc:
+            raise JobFailed(f"webhook request failed: more than {MAX_REDIRECTS} redirects") from exc
         except httpx.HTTPError as exc:
             raise JobFailed(f"webhook request failed: {type(exc).__name__}: {exc}") from exc
         excerpt = b"".join(chunks)[:EXCERPT_BYTES].decode("utf-8", "replace")
