@@ -6,12 +6,13 @@ import json
 import re
 import shlex
 from pathlib import Path
+from typing import Any
 
 import trio
 
 from conveyor.config import SETTINGS, Config
 from conveyor.node import Node
-from tests.helpers import base_url
+from tests.helpers import base_url, new_tenant
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -25,12 +26,15 @@ def curl_commands() -> list[str]:
     return [line.strip() for line in joined.splitlines() if line.strip().startswith("curl ")]
 
 
-async def test_readme_curl_examples_work(node: Node) -> None:
+async def test_readme_curl_examples_work(start_node: Any) -> None:
+    node: Node = await start_node(auth=True)
+    key = await new_tenant(node, "tenant-1")
     commands = curl_commands()
-    assert len(commands) >= 4
+    assert len(commands) >= 4 and all("$KEY" in c for c in commands if "/jobs" in c)
     with trio.fail_after(30):
         for command in commands:
-            argv = shlex.split(command.replace("http://localhost:3000", base_url(node)))
+            command = command.replace("http://localhost:3000", base_url(node)).replace("$KEY", key)
+            argv = shlex.split(command)
             argv[1:1] = ["-sS", "-w", "\n%{http_code}"]
             done = await trio.run_process(argv, capture_stdout=True, check=False)
             assert done.returncode == 0, command
@@ -44,6 +48,9 @@ def test_readme_lists_every_setting_with_its_default() -> None:
     defaults = Config()
     for name, (field, _parse, doc) in SETTINGS.items():
         default = getattr(defaults, field)
-        shown = (",".join(default) if isinstance(default, tuple) else str(default)) or "(none)"
+        if isinstance(default, bool):
+            shown = "on" if default else "off"
+        else:
+            shown = (",".join(default) if isinstance(default, tuple) else str(default)) or "(none)"
         assert f"| `{name}` | `{shown}` | {doc} |" in text, name
     assert "./scripts/serve" in text and "./scripts/test" in text
