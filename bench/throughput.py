@@ -1,6 +1,8 @@
 """Enqueue-then-drain throughput of no-op jobs: conveyor side by side with arq and SAQ.
 
-Usage: python bench/throughput.py [--jobs N] [--concurrency C] [--peers arq,saq]
+Usage: python bench/throughput.py [--jobs N] [--concurrency C] [--peers arq,saq] [--auth]
+By default the node runs as the peers do, without auth or submit limits; --auth measures it as
+deployed: an API key on every request and the admission check (rate, quota) on every batch.
 Needs the local PostgreSQL and Redis (DATABASE_URL's server, REDIS_URL). Creates and drops its own
 database and Redis key prefix; kills the node it starts by its PID.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -29,7 +32,7 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @contextlib.contextmanager
-def started_node(concurrency: int) -> Iterator[tuple[str, str]]:
+def started_node(concurrency: int, auth: bool) -> Iterator[tuple[str, str]]:
     """A `conveyor serve` process on a fresh database and key prefix; yields (url, database url)."""
     name = f"conveyor_bench_{secrets.token_hex(4)}"
     base = ADMIN_URL.rpartition("/")[0]
@@ -45,10 +48,11 @@ def started_node(concurrency: int) -> Iterator[tuple[str, str]]:
         "CONVEYOR_REDIS_PREFIX": prefix,
         "CONVEYOR_CONCURRENCY": str(concurrency),
         "CONVEYOR_LOG_LEVEL": "WARNING",
-        # peers have no auth or submit limits either: measure the queue, not the limiter
-        "CONVEYOR_AUTH": "off",
-        "CONVEYOR_TENANT_SUBMIT_RATE": "0",
     }
+    if auth:  # admission runs on every batch, but a limit this high never refuses
+        env |= {"CONVEYOR_TENANT_SUBMIT_RATE": "1000000000", "CONVEYOR_TENANT_SUBMIT_BURST": "1000000000"}
+    else:  # peers have no auth or submit limits either: measure the queue, not the limiter
+        env |= {"CONVEYOR_AUTH": "off", "CONVEYOR_TENANT_SUBMIT_RATE": "0"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "conveyor", "serve", "--port", "0"],
         env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -75,12 +79,23 @@ def started_node(concurrency: int) -> Iterator[tuple[str, str]]:
         os.unlink(log.name)
 
 
-def conveyor_rate(n: int, concurrency: int) -> float:
-    with started_node(concurrency) as (node_url, url):
+def bench_key(database_url: str) -> str:
+    """A tenant `bench` and a key of it, made with the CLI."""
+    env = {**os.environ, "DATABASE_URL": database_url, "CONVEYOR_LOG_LEVEL": "WARNING"}
+    for args in (["tenants", "create", "bench"], ["keys", "create", "--tenant", "bench"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "conveyor", *args], env=env, capture_output=True, check=True
+        )
+    return json.loads(done.stdout)["key"]
+
+
+def conveyor_rate(n: int, concurrency: int, auth: bool) -> float:
+    with started_node(concurrency, auth) as (node_url, url):
+        headers = {"Authorization": f"Bearer {bench_key(url)}"} if auth else {}
 
         async def submit() -> float:
             body = [{"tenantId": "bench", "type": "sleep", "payload": {"delayMs": 0}}] * 1000
-            async with httpx.AsyncClient(base_url=node_url, timeout=60) as client:
+            async with httpx.AsyncClient(base_url=node_url, timeout=60, headers=headers) as client:
                 started = time.time()
                 sem = asyncio.Semaphore(4)
 
@@ -169,9 +184,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--peers", default="arq,saq", help="comma-separated: arq, saq (or none)")
+    parser.add_argument("--auth", action="store_true", help="API keys and admission checks on")
     args = parser.parse_args()
-    ours = conveyor_rate(args.jobs, args.concurrency)
-    print(f"conveyor: {args.jobs} jobs, {ours:,.0f} jobs/s (first submit to last COMPLETED row)")
+    ours = conveyor_rate(args.jobs, args.concurrency, args.auth)
+    mode = "auth and limits on" if args.auth else "auth off, no limits"
+    print(f"conveyor ({mode}): {args.jobs} jobs, {ours:,.0f} jobs/s (first submit to last COMPLETED row)")
     peers = {"arq": arq_rate, "saq": saq_rate}
     for name in [p for p in args.peers.split(",") if p in peers]:
         theirs = peers[name](args.jobs, args.concurrency)

@@ -292,6 +292,15 @@ async def test_revoking_a_key_closes_its_sockets_on_every_node(
             assert await closed_with(there) == (4401, "API key revoked")
             await unrelated.send_message(json.dumps({"type": "PING"}))
             assert await next_message(unrelated) == {"type": "PONG"}  # another key's socket stays
+        # and the revoked key opens no new socket, by header or by AUTH, on either node
+        for node in (secure_node, other):
+            with pytest.raises(ConnectionRejected) as rejected:
+                async with open_websocket_url(ws_url(node), extra_headers=header):
+                    pass
+            assert rejected.value.status_code == 401
+            async with open_websocket_url(ws_url(node)) as ws:
+                await ws.send_message(json.dumps({"type": "AUTH", "apiKey": key}))
+                assert await closed_with(ws) == (4401, "invalid or revoked API key")
 
 
 async def test_websocket_origin_allow_list(start_node: Any, tenant: str) -> None:
