@@ -88,9 +88,9 @@ def register(app: QuartTrio, node: Node) -> None:
             await websocket.accept()
             if who is None:
                 who = await _auth_message(node, closer)
-                if who is not None:
-                    if _over_cap(node, who):
-                        closer(TRY_AGAIN_LATER, "too many open WebSockets for this tenant")
+                if who is not None and _over_cap(node, who):
+                    closer(TRY_AGAIN_LATER, "too many open WebSockets for this tenant")
+                elif who is not None:
                     conn = Connection(who.tenant, who.key_id, closer)
                     node.hub.attach(conn)
             if who is not None and not closer.scope.cancel_called:
