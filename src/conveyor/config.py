@@ -53,6 +53,7 @@ class Config:
     tenant_max_queued: int = 100_000
     tenant_max_websockets: int = 100
     auth_refresh_seconds: float = 2.0
+    idempotency_seconds: float = 86_400.0
 
 
 def _int_in(low: int, high: int, what: str) -> Callable[[str, str], int]:
@@ -187,6 +188,7 @@ SETTINGS: dict[str, tuple[str, Callable[[str, str], Any], str]] = {
     "CONVEYOR_TENANT_MAX_QUEUED": ("tenant_max_queued", _limit, "default cap on a tenant's unfinished jobs (0: none)"),
     "CONVEYOR_TENANT_MAX_WEBSOCKETS": ("tenant_max_websockets", _limit, "default cap on a tenant's open WebSockets per node (0: none)"),
     "CONVEYOR_AUTH_REFRESH_SECONDS": ("auth_refresh_seconds", _positive_float, "how often revoked keys and tenant limits are re-read"),
+    "CONVEYOR_IDEMPOTENCY_SECONDS": ("idempotency_seconds", _positive_float, "how long an Idempotency-Key is remembered"),
 }
 
 

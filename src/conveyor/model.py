@@ -16,7 +16,10 @@ class Status(enum.StrEnum):
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
 
+
+TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
 
 
 @attrs.frozen
@@ -51,6 +54,7 @@ class Outcome(enum.Enum):
     HANDBACK = "handback"  # drain: back to ready, attempt not counted
     REQUEUED = "requeued"  # reaper already put it back to ready in Redis; record it in PostgreSQL
     LOST = "lost"  # lease lost to another attempt: record nothing
+    CANCELLED = "cancelled"  # cancelled by request (POST /jobs/{id}/cancel): terminal
 
 
 @attrs.frozen

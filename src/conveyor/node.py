@@ -28,7 +28,7 @@ from .actors.maintenance import run_reaper, run_reconciler, run_scheduler
 from .actors.pool import CancelReason, ExecutorPool
 from .actors.recorder import run_recorder
 from .actors.tenancy import TenantLimitsView, run_tenancy
-from .actors.writer import Submit, run_writer
+from .actors.writer import AlreadySubmitted, Submit, run_writer
 from .auth import Authenticator
 from .config import Config, check
 from .handlers import Registry, build_registry
@@ -36,7 +36,7 @@ from .limits import Limited
 from .metrics import Metrics
 from .model import Envelope, Flush, NewJob
 from .stores import PostgresStore, RedisStore, StoreUnavailable
-from .stores.postgres import migrate_sync
+from .stores.postgres import IdempotencyKey, migrate_sync
 from .supervision import ChildSpec, Restart, Strategy, Supervisor
 
 log = logging.getLogger(__name__)
@@ -66,13 +66,15 @@ class Node:
     urls: list[str] = attrs.Factory(list)
     metrics: Metrics = attrs.Factory(Metrics)
 
-    async def submit(self, jobs: list[NewJob]) -> None:
-        """Have the writer commit and dispatch jobs; returns once their rows are committed."""
+    async def submit(self, jobs: list[NewJob], idempotency: IdempotencyKey | None = None) -> None:
+        """Have the writer commit and dispatch jobs; returns once their rows are committed.
+
+        Raises AlreadySubmitted when the idempotency key was taken by an earlier request."""
         if self.draining.is_set():
             raise Busy("node is shutting down")
         reply_send, reply_recv = trio.open_memory_channel[BaseException | None](1)
         try:
-            self.submissions.send_nowait(Submit(tuple(jobs), reply_send))
+            self.submissions.send_nowait(Submit(tuple(jobs), reply_send, idempotency))
         except trio.WouldBlock:
             raise Busy("too many submissions waiting to be written") from None
         async with reply_recv:
@@ -82,8 +84,15 @@ class Node:
             raise StoreUnavailable(str(failure))
         if isinstance(failure, Limited):
             raise Limited(str(failure), retry_after_ms=failure.retry_after_ms)
+        if isinstance(failure, AlreadySubmitted):
+            raise AlreadySubmitted()
         if failure is not None:
             raise RuntimeError(f"submission failed: {failure!r}")
+
+    def control(self, kind: str, fields: dict[str, str]) -> None:
+        """A control entry from the events stream: cancel a job if it runs here."""
+        if kind == "cancel" and "id" in fields:
+            self.pool.cancel_job(fields["id"], CancelReason.CANCEL)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -227,7 +236,9 @@ async def _serve(
     pipeline = Supervisor(
         "pipeline",
         [
-            ChildSpec("broadcaster", functools.partial(run_broadcaster, redis, node.hub)),
+            ChildSpec(
+                "broadcaster", functools.partial(run_broadcaster, redis, node.hub, node.control)
+            ),
             ChildSpec("recorder", lambda **kw: run_recorder(pg, redis, records_recv.clone(), node.pool, **kw)),
             ChildSpec("executors", executors),
             ChildSpec(
@@ -284,7 +295,8 @@ async def _serve(
             ChildSpec(
                 "writer",
                 lambda **kw: run_writer(
-                    pg, redis, submit_recv.clone(), node.metrics, node.limits.of, **kw
+                    pg, redis, submit_recv.clone(), node.metrics, node.limits.of,
+                    retain_s=config.idempotency_seconds, **kw,
                 ),
             ),
             ChildSpec("pipeline", pipeline),

@@ -42,4 +42,5 @@ def status_of(outcome: Outcome) -> Status:
         Outcome.RETRY: Status.PENDING,
         Outcome.HANDBACK: Status.PENDING,
         Outcome.REQUEUED: Status.PENDING,
+        Outcome.CANCELLED: Status.CANCELLED,
     }[outcome]

@@ -38,7 +38,7 @@ def _own_tenant(value: Any, tenant: str, field: str) -> None:
         raise Forbidden(f"{field} {value!r} is not the tenant of this API key")
 
 
-def _int_in(value: Any, low: int, high: int) -> bool:
+def is_int_in(value: Any, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
@@ -67,11 +67,11 @@ def job_errors(
         errors += [
             FieldError(f"{where}payload.{e.field}", e.message) for e in handler.validate(payload)
         ]
-    if "maxAttempts" in body and not _int_in(body["maxAttempts"], 1, MAX_ATTEMPTS_LIMIT):
+    if "maxAttempts" in body and not is_int_in(body["maxAttempts"], 1, MAX_ATTEMPTS_LIMIT):
         errors.append(
             FieldError(f"{where}maxAttempts", f"must be an integer from 1 to {MAX_ATTEMPTS_LIMIT}")
         )
-    if "timeoutMs" in body and not _int_in(body["timeoutMs"], 1, MAX_TIMEOUT_MS):
+    if "timeoutMs" in body and not is_int_in(body["timeoutMs"], 1, MAX_TIMEOUT_MS):
         errors.append(
             FieldError(f"{where}timeoutMs", f"must be an integer from 1 to {MAX_TIMEOUT_MS}")
         )

@@ -43,7 +43,7 @@ async def expire_lease(redis: RedisStore, job_id: str) -> None:
 
 async def submit_and_start(pg: PostgresStore, redis: RedisStore, job: NewJob, node: str) -> Envelope:
     """Commit and dispatch a job, claim it as `node` and record its start."""
-    await pg.insert_jobs([job])
+    await pg.insert_jobs([(None, [job])])
     await redis.enqueue([job])
     (claimed,) = await redis.claim(1, node=node, lease_ms=60_000)
     await record_batch(pg, redis, [Started(claimed)])
@@ -81,7 +81,7 @@ async def test_a_stale_attempt_cannot_record_its_outcome(stores: Any, tenant: st
         second = await reclaim_elsewhere(pg, redis, job.id)
         await record_batch(pg, redis, [Started(second)])
         # X wakes up: its heartbeat learns the lease is gone, and its outcome is refused
-        assert await redis.heartbeat([(job.id, 1)], node="node-x", lease_ms=60_000) == [job.id]
+        assert await redis.heartbeat([(job.id, 1)], node="node-x", lease_ms=60_000) == [(job.id, "lost")]
         await record_batch(pg, redis, [Finished(first, Outcome.COMPLETED, result={"by": "x"})])
         row = await pg.get_job(job.id)
         assert (row["status"], row["attempts"], row["result"]) == ("RUNNING", 2, None)

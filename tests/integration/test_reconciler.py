@@ -19,7 +19,7 @@ async def test_a_job_committed_but_never_dispatched_runs(start_node: Any, tenant
     # the state a crash (or a Redis error) between the commit and the dispatch leaves behind
     job = NewJob(str(uuid.uuid4()), tenant, "sleep", {"delayMs": 0}, max_attempts=3, timeout_ms=1000)
     with trio.fail_after(30):
-        await node.pg.insert_jobs([job])
+        await node.pg.insert_jobs([(None, [job])])
 
         async def completed() -> bool:
             row = await node.pg.get_job(job.id)

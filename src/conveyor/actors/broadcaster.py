@@ -1,7 +1,7 @@
 """The broadcaster: job events from Redis to this node's WebSocket subscribers.
 
 One blocking XREAD loop per node reads every tenant's events and offers each to the local
-connections subscribed to that tenant. An offer never blocks: a connection whose bounded queue is
+connections subscribed to that tenant; control entries (a job's cancellation) go to `control`. An offer never blocks: a connection whose bounded queue is
 full is told it lagged and is closed (the model is tractor's Lagged), never buffered further.
 """
 
@@ -99,6 +99,7 @@ class Hub:
 async def run_broadcaster(
     redis: RedisStore,
     hub: Hub,
+    control: Callable[[str, dict[str, str]], None] = lambda kind, fields: None,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -115,4 +116,7 @@ async def run_broadcaster(
             continue
         for entry_id, fields in entries:
             last_id = entry_id
-            hub.publish(fields["t"], fields["d"])
+            if "k" in fields:  # a control entry for the nodes (cancel), not a job event
+                control(fields["k"], fields)
+            else:
+                hub.publish(fields["t"], fields["d"])

@@ -22,6 +22,8 @@ from .pool import CancelReason, ExecutorPool
 
 log = logging.getLogger(__name__)
 
+CANCELLED_ERROR = "cancelled by request"
+
 
 async def run_executor(
     jobs: trio.MemoryReceiveChannel[Envelope],
@@ -85,6 +87,8 @@ async def execute(
             return Finished(job, Outcome.HANDBACK)
         if reason is CancelReason.LOST:
             return Finished(job, Outcome.LOST)
+        if reason is CancelReason.CANCEL:
+            return Finished(job, Outcome.CANCELLED, error=CANCELLED_ERROR)
         error = f"timed out after {job.timeout_ms} ms"
     if error is None:
         return Finished(job, Outcome.COMPLETED, result=result)

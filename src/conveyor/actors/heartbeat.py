@@ -1,7 +1,8 @@
 """The heartbeat: extends the leases this node holds, in one script call per beat.
 
 A lease found lost (reaped, or claimed again by another node) cancels that attempt here: its
-outcome would be fenced out anyway, so the slot is better spent.
+outcome would be fenced out anyway, so the slot is better spent. A job whose cancellation was
+requested is cancelled here too, in case the broadcaster missed the cancel on the stream.
 """
 
 from __future__ import annotations
@@ -32,11 +33,14 @@ async def run_heartbeat(
         if not held:
             continue
         try:
-            lost = await redis.heartbeat(held, node=node_id, lease_ms=lease_ms)
+            stop = await redis.heartbeat(held, node=node_id, lease_ms=lease_ms)
         except StoreUnavailable as exc:
             log.warning("heartbeat failed: %s", exc)
             continue
         attempts = dict(held)
-        for job_id in lost:
-            log.warning("lease of job %s attempt %d lost", job_id, attempts[job_id])
-            pool.cancel(job_id, attempts[job_id], CancelReason.LOST)
+        for job_id, why in stop:
+            if why == "cancel":
+                pool.cancel(job_id, attempts[job_id], CancelReason.CANCEL)
+            else:
+                log.warning("lease of job %s attempt %d lost", job_id, attempts[job_id])
+                pool.cancel(job_id, attempts[job_id], CancelReason.LOST)

@@ -65,6 +65,8 @@ async def run_reaper(
                 metrics.inc("conveyor_jobs_reaped_total", verdict=verdict)
                 if verdict == "requeued":
                     msg = Finished(job, Outcome.REQUEUED, error=f"lease expired (attempt {job.attempt})")
+                elif verdict == "cancelled":
+                    msg = Finished(job, Outcome.CANCELLED, error="cancelled by request")
                 else:
                     msg = Finished(
                         job, Outcome.FAILED,
@@ -73,6 +75,19 @@ async def run_reaper(
                 await records.send(msg)
             if len(reaped) < REAP_LIMIT:
                 await trio.sleep(interval)
+
+
+async def repair(pg: PostgresStore, redis: RedisStore, rows: list[dict[str, Any]]) -> int:
+    """Dispatch again those of these jobs (non-terminal when read) that Redis does not know.
+
+    A job may finish between the read and the check: PostgreSQL is written before its envelope is
+    deleted, so reading PostgreSQL again *after* Redis said "unknown" tells a finished job (now
+    terminal: leave it) from a lost one (still unfinished: dispatch it) — without this second
+    look a job that just completed would run again."""
+    unknown = await redis.missing([row["id"] for row in rows])
+    if not unknown:
+        return 0
+    return await redis.reconcile(await pg.unfinished_jobs_by_id(unknown))
 
 
 RECONCILE_PAGE = 1000
@@ -108,7 +123,7 @@ async def run_reconciler(
                 rows = await pg.unfinished_jobs(
                     quiet_s=max(2 * interval, 2.0), after=cursor, limit=RECONCILE_PAGE
                 )
-                repaired = await redis.reconcile(rows)
+                repaired = await repair(pg, redis, rows)
                 if repaired:
                     log.warning("reconciler: dispatched %d jobs that Redis did not know", repaired)
                     metrics.inc("conveyor_jobs_reconciled_total", repaired)

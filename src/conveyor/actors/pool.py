@@ -14,6 +14,7 @@ import trio
 class CancelReason(enum.Enum):
     DRAIN = "drain"  # the node is shutting down: hand the job back
     LOST = "lost"  # the lease went to another attempt: stop, record nothing
+    CANCEL = "cancel"  # cancelled by request: stop, record CANCELLED
 
 
 class ExecutorPool:
@@ -74,6 +75,11 @@ class ExecutorPool:
         self._reasons[(job_id, attempt)] = reason
         scope.cancel()
         return True
+
+    def cancel_job(self, job_id: str, reason: CancelReason) -> bool:
+        """Cancel whatever attempt of this job runs here; False when none does."""
+        attempt = self.leases.get(job_id)
+        return attempt is not None and self.cancel(job_id, attempt, reason)
 
     def cancel_all(self, reason: CancelReason) -> int:
         running = list(self._running)

@@ -15,7 +15,7 @@ from typing import Any
 import trio
 
 from .. import rules
-from ..model import Finished, Flush, Outcome, Started
+from ..model import TERMINAL, Finished, Flush, Outcome, Started
 from ..stores import PostgresStore, RedisStore, StoreUnavailable
 from ..wire import job_update
 from .pool import ExecutorPool
@@ -30,6 +30,7 @@ ACTIONS = {
     Outcome.RETRY: "retry",
     Outcome.HANDBACK: "handback",
     Outcome.REQUEUED: "none",
+    Outcome.CANCELLED: "done",
 }
 
 
@@ -99,9 +100,14 @@ async def record_batch(pg: PostgresStore, redis: RedisStore, batch: list[Any]) -
         for f in finishes.values()
     ]
     started, finished = await _retrying("PostgreSQL write", pg.record, start_rows, finish_rows)
-    accepted = {row["id"] for row in finished}
+    # an accepted outcome may still have ended the job (a cancellation requested meanwhile)
+    written = {row["id"]: row["status"] for row in finished}
     actions = [
-        (f.job.id, f.job.attempt, ACTIONS[f.outcome] if f.job.id in accepted else "done", f.delay_ms)
+        (
+            f.job.id, f.job.attempt,
+            ACTIONS[f.outcome] if written.get(f.job.id, "COMPLETED") not in TERMINAL else "done",
+            f.delay_ms,
+        )
         for f in finishes.values()
     ]
     events = [(row["tenant_id"], json.dumps(job_update(row))) for row in started]

@@ -15,10 +15,12 @@ from typing import Any
 import attrs
 import trio
 
+from .. import faults
 from ..limits import TenantLimits, refusal
 from ..metrics import Metrics
 from ..model import NewJob
 from ..stores import PostgresStore, RedisStore, StoreUnavailable
+from ..stores.postgres import IdempotencyKey
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,11 @@ MAX_BATCH_ROWS = 5000
 class Submit:
     jobs: tuple[NewJob, ...]
     reply: trio.MemorySendChannel[BaseException | None]
+    idempotency: IdempotencyKey | None = None
+
+
+class AlreadySubmitted(Exception):
+    """The submission's Idempotency-Key was taken by an earlier request: nothing was written."""
 
 
 def _answer(reply: trio.MemorySendChannel[Any], value: BaseException | None) -> None:
@@ -45,6 +52,7 @@ async def run_writer(
     metrics: Metrics,
     limits_of: Callable[[str], TenantLimits],
     *,
+    retain_s: float = 86_400,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     task_status.started()
@@ -61,24 +69,54 @@ async def run_writer(
             batch = await admit(redis, batch, limits_of, metrics)
             if not batch:
                 continue
-            jobs = [job for submit in batch for job in submit.jobs]
+            # a key twice in one batch: the first submission carries it, the others replay it
+            seen: set[tuple[str, str]] = set()
+            duplicates: list[Submit] = []
+            writes: list[Submit] = []
+            for submit in batch:
+                key = submit.idempotency
+                if key is not None and (key.tenant, key.key) in seen:
+                    duplicates.append(submit)
+                    continue
+                if key is not None:
+                    seen.add((key.tenant, key.key))
+                writes.append(submit)
             try:
-                await pg.insert_jobs(jobs)
-                metrics.inc("conveyor_jobs_submitted_total", len(jobs))
+                taken = await pg.insert_jobs(
+                    [(s.idempotency, s.jobs) for s in writes], retain_s=retain_s
+                )
             except Exception as exc:
                 if not isinstance(exc, StoreUnavailable):
-                    log.exception("insert of %d jobs failed", len(jobs))
+                    log.exception("insert of %d submissions failed", len(writes))
                 for submit in batch:
                     _answer(submit.reply, exc)
                 continue
+            written, lost = _split(writes, taken)
+            duplicates += lost
+            jobs = [job for submit in written for job in submit.jobs]
+            metrics.inc("conveyor_jobs_submitted_total", len(jobs))
+            faults.point("exit-after-commit")
             try:
-                await redis.enqueue(jobs)
+                if jobs:
+                    await redis.enqueue(jobs)
             except Exception:
                 # The rows are committed, so the submit succeeded; the reconciler dispatches
                 # them from PostgreSQL once Redis answers again.
                 log.exception("committed %d jobs but could not dispatch them", len(jobs))
-            for submit in batch:
+            for submit in written:
                 _answer(submit.reply, None)
+            for submit in duplicates:
+                _answer(submit.reply, AlreadySubmitted())
+
+
+def _split(writes: list[Submit], taken: set[tuple[str, str]]) -> tuple[list[Submit], list[Submit]]:
+    """The submissions that were written, and those whose idempotency key was held already."""
+    written: list[Submit] = []
+    lost: list[Submit] = []
+    for submit in writes:
+        key = submit.idempotency
+        (written if key is None or (key.tenant, key.key) in taken else lost).append(submit)
+    return written, lost
 
 
 async def admit(

@@ -14,6 +14,7 @@ from datetime import datetime
 from importlib import resources
 from typing import Any, TypeVar
 
+import attrs
 import psycopg
 import psycopg_pool
 import trio
@@ -31,6 +32,27 @@ MIGRATION_LOCK = 0x636F6E76  # "conv": advisory lock key serialising migrations 
 
 class StoreUnavailable(Exception):
     """The store cannot be reached right now; callers answer 503 or retry later."""
+
+
+@attrs.frozen
+class IdempotencyKey:
+    """An Idempotency-Key of a submission, with what a replay of it must answer."""
+
+    tenant: str
+    key: str
+    digest: str  # of the request, so that a different request under the same key is refused
+    response: dict[str, Any]
+
+
+def _job_params(jobs: Sequence[NewJob]) -> dict[str, list[Any]]:
+    return {
+        "ids": [j.id for j in jobs],
+        "tenants": [j.tenant_id for j in jobs],
+        "types": [j.type for j in jobs],
+        "payloads": [json.dumps(j.payload) for j in jobs],
+        "max_attempts": [j.max_attempts for j in jobs],
+        "timeouts": [j.timeout_ms for j in jobs],
+    }
 
 
 def _load_queries() -> dict[str, str]:
@@ -117,16 +139,63 @@ class PostgresStore:
     async def ping(self) -> None:
         await self._run(lambda conn: conn.execute(QUERIES["ping"]).fetchone())
 
-    async def insert_jobs(self, jobs: Sequence[NewJob]) -> None:
-        params = {
-            "ids": [j.id for j in jobs],
-            "tenants": [j.tenant_id for j in jobs],
-            "types": [j.type for j in jobs],
-            "payloads": [json.dumps(j.payload) for j in jobs],
-            "max_attempts": [j.max_attempts for j in jobs],
-            "timeouts": [j.timeout_ms for j in jobs],
-        }
-        await self._run(lambda conn: conn.execute(QUERIES["insert_jobs"], params))
+    async def insert_jobs(
+        self,
+        submissions: Sequence[tuple[IdempotencyKey | None, Sequence[NewJob]]],
+        *,
+        retain_s: float = 86_400,
+    ) -> set[tuple[str, str]]:
+        """Insert the jobs of a batch of submissions in one transaction.
+
+        A submission with an idempotency key is inserted only if its key is taken in the same
+        transaction (no live row holds it); returns the (tenant, key) pairs taken.
+        """
+        keyed = [key for key, _ in submissions if key is not None]
+
+        def work(conn: psycopg.Connection[Any]) -> set[tuple[str, str]]:
+            taken: set[tuple[str, str]] = set()
+            with conn.transaction():
+                if keyed:
+                    rows = conn.execute(
+                        QUERIES["claim_idempotency_keys"],
+                        {
+                            "tenants": [k.tenant for k in keyed],
+                            "keys": [k.key for k in keyed],
+                            "digests": [k.digest for k in keyed],
+                            "responses": [json.dumps(k.response) for k in keyed],
+                            "retain_s": retain_s,
+                        },
+                    ).fetchall()
+                    taken = {(tenant, key) for tenant, key in rows}
+                jobs = [
+                    job
+                    for key, batch in submissions
+                    if key is None or (key.tenant, key.key) in taken
+                    for job in batch
+                ]
+                if jobs:
+                    conn.execute(QUERIES["insert_jobs"], _job_params(jobs))
+            return taken
+
+        return await self._run(work)
+
+    async def idempotent_response(
+        self, tenant: str, key: str, *, retain_s: float
+    ) -> dict[str, Any] | None:
+        """The stored request digest and response of a live idempotency key, or None."""
+        args = {"tenant": tenant, "key": key, "retain_s": retain_s}
+        return await self._fetch_one("get_idempotency_key", args)
+
+    async def purge_idempotency_keys(self, *, retain_s: float) -> None:
+        await self._run(
+            lambda conn: conn.execute(QUERIES["purge_idempotency_keys"], {"retain_s": retain_s})
+        )
+
+    async def cancel_job(self, job_id: str, tenant: str | None) -> dict[str, Any] | None:
+        return await self._fetch_one("cancel_job", {"id": job_id, "tenant": tenant})
+
+    async def retry_job(self, job_id: str, tenant: str | None, budget: int) -> dict[str, Any] | None:
+        return await self._fetch_one("retry_job", {"id": job_id, "tenant": tenant, "budget": budget})
 
     async def record(
         self, starts: Sequence[tuple[str, int]], finishes: Sequence[dict[str, Any]]
@@ -186,6 +255,9 @@ class PostgresStore:
         """Non-terminal jobs not updated for quiet_s seconds, after a (updated_at, id) cursor."""
         args = {"quiet_s": quiet_s, "after_ts": after[0], "after_id": after[1], "limit": limit}
         return await self._fetch("unfinished_jobs", args)
+
+    async def unfinished_jobs_by_id(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        return await self._fetch("unfinished_jobs_by_id", {"ids": list(ids)}) if ids else []
 
     async def get_job(self, job_id: str, tenant: str | None = None) -> dict[str, Any] | None:
         """A job by id; with a tenant, only that tenant's (another's is as absent)."""

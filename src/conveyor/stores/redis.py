@@ -21,7 +21,9 @@ T = TypeVar("T")
 
 SCRIPTS = (
     "enqueue", "claim", "finish", "heartbeat", "reap", "promote", "reconcile", "lock", "admit",
+    "cancel",
 )
+EVENTS_MAXLEN = 100_000
 
 
 def _envelopes(flat: Sequence[Any], start: int, width: int) -> list[tuple[Any, ...]]:
@@ -102,11 +104,29 @@ class RedisStore:
 
     async def heartbeat(
         self, leases: Sequence[tuple[str, int]], *, node: str, lease_ms: int
-    ) -> list[str]:
+    ) -> list[tuple[str, str]]:
+        """Extend these leases; returns (job id, 'lost' | 'cancel') of the attempts to stop."""
         args: list[Any] = [node, lease_ms]
         for job_id, attempt in leases:
             args += [job_id, attempt]
-        return list(await self._script("heartbeat", args))
+        return [(str(i), str(why)) for i, why in _envelopes(await self._script("heartbeat", args), 0, 2)]
+
+    async def cancel(self, job_id: str) -> str:
+        """Take a job out of the dispatch index: 'removed', 'running' (its node is told to stop
+        it) or 'absent'."""
+        return str(await self._script("cancel", [job_id]))
+
+    async def publish(self, events: Sequence[tuple[str, str]]) -> None:
+        """Append (tenant, event json) entries to the events stream, in one round trip."""
+
+        def work() -> None:
+            with self.client.pipeline(transaction=False) as pipe:
+                for tenant, data in events:
+                    pipe.xadd(self.key("events"), {"t": tenant, "d": data},
+                              maxlen=EVENTS_MAXLEN, approximate=True)
+                pipe.execute()
+
+        await self._run(work)
 
     async def reap(self, limit: int, *, lease_ms: int) -> list[tuple[str, Envelope]]:
         flat = await self._script("reap", [limit, lease_ms])
@@ -128,6 +148,18 @@ class RedisStore:
                 r["attempts"], r["max_attempts"], r["timeout_ms"], r["due_in_ms"],
             ]
         return int(await self._script("reconcile", args)) if rows else 0
+
+    async def missing(self, ids: Sequence[str]) -> list[str]:
+        """Which of these jobs have no envelope in Redis (one round trip)."""
+
+        def work() -> list[str]:
+            with self.client.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.exists(self.key("job", job_id))
+                found = pipe.execute()
+            return [job_id for job_id, exists in zip(ids, found, strict=True) if not exists]
+
+        return await self._run(work) if ids else []
 
     async def try_lock(self, name: str, holder: str, ttl_ms: int) -> bool:
         """Take (or keep) a named lock for ttl_ms; True when `holder` has it."""

@@ -6,8 +6,10 @@ submissions go to the writer actor (Node.submit), which is what makes group comm
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,17 +19,22 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from .. import keys, tenants, validation
+from ..actors.writer import AlreadySubmitted
 from ..auth import Principal, Unauthorized
+from ..handlers import FieldError
 from ..limits import Limited
 from ..metrics import render
+from ..model import NewJob, Status
 from ..node import Busy, Node
 from ..stores import StoreUnavailable
-from ..wire import iso, job_json
+from ..stores.postgres import IdempotencyKey
+from ..wire import iso, job_json, job_update
 from . import admin, ws
 
 log = logging.getLogger(__name__)
 
 CORS_METHODS = "GET,HEAD,PUT,PATCH,POST,DELETE"
+IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")
 
 
 def error(status: int, message: str, details: list[dict[str, Any]] | None = None) -> Response:
@@ -131,19 +138,99 @@ def create_app(node: Node) -> QuartTrio:
             raise Unauthorized("the Authorization header must read 'Bearer <key>'")
         return await node.auth.authenticate(keys.bearer(header))
 
+    async def submit_once(who: Principal, jobs: list[NewJob], answer: dict[str, Any]) -> Any:
+        """Submit, or with an Idempotency-Key, submit once: a request repeated with the same key
+        (and the same body) gets the first one's answer and creates nothing."""
+        key = request.headers.get("Idempotency-Key")
+        if key is None:
+            await node.submit(jobs)
+            return answer, 201
+        if not IDEMPOTENCY_KEY_RE.fullmatch(key):
+            raise validation.Invalid(
+                "Validation failed",
+                [FieldError("Idempotency-Key", "must be 1-255 printable ASCII characters")],
+            )
+        tenant = who.tenant or jobs[0].tenant_id
+        raw = await request.get_data()
+        body = raw if isinstance(raw, bytes) else raw.encode()
+        digest = hashlib.sha256(request.path.encode() + b"\n" + body).hexdigest()
+        for _ in range(2):
+            stored = await node.pg.idempotent_response(tenant, key, retain_s=config.idempotency_seconds)
+            if stored is not None:
+                if stored["request_digest"] != digest:
+                    return error(422, "Idempotency-Key was already used for a different request")
+                return stored["response"], 201, {"Idempotent-Replayed": "true"}
+            try:
+                await node.submit(jobs, IdempotencyKey(tenant, key, digest, answer))
+                return answer, 201
+            except AlreadySubmitted:
+                continue  # a concurrent request with this key won: answer what it answered
+        return error(409, "Idempotency-Key is in use by a request that has not finished")
+
     @app.post("/jobs")
     async def create_job() -> Any:
         who = await caller()
         job = validation.parse_submission(await json_body(), registry, config, who.tenant)
-        await node.submit([job])
-        return {"jobId": job.id}, 201
+        return await submit_once(who, [job], {"jobId": job.id})
 
     @app.post("/jobs/batch")
     async def create_jobs() -> Any:
         who = await caller()
         jobs = validation.parse_batch(await json_body(), registry, config, who.tenant)
-        await node.submit(jobs)
-        return {"jobIds": [job.id for job in jobs]}, 201
+        return await submit_once(who, jobs, {"jobIds": [job.id for job in jobs]})
+
+    async def own_job(who: Principal, job_id: str) -> dict[str, Any] | None:
+        parsed = validation.parse_job_id(job_id)
+        return await node.pg.get_job(parsed, who.tenant) if parsed else None
+
+    @app.post("/jobs/<job_id>/cancel")
+    async def cancel_job(job_id: str) -> Any:
+        who = await caller()
+        job = await own_job(who, job_id)
+        if job is None:
+            return error(404, "Job not found")
+        if job["status"] not in (Status.PENDING, Status.RUNNING):
+            return error(409, f"Job is {job['status']}: only PENDING or RUNNING jobs can be cancelled")
+        # Redis first: a queued job leaves the ready queue before PostgreSQL calls it CANCELLED,
+        # so no executor can claim a job that is already cancelled.
+        await node.redis.cancel(job["id"])
+        row = await node.pg.cancel_job(job["id"], who.tenant)
+        if row is None:  # it ended meanwhile
+            row = await own_job(who, job_id)
+            assert row is not None
+            return error(409, f"Job is {row['status']}: only PENDING or RUNNING jobs can be cancelled")
+        if row["status"] == Status.CANCELLED:
+            await publish(row)
+            return job_json(row)
+        # running: its node stops it, and the feed carries the CANCELLED when it is recorded
+        return {**job_json(row), "cancelRequested": True}, 202
+
+    @app.post("/jobs/<job_id>/retry")
+    async def retry_job(job_id: str) -> Any:
+        who = await caller()
+        body = await json_body() if (await request.get_data()).strip() else {}
+        budget = body.get("maxAttempts", config.max_attempts) if isinstance(body, dict) else None
+        if budget is None or not validation.is_int_in(budget, 1, validation.MAX_ATTEMPTS_LIMIT):
+            raise validation.Invalid("Validation failed", [FieldError(
+                "maxAttempts", f"must be an integer from 1 to {validation.MAX_ATTEMPTS_LIMIT}")])
+        job = await own_job(who, job_id)
+        if job is None:
+            return error(404, "Job not found")
+        row = await node.pg.retry_job(job["id"], who.tenant, budget)
+        if row is None:
+            return error(409, f"Job is {job['status']}: only FAILED or CANCELLED jobs can be retried")
+        try:
+            await node.redis.reconcile([{**row, "due_in_ms": 0}])
+        except StoreUnavailable as exc:
+            log.warning("retried job %s not dispatched yet (the reconciler will): %s", row["id"], exc)
+        await publish(row)
+        return job_json(row)
+
+    async def publish(row: dict[str, Any]) -> None:
+        try:
+            await node.redis.publish([(row["tenant_id"], json.dumps(job_update(row)))])
+        except StoreUnavailable as exc:
+            log.warning("event of job %s not published: %s", row["id"], exc)
 
     @app.get("/jobs")
     async def list_jobs() -> Any:

@@ -25,9 +25,13 @@ while claimed < n and passed < redis.call('LLEN', ring) do
     end
     if id then
       local env = p .. ':job:' .. id
-      local h = redis.call('HMGET', env, 't', 'y', 'p', 'm', 'o')
+      local h = redis.call('HMGET', env, 't', 'y', 'p', 'm', 'o', 'c')
+      if h[6] then
+        -- cancelled while it was running, then put back (a retry, a lease expiry): drop it
+        redis.call('DEL', env)
+        redis.call('HINCRBY', p .. ':queued', tenant, -1)
       -- skip ids whose job finished (no envelope) or that already run (a duplicate dispatch)
-      if h[1] and not redis.call('ZSCORE', leases, id) then
+      elseif h[1] and not redis.call('ZSCORE', leases, id) then
         local attempt = redis.call('HINCRBY', env, 'a', 1)
         redis.call('HSET', env, 'n', node)
         hold(p, tenant, id, now + lease_ms)

@@ -18,7 +18,14 @@ RETURNING jobs.id::text, jobs.tenant_id, jobs.status, jobs.attempts, jobs.max_at
 -- Fenced by attempt: an outcome of attempt N is refused once attempt N+1 has started, and a
 -- terminal row never changes again. new_attempt differs from attempt only for a hand-back on
 -- drain, which does not count the attempt.
-UPDATE jobs SET status = u.status, attempts = u.new_attempt, error = u.error, result = u.result,
+-- A job whose cancellation was requested while it ran ends CANCELLED instead of going back to
+-- PENDING (a retry, a hand-back, a lease expiry).
+UPDATE jobs SET status = CASE WHEN jobs.cancel_requested AND u.status = 'PENDING'
+                              THEN 'CANCELLED' ELSE u.status END,
+                attempts = u.new_attempt,
+                error = CASE WHEN jobs.cancel_requested AND u.status = 'PENDING'
+                             THEN 'cancelled by request' ELSE u.error END,
+                result = u.result,
                 run_at = CASE WHEN u.status = 'PENDING'
                               THEN now() + make_interval(secs => u.delay_ms / 1000.0)
                               ELSE jobs.run_at END,
@@ -122,3 +129,54 @@ SELECT id, tenant_id, digest, revoked_at FROM api_keys WHERE id = %(id)s;
 -- name: revoked_keys
 -- Which of these keys (the ones a node holds in its cache or on open sockets) are revoked.
 SELECT id FROM api_keys WHERE id = ANY(%(ids)s::text[]) AND revoked_at IS NOT NULL;
+
+-- name: cancel_job
+-- A PENDING (queued or delayed) job becomes CANCELLED at once; a RUNNING one is marked, and its
+-- executor's outcome will be written as CANCELLED. No row: no such job of this tenant, or it ended.
+UPDATE jobs SET status = CASE WHEN status = 'PENDING' THEN 'CANCELLED' ELSE status END,
+                error = CASE WHEN status = 'PENDING' THEN 'cancelled by request' ELSE error END,
+                cancel_requested = true,
+                updated_at = now()
+WHERE id = %(id)s AND (%(tenant)s::text IS NULL OR tenant_id = %(tenant)s)
+  AND status IN ('PENDING', 'RUNNING')
+RETURNING id::text, tenant_id, type, payload, status, attempts, max_attempts, timeout_ms, error,
+          result, run_at, created_at, updated_at;
+
+-- name: retry_job
+-- A FAILED or CANCELLED job goes back to PENDING with `budget` more attempts. Its attempt counter
+-- skips one number, so that a late outcome of an attempt from before the retry stays fenced out.
+UPDATE jobs SET status = 'PENDING', attempts = attempts + 1,
+                max_attempts = attempts + 1 + %(budget)s, error = NULL, result = NULL,
+                cancel_requested = false, run_at = now(), updated_at = now()
+WHERE id = %(id)s AND (%(tenant)s::text IS NULL OR tenant_id = %(tenant)s)
+  AND status IN ('FAILED', 'CANCELLED')
+RETURNING id::text, tenant_id, type, payload, status, attempts, max_attempts, timeout_ms, error,
+          result, run_at, created_at, updated_at;
+
+-- name: claim_idempotency_keys
+-- Take the keys of a batch of submissions; a key held within the retention window is not taken
+-- (its request was submitted already), an expired one is taken over. Returns the keys taken.
+INSERT INTO idempotency_keys (tenant_id, key, request_digest, response)
+SELECT * FROM unnest(%(tenants)s::text[], %(keys)s::text[], %(digests)s::text[],
+                     %(responses)s::jsonb[])
+ON CONFLICT (tenant_id, key) DO UPDATE
+    SET request_digest = excluded.request_digest, response = excluded.response,
+        created_at = now()
+    WHERE idempotency_keys.created_at < now() - make_interval(secs => %(retain_s)s)
+RETURNING tenant_id, key;
+
+-- name: get_idempotency_key
+SELECT request_digest, response FROM idempotency_keys
+WHERE tenant_id = %(tenant)s AND key = %(key)s
+  AND created_at >= now() - make_interval(secs => %(retain_s)s);
+
+-- name: purge_idempotency_keys
+DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => %(retain_s)s);
+
+-- name: unfinished_jobs_by_id
+-- The reconciler's second look at the jobs Redis did not know: those still non-terminal now.
+SELECT id::text, tenant_id, type, payload, status, attempts, max_attempts, timeout_ms,
+       greatest(0, extract(epoch FROM run_at - now()) * 1000)::bigint AS due_in_ms,
+       updated_at
+FROM jobs
+WHERE id = ANY(%(ids)s::uuid[]) AND status IN ('PENDING', 'RUNNING');

@@ -1,0 +1,106 @@
+"""The fault suite: real `conveyor serve` processes, real PostgreSQL and Redis, real faults.
+
+Every scenario submits jobs through HTTP and ends by checking the ledger: every accepted job is in
+a terminal state (none lost), and executions beyond one per job (duplicates) are counted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import redis as redis_lib
+import trio
+
+from conveyor.config import Config
+from tests.acceptance.nodes import NodeProcess
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Cluster:
+    """Nodes started by a test (killed by their PIDs at the end), and the ledger they share."""
+
+    def __init__(self, config: Config, tmp_path: Path) -> None:
+        self.config = config
+        self.tmp_path = tmp_path
+        self.nodes: list[NodeProcess] = []
+
+    async def start(self, name: str, **env: Any) -> NodeProcess:
+        settings = {
+            "PYTHONPATH": str(ROOT),
+            "CONVEYOR_HANDLER_MODULES": "tests.faults.ledger",
+            "CONVEYOR_NODE_ID": name,
+            "CONVEYOR_LEASE_SECONDS": "3",
+            "CONVEYOR_RECONCILE_SECONDS": "1",
+            **env,
+        }
+        node = NodeProcess(self.config, self.tmp_path / f"{name}.log", **settings)
+        self.nodes.append(node)
+        with trio.fail_after(30):
+            await node.start()
+        return node
+
+    def redis(self) -> redis_lib.Redis:
+        return redis_lib.Redis.from_url(self.config.redis_url, decode_responses=True)
+
+    def starts(self) -> list[tuple[str, str]]:
+        client = self.redis()
+        try:
+            rows = client.lrange(f"{self.config.redis_prefix}:ledger:starts", 0, -1)
+        finally:
+            client.close()
+        return [tuple(row.split(" ")) for row in rows]  # type: ignore[misc]
+
+    def ends(self) -> list[tuple[str, str, str]]:
+        client = self.redis()
+        try:
+            rows = client.lrange(f"{self.config.redis_prefix}:ledger:ends", 0, -1)
+        finally:
+            client.close()
+        return [tuple(row.split(" ")) for row in rows]  # type: ignore[misc]
+
+    def statuses(self, tenant: str) -> dict[str, str]:
+        with psycopg.connect(self.config.database_url) as conn:
+            rows = conn.execute("SELECT id::text, status FROM jobs WHERE tenant_id = %s", (tenant,))
+            return dict(rows.fetchall())
+
+    async def wait_terminal(self, tenant: str, expected: int) -> dict[str, str]:
+        """Wait (callers hold a deadline) until `expected` jobs of the tenant are all terminal."""
+        while True:
+            statuses = await trio.to_thread.run_sync(self.statuses, tenant)
+            if len(statuses) == expected and all(
+                s in ("COMPLETED", "FAILED", "CANCELLED") for s in statuses.values()
+            ):
+                return statuses
+            await trio.sleep(0.2)
+
+    def duplicates(self) -> int:
+        """Executions beyond one per job."""
+        return sum(n - 1 for n in Counter(job for job, _ in self.starts()).values())
+
+
+@pytest.fixture
+async def cluster(make_config: Callable[..., Config], tmp_path: Path) -> AsyncIterator[Cluster]:
+    c = Cluster(make_config(), tmp_path)
+    yield c
+    with trio.move_on_after(20, shield=True):
+        for node in c.nodes:
+            await node.kill()
+
+
+async def submit_ledger(url: str, tenant: str, n: int, ms: int, **extra: Any) -> list[str]:
+    ids: list[str] = []
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        for start in range(0, n, 1000):
+            job = {"tenantId": tenant, "type": "ledger", "payload": {"ms": ms}, **extra}
+            r = await client.post("/jobs/batch", json={"jobs": [job] * min(1000, n - start)})
+            assert r.status_code == 201, r.text
+            ids += r.json()["jobIds"]
+    return ids

@@ -1,0 +1,41 @@
+"""The `ledger` job type of the fault suite: every execution is written down in Redis.
+
+`<prefix>:ledger:starts` is a list of "job-id node-id" per execution started, and
+`<prefix>:ledger:ends` one of "job-id node-id outcome" per execution that ended (completed or
+cancelled). Loaded into real `conveyor serve` processes through CONVEYOR_HANDLER_MODULES.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+import trio
+
+from conveyor import Config, Envelope, FieldError, Handler, Registry
+
+
+def register(registry: Registry, config: Config) -> None:
+    client = redis.Redis.from_url(config.redis_url)
+    starts, ends = f"{config.redis_prefix}:ledger:starts", f"{config.redis_prefix}:ledger:ends"
+    node = config.node_id or "?"
+
+    def validate(payload: dict[str, Any]) -> list[FieldError]:
+        ms = payload.get("ms")
+        return [] if isinstance(ms, int) and 0 <= ms <= 600_000 else [FieldError("ms", "0-600000")]
+
+    async def note(key: str, entry: str) -> None:
+        await trio.to_thread.run_sync(client.rpush, key, entry)
+
+    async def run(job: Envelope, payload: dict[str, Any]) -> Any:
+        await note(starts, f"{job.id} {node}")
+        try:
+            await trio.sleep(payload["ms"] / 1000)
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True):
+                await note(ends, f"{job.id} {node} cancelled")
+            raise
+        await note(ends, f"{job.id} {node} completed")
+        return {"node": node}
+
+    registry.register(Handler("ledger", validate, run, default_timeout_ms=lambda p: p["ms"] + 60_000))
