@@ -19,6 +19,7 @@ import trio
 
 from conveyor.config import Config
 from tests.acceptance.nodes import NodeProcess
+from tests.conftest import REDIS_URL
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +36,7 @@ class Cluster:
     async def start(self, name: str, **env: Any) -> NodeProcess:
         settings = {
             "PYTHONPATH": str(ROOT),
+            "LEDGER_REDIS_URL": REDIS_URL,
             "CONVEYOR_HANDLER_MODULES": "tests.faults.ledger",
             "CONVEYOR_NODE_ID": name,
             "CONVEYOR_LEASE_SECONDS": "3",
@@ -48,7 +50,8 @@ class Cluster:
         return node
 
     def redis(self) -> redis_lib.Redis:
-        return redis_lib.Redis.from_url(self.config.redis_url, decode_responses=True)
+        """The Redis that holds the ledger (and the events, unless the nodes use a private one)."""
+        return redis_lib.Redis.from_url(REDIS_URL, decode_responses=True)
 
     def starts(self) -> list[tuple[str, str]]:
         client = self.redis()
@@ -87,12 +90,25 @@ class Cluster:
 
 
 @pytest.fixture
-async def cluster(make_config: Callable[..., Config], tmp_path: Path) -> AsyncIterator[Cluster]:
-    c = Cluster(make_config(), tmp_path)
-    yield c
+async def make_cluster(
+    make_config: Callable[..., Config], tmp_path: Path
+) -> AsyncIterator[Callable[..., Cluster]]:
+    made: list[Cluster] = []
+
+    def make(**overrides: Any) -> Cluster:
+        made.append(Cluster(make_config(**overrides), tmp_path))
+        return made[-1]
+
+    yield make
     with trio.move_on_after(20, shield=True):
-        for node in c.nodes:
-            await node.kill()
+        for c in made:
+            for node in c.nodes:
+                await node.kill()
+
+
+@pytest.fixture
+def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
+    return make_cluster()
 
 
 async def submit_ledger(url: str, tenant: str, n: int, ms: int, **extra: Any) -> list[str]:

@@ -1,12 +1,13 @@
 """The `ledger` job type of the fault suite: every execution is written down in Redis.
 
-`<prefix>:ledger:starts` is a list of "job-id node-id" per execution started, and
+`<prefix>:ledger:starts` (in LEDGER_REDIS_URL, or the queue's Redis) is a list of "job-id node-id" per execution started, and
 `<prefix>:ledger:ends` one of "job-id node-id outcome" per execution that ended (completed or
 cancelled). Loaded into real `conveyor serve` processes through CONVEYOR_HANDLER_MODULES.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import redis
@@ -16,7 +17,8 @@ from conveyor import Config, Envelope, FieldError, Handler, Registry
 
 
 def register(registry: Registry, config: Config) -> None:
-    client = redis.Redis.from_url(config.redis_url)
+    # the ledger may live in another Redis than the queue's, so that losing that one keeps it
+    client = redis.Redis.from_url(os.environ.get("LEDGER_REDIS_URL") or config.redis_url)
     starts, ends = f"{config.redis_prefix}:ledger:starts", f"{config.redis_prefix}:ledger:ends"
     node = config.node_id or "?"
 
