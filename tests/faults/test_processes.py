@@ -124,10 +124,10 @@ async def test_cancel_queued_delayed_and_running_on_another_node(cluster: Cluste
             assert len(here) == 1
             (on_runner,) = here
             r = await client.post(f"{other.url}/jobs/{on_runner}/cancel")  # runs on the runner
-            assert r.status_code == 202 and r.json()["cancelRequested"] is True
+            assert r.status_code in (200, 202), r.text  # 200 if already stopped and recorded
             (on_other,) = set(running) - here
             r = await client.post(f"{runner.url}/jobs/{on_other}/cancel")
-            assert r.status_code == 202
+            assert r.status_code in (200, 202), r.text
             statuses = await cluster.wait_terminal(tenant, 4)
             # the executors are free again, and the queued job never ran
             for node in (runner, other):

@@ -103,7 +103,7 @@ async def submit(client: httpx.AsyncClient, tenant: str, type_: str, payload: An
 async def finished(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
     async def terminal() -> dict[str, Any] | None:
         job = (await client.get(f"/jobs/{job_id}")).json()
-        return job if job["status"] in ("COMPLETED", "FAILED") else None
+        return job if job["status"] in ("COMPLETED", "FAILED", "CANCELLED") else None
 
     return await wait_until(terminal)
 

@@ -195,10 +195,12 @@ def create_app(node: Node) -> QuartTrio:
         # so no executor can claim a job that is already cancelled.
         await node.redis.cancel(job["id"])
         row = await node.pg.cancel_job(job["id"], who.tenant)
-        if row is None:  # it ended meanwhile
+        if row is None:  # it ended meanwhile: perhaps cancelled already, by its node
             row = await own_job(who, job_id)
             assert row is not None
-            return error(409, f"Job is {row['status']}: only PENDING or RUNNING jobs can be cancelled")
+            if row["status"] != Status.CANCELLED:
+                return error(409, f"Job is {row['status']}: only PENDING or RUNNING jobs can be cancelled")
+            return job_json(row)
         if row["status"] == Status.CANCELLED:
             await publish(row)
             return job_json(row)
