@@ -37,6 +37,9 @@ HELP = {
     "conveyor_websocket_subscriptions": ("gauge", "Tenant subscriptions over all connections."),
     "conveyor_writer_queue": ("gauge", "Submissions waiting for group commit."),
     "conveyor_recorder_queue": ("gauge", "State transitions waiting to be written."),
+    "process_resident_memory_bytes": ("gauge", "Resident memory of the node process."),
+    "process_open_fds": ("gauge", "Open file descriptors of the node process."),
+    "conveyor_trio_tasks": ("gauge", "Live trio tasks in the node process."),
 }
 
 
@@ -49,7 +52,8 @@ def render(samples: Iterable[tuple[str, Iterable[tuple[str, str]], float]]) -> s
     """Prometheus text exposition of (name, labels, value) samples, grouped by name."""
     by_name: dict[str, list[str]] = {}
     for name, labels, value in samples:
-        by_name.setdefault(name, []).append(f"{name}{_labels(labels)} {value:g}")
+        shown = str(int(value)) if float(value).is_integer() else f"{value:g}"
+        by_name.setdefault(name, []).append(f"{name}{_labels(labels)} {shown}")
     lines = []
     for name, rows in by_name.items():
         kind, help_text = HELP.get(name, ("untyped", name))

@@ -130,8 +130,29 @@ class Node:
             ("conveyor_websocket_subscriptions", (), self.hub.subscriptions()),
             ("conveyor_writer_queue", (), self.submissions.statistics().current_buffer_used),
             ("conveyor_recorder_queue", (), self.records.statistics().current_buffer_used),
+            *process_samples(),
         ]
         return out
+
+
+def process_samples() -> list[tuple[str, tuple[tuple[str, str], ...], float]]:
+    """Resident memory, open descriptors and live trio tasks: what a leak would show in."""
+    out: list[tuple[str, tuple[tuple[str, str], ...], float]] = []
+    try:
+        with open("/proc/self/statm") as statm:
+            rss_pages = int(statm.read().split()[1])
+        out.append(("process_resident_memory_bytes", (), rss_pages * os.sysconf("SC_PAGE_SIZE")))
+        out.append(("process_open_fds", (), len(os.listdir("/proc/self/fd"))))
+    except OSError:
+        pass  # not Linux: no /proc
+
+    def tasks(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(tasks(child) for n in task.child_nurseries for child in n.child_tasks)
+
+    root = trio.lowlevel.current_root_task()
+    if root is not None:
+        out.append(("conveyor_trio_tasks", (), tasks(root)))
+    return out
 
 
 def default_node_id() -> str:

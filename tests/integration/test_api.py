@@ -225,3 +225,6 @@ async def test_metrics_count_what_the_node_did(node: Node, tenant: str) -> None:
     assert 'conveyor_supervisor_restarts_total{supervisor="pipeline"} 0' in lines
     assert "conveyor_executors 8" in lines
     assert "# TYPE conveyor_jobs_finished_total counter" in lines
+    gauges = {line.split(" ")[0]: float(line.split(" ")[1]) for line in lines if not line.startswith("#")}
+    assert gauges["process_resident_memory_bytes"] > 10_000_000  # in bytes, printed whole
+    assert gauges["process_open_fds"] > 3 and gauges["conveyor_trio_tasks"] > 10

@@ -57,6 +57,8 @@ async def test_cancel_queued_and_running_then_retry(start_node: Any, tenant: str
             assert r.status_code == 400 and r.json()["details"][0]["field"] == "maxAttempts"
             r = await client.post(f"/jobs/{queued}/retry")
             assert r.status_code == 200 and r.json()["status"] == "PENDING"
+            retried = await next_message(ws)  # the retry is on the feed too
+            assert (retried["jobId"], retried["status"]) == (queued, "PENDING")
             assert (r.json()["attempts"], r.json()["maxAttempts"]) == (1, 1 + node.config.max_attempts)
             job = await finished(client, queued)
             assert (job["status"], job["attempts"], job["error"]) == ("COMPLETED", 2, None)
