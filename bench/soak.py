@@ -18,13 +18,22 @@ import trio
 from throughput import started_node
 from trio_websocket import open_websocket_url
 
-GAUGES = ("process_resident_memory_bytes", "process_open_fds", "conveyor_trio_tasks")
+GAUGES = (
+    "process_resident_memory_bytes", "process_open_fds", "conveyor_trio_tasks",
+    "conveyor_pg_connections", "conveyor_redis_connections",
+)
+# descriptors other than the store pools' connections, which grow under load up to their sizes
+OTHER_FDS = "fds besides store connections"
 
 
 async def gauges(client: httpx.AsyncClient) -> dict[str, float]:
     text = (await client.get("/metrics")).text
     values = dict(line.split(" ", 1) for line in text.splitlines() if not line.startswith("#"))
-    return {name: float(values[name]) for name in GAUGES}
+    out = {name: float(values[name]) for name in GAUGES}
+    out[OTHER_FDS] = (
+        out["process_open_fds"] - out["conveyor_pg_connections"] - out["conveyor_redis_connections"]
+    )
+    return out
 
 
 async def submit(client: httpx.AsyncClient, n: int) -> None:
@@ -93,7 +102,7 @@ async def soak(url: str, database_url: str, jobs: int, sockets: int) -> None:
         after = await settle(client, database_url, warm_jobs + jobs)
         took = time.monotonic() - started
     print(f"soak: {jobs:,} jobs and {sockets:,} WebSocket cycles in {took:.0f} s")
-    for name in GAUGES:
+    for name in (*GAUGES, OTHER_FDS):
         growth = (after[name] - base[name]) / base[name] * 100
         print(f"  {name}: after warm-up {base[name]:,.0f}, after soak {after[name]:,.0f} ({growth:+.1f} %)")
 

@@ -37,6 +37,8 @@ HELP = {
     "conveyor_websocket_subscriptions": ("gauge", "Tenant subscriptions over all connections."),
     "conveyor_writer_queue": ("gauge", "Submissions waiting for group commit."),
     "conveyor_recorder_queue": ("gauge", "State transitions waiting to be written."),
+    "conveyor_pg_connections": ("gauge", "PostgreSQL connections the node's pool holds open."),
+    "conveyor_redis_connections": ("gauge", "Redis connections the node's pool holds open."),
     "process_resident_memory_bytes": ("gauge", "Resident memory of the node process."),
     "process_open_fds": ("gauge", "Open file descriptors of the node process."),
     "conveyor_trio_tasks": ("gauge", "Live trio tasks in the node process."),

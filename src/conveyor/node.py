@@ -130,6 +130,8 @@ class Node:
             ("conveyor_websocket_subscriptions", (), self.hub.subscriptions()),
             ("conveyor_writer_queue", (), self.submissions.statistics().current_buffer_used),
             ("conveyor_recorder_queue", (), self.records.statistics().current_buffer_used),
+            ("conveyor_pg_connections", (), self.pg.connections()),
+            ("conveyor_redis_connections", (), self.redis.connections()),
             *process_samples(),
         ]
         return out

@@ -139,6 +139,10 @@ class PostgresStore:
     async def ping(self) -> None:
         await self._run(lambda conn: conn.execute(QUERIES["ping"]).fetchone())
 
+    def connections(self) -> int:
+        """Connections the pool holds open now (it grows under load up to its size)."""
+        return int(self._pool.get_stats().get("pool_size", 0))
+
     async def insert_jobs(
         self,
         submissions: Sequence[tuple[IdempotencyKey | None, Sequence[NewJob]]],

@@ -76,6 +76,10 @@ class RedisStore:
     async def ping(self) -> None:
         await self._run(self.client.ping)
 
+    def connections(self) -> int:
+        """Connections the pool holds open now (it grows under load up to its size)."""
+        return len(getattr(self.client.connection_pool, "_connections", ()))
+
     async def enqueue(self, jobs: Sequence[NewJob]) -> int:
         args: list[Any] = []
         for j in jobs:
