@@ -54,7 +54,9 @@ async def test_a_node_stalled_beyond_its_lease_cannot_record_late_outcomes(
             stalled.signal(signal.SIGCONT)
         # the stalled node wakes: its handlers finish, their outcomes must be refused
         await wait_until(lambda: sum(node == "stalled" for _, node, _ in cluster.ends()) >= 50, interval=0.1)
-        await trio.sleep(2)  # let its recorder try to write them
+        # and its recorder has dealt with every outcome (it lets go of a lease once it has)
+        async with httpx.AsyncClient(base_url=stalled.url, timeout=10) as client:
+            await wait_until(lambda: gauge(client, "conveyor_leases_held", 0), interval=0.1)
         events = await trio.to_thread.run_sync(terminal_events, cluster)
         assert healthy.proc is not None
     assert set(statuses) == set(ids) and set(statuses.values()) == {"COMPLETED"}
@@ -132,11 +134,30 @@ async def test_cancel_queued_delayed_and_running_on_another_node(cluster: Cluste
             # the executors are free again, and the queued job never ran
             for node in (runner, other):
                 await wait_until(lambda node=node: executors_running(client, node.url))
-            await trio.sleep(1)
+            # nothing of the cancelled jobs is left in Redis for an executor to claim
+            leftovers = await trio.to_thread.run_sync(redis_leftovers, cluster, [queued, delayed, *running])
+    assert leftovers == []
     assert set(statuses.values()) == {"CANCELLED"}
     assert queued not in {job for job, _ in cluster.starts()}
     assert sorted(outcome for _, _, outcome in cluster.ends()) == ["cancelled", "cancelled"]
     assert await cluster_jobs_error(client, runner.url, on_runner) == "cancelled by request"
+
+
+async def gauge(client: httpx.AsyncClient, name: str, value: float) -> bool:
+    lines = (await client.get("/metrics")).text.splitlines()
+    return f"{name} {value:g}" in lines
+
+
+def redis_leftovers(cluster: Cluster, ids: list[str]) -> list[str]:
+    """Which of these jobs still have an envelope, or sit in a ready queue or the delayed set."""
+    client = cluster.redis()
+    p = cluster.config.redis_prefix
+    try:
+        queued = {i for key in client.scan_iter(f"{p}:q:*") for i in client.lrange(key, 0, -1)}
+        delayed = set(client.zrange(f"{p}:delayed", 0, -1))
+        return [i for i in ids if client.exists(f"{p}:job:{i}") or i in queued or i in delayed]
+    finally:
+        client.close()
 
 
 async def executors_running(client: httpx.AsyncClient, url: str) -> bool:
