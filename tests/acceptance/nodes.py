@@ -16,8 +16,9 @@ from conveyor.config import Config
 
 
 class NodeProcess:
-    def __init__(self, config: Config, log_path: Path, **env: Any) -> None:
+    def __init__(self, config: Config, log_path: Path, port: int = 0, **env: Any) -> None:
         self.log_path = log_path
+        self.port = port  # 0: a free one at each start; fixed, so that a restart keeps it
         self.env = {
             **os.environ,
             "DATABASE_URL": config.database_url,
@@ -37,7 +38,7 @@ class NodeProcess:
         """Start the node and wait (callers hold a deadline) until it serves; returns its URL."""
         log = self.log_path.open("ab")
         self.proc = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "conveyor", "serve", "--host", "127.0.0.1", "--port", "0"],
+            [sys.executable, "-m", "conveyor", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -33,7 +33,7 @@ class Cluster:
         self.tmp_path = tmp_path
         self.nodes: list[NodeProcess] = []
 
-    async def start(self, name: str, **env: Any) -> NodeProcess:
+    async def start(self, name: str, port: int = 0, **env: Any) -> NodeProcess:
         settings = {
             "PYTHONPATH": str(ROOT),
             "LEDGER_REDIS_URL": REDIS_URL,
@@ -43,7 +43,7 @@ class Cluster:
             "CONVEYOR_RECONCILE_SECONDS": "1",
             **env,
         }
-        node = NodeProcess(self.config, self.tmp_path / f"{name}.log", **settings)
+        node = NodeProcess(self.config, self.tmp_path / f"{name}.log", port, **settings)
         self.nodes.append(node)
         with trio.fail_after(30):
             await node.start()

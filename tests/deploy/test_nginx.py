@@ -1,0 +1,150 @@
+"""Several nodes behind the repository's nginx.conf behave as one system."""
+
+from __future__ import annotations
+
+import json
+import signal
+from typing import Any
+
+import httpx
+import trio
+from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+
+from tests.conftest import free_port
+from tests.deploy.conftest import Nginx, render
+from tests.faults.conftest import Cluster
+from tests.helpers import wait_until
+
+
+def test_the_rendered_config_keeps_everything_but_addresses() -> None:
+    text = render(["127.0.0.1:1", "127.0.0.1:2"], 8080)
+    assert "server 127.0.0.1:1 max_fails=1" in text and "server 127.0.0.1:2 max_fails=1" in text
+    assert "node:3000" not in text and "listen 127.0.0.1:8080;" in text
+    for directive in ("proxy_set_header Upgrade", "proxy_read_timeout 1h", "X-Forwarded-For",
+                      "client_max_body_size", "limit_req zone=per_address", "limit_conn per_address_conn"):
+        assert directive in text, directive
+
+
+async def test_three_nodes_behind_nginx_share_jobs_and_feeds(
+    cluster: Cluster, nginx: Nginx, tenant: str
+) -> None:
+    nodes = [await cluster.start(f"n{i}", CONVEYOR_CONCURRENCY=4) for i in range(3)]
+    await nginx.start([node.url.removeprefix("http://") for node in nodes])
+    ws_url = nginx.url.replace("http://", "ws://") + "/ws"
+    completed: set[str] = set()
+    with trio.fail_after(60):
+        async with (
+            httpx.AsyncClient(base_url=nginx.url, timeout=10) as client,
+            open_websocket_url(ws_url) as ws,
+        ):
+            assert json.loads(await ws.get_message())["type"] == "CONNECTED"
+            await ws.send_message(json.dumps({"type": "SUBSCRIBE", "tenantId": tenant}))
+            assert json.loads(await ws.get_message())["type"] == "SUBSCRIBED"
+            ids = []
+            for _ in range(60):  # one by one, so that nginx spreads them over the nodes
+                r = await client.post("/jobs", json={"tenantId": tenant, "type": "ledger", "payload": {"ms": 200}})
+                assert r.status_code == 201, r.text
+                ids.append(r.json()["jobId"])
+            while len(completed) < len(ids):
+                msg: dict[str, Any] = json.loads(await ws.get_message())
+                if msg.get("status") == "COMPLETED":
+                    completed.add(msg["jobId"])
+            health = await client.get("/health")
+            assert health.status_code == 200
+    ran_on = {node for _, node in cluster.starts()}
+    assert ran_on == {"n0", "n1", "n2"}  # the work was shared by all three
+    # the one socket, connected to one node, heard the jobs that every node ran
+    assert completed == set(ids)
+
+
+async def test_nginx_answers_json_503_when_no_node_is_up(cluster: Cluster, nginx: Nginx) -> None:
+    node = await cluster.start("lonely")
+    await nginx.start([node.url.removeprefix("http://")])
+    with trio.fail_after(30):
+        async with httpx.AsyncClient(base_url=nginx.url, timeout=10) as client:
+            assert (await client.get("/health")).status_code == 200
+            await node.kill()
+
+            async def unavailable() -> httpx.Response | None:
+                r = await client.get("/health")
+                return r if r.status_code == 503 else None
+
+            r = await wait_until(unavailable)
+    assert r.json() == {"error": "no conveyor node is available, try again later"}
+    assert r.headers["Retry-After"] == "1"
+
+
+async def test_rolling_restart_behind_nginx_loses_nothing(
+    cluster: Cluster, nginx: Nginx, tenant: str
+) -> None:
+    ports = [free_port() for _ in range(3)]
+    nodes = [
+        await cluster.start(f"n{i}", port=port, CONVEYOR_CONCURRENCY=8, CONVEYOR_DRAIN_GRACE_SECONDS=2)
+        for i, port in enumerate(ports)
+    ]
+    await nginx.start([f"127.0.0.1:{port}" for port in ports])
+    ws_url = nginx.url.replace("http://", "ws://") + "/ws"
+    accepted: list[str] = []
+    failures: list[str] = []
+    feeds = [Feed() for _ in range(3)]
+    restarted = trio.Event()
+
+    async def submit_continuously(client: httpx.AsyncClient) -> None:
+        while not restarted.is_set():
+            try:
+                r = await client.post("/jobs", json={"tenantId": tenant, "type": "ledger", "payload": {"ms": 50}})
+                if r.status_code == 201:
+                    accepted.append(r.json()["jobId"])
+                else:
+                    failures.append(f"{r.status_code} {r.text}")
+            except httpx.HTTPError as exc:
+                failures.append(repr(exc))
+            await trio.sleep(0.02)
+
+    with trio.fail_after(120):
+        async with httpx.AsyncClient(base_url=nginx.url, timeout=10) as client:
+            async with trio.open_nursery() as background:
+                for feed in feeds:
+                    await background.start(feed.run, ws_url, tenant)
+                background.start_soon(submit_continuously, client)
+                for node in nodes:  # one at a time: drain, exit 0, start again on its port
+                    await wait_until(lambda: len(accepted) >= 20)
+                    node.signal(signal.SIGTERM)
+                    assert await node.wait() == 0
+                    await node.start()
+                await trio.sleep(1)  # some submissions after the last restart too
+                restarted.set()
+                await cluster.wait_terminal(tenant, len(accepted))
+                for feed in feeds:  # every client hears jobs completed after the restarts
+                    last = accepted[-1]
+                    await wait_until(lambda feed=feed, last=last: last in feed.completed)
+                background.cancel_scope.cancel()
+    statuses = await trio.to_thread.run_sync(cluster.statuses, tenant)
+    assert failures == []  # zero failed submissions
+    assert set(statuses) == set(accepted) and set(statuses.values()) == {"COMPLETED"}  # zero lost
+    assert all(feed.reconnects >= 1 for feed in feeds), [f.reconnects for f in feeds]
+
+
+class Feed:
+    """A WebSocket client that reconnects (and subscribes again) whenever its socket closes."""
+
+    def __init__(self) -> None:
+        self.completed: set[str] = set()
+        self.reconnects = -1
+
+    async def run(self, url: str, tenant: str, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        while True:
+            try:
+                async with open_websocket_url(url) as ws:
+                    assert json.loads(await ws.get_message())["type"] == "CONNECTED"
+                    await ws.send_message(json.dumps({"type": "SUBSCRIBE", "tenantId": tenant}))
+                    assert json.loads(await ws.get_message())["type"] == "SUBSCRIBED"
+                    self.reconnects += 1
+                    if self.reconnects == 0:
+                        task_status.started()
+                    while True:
+                        msg = json.loads(await ws.get_message())
+                        if msg.get("status") == "COMPLETED":
+                            self.completed.add(msg["jobId"])
+            except (ConnectionClosed, HandshakeError, OSError):
+                await trio.sleep(0.1)
