@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import runpy
 import shutil
 import signal
 import subprocess
@@ -19,13 +20,8 @@ pytestmark = pytest.mark.slow
 
 def render(upstreams: list[str], port: int) -> str:
     """nginx/nginx.conf with these upstream addresses and a loopback listen port."""
-    text = (ROOT / "nginx" / "nginx.conf").read_text()
-    head, rest = text.split("# upstreams: begin\n", 1)
-    _, tail = rest.split("# upstreams: end\n", 1)
-    servers = "".join(f"        server {u} max_fails=1 fail_timeout=2s;\n" for u in upstreams)
-    rendered = head + "# upstreams: begin\n" + servers + "        # upstreams: end\n" + tail
-    assert "        listen 80;\n" in rendered
-    return rendered.replace("        listen 80;\n", f"        listen 127.0.0.1:{port};\n")
+    script = runpy.run_path(str(ROOT / "scripts" / "render_nginx.py"))
+    return str(script["render"](upstreams, f"127.0.0.1:{port}"))
 
 
 class Nginx:
