@@ -59,3 +59,20 @@ async def test_api_doc_websocket_session_runs(start_node: Any) -> None:
                 else:
                     got = json.loads(await ws.get_message())
                     assert matches(json.loads(message), got), (line, got)
+
+
+def test_configuration_doc_lists_every_setting_with_a_valid_example() -> None:
+    from conveyor.config import SETTINGS, Config
+
+    text = (DOC.parent / "configuration.md").read_text()
+    defaults = Config()
+    for name, (field, parse, doc) in SETTINGS.items():
+        row = re.search(rf"^\| `{name}` \| `([^`]*)` \| `([^`]*)` \| (.*) \|$", text, re.M)
+        assert row, name
+        default = getattr(defaults, field)
+        if isinstance(default, bool):
+            shown = "on" if default else "off"
+        else:
+            shown = (",".join(default) if isinstance(default, tuple) else str(default)) or "(none)"
+        assert row[1] == shown and row[3] == doc, name
+        parse(name, row[2])  # raises ConfigError if the example is not a valid value
