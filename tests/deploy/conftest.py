@@ -31,10 +31,15 @@ class Nginx:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: trio.Process | None = None
 
-    async def start(self, upstreams: list[str]) -> None:
+    async def start(self, upstreams: list[str], edits: dict[str, str] | None = None) -> None:
+        """Run the rendered config; `edits` replace text in it (each must be found)."""
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
         conf = self.workdir / "nginx.conf"
-        conf.write_text(render(upstreams, self.port))
+        text = render(upstreams, self.port)
+        for old, new in (edits or {}).items():
+            assert old in text, old
+            text = text.replace(old, new)
+        conf.write_text(text)
         directives = f"daemon off; pid {self.workdir}/nginx.pid; error_log {self.workdir}/error.log;"
         with (self.workdir / "stderr.log").open("wb") as stderr:
             self.proc = await trio.lowlevel.open_process(

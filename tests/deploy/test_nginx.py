@@ -154,25 +154,20 @@ async def test_nginx_limits_body_size_and_request_rate_per_address(
     cluster: Cluster, nginx: Nginx, tenant: str
 ) -> None:
     node = await cluster.start("n0")
-    await nginx.start([node.url.removeprefix("http://")])
+    # the shipped limits (50 requests/s, bursts of 200) scaled down, so that a test client
+    # exceeds them however fast or slow this machine is
+    await nginx.start(
+        [node.url.removeprefix("http://")],
+        edits={"rate=50r/s": "rate=1r/s", "burst=200 nodelay": "burst=5 nodelay"},
+    )
     with trio.fail_after(30):
         async with httpx.AsyncClient(base_url=nginx.url, timeout=10) as client:
             big = {"tenantId": tenant, "type": "sleep", "payload": {"delayMs": 0, "pad": "x" * 2_000_000}}
             r = await client.post("/jobs", json=big)
             assert r.status_code == 413 and r.json()["error"].startswith("Request body too large")
-            statuses: list[int] = []
-            refusals: list[httpx.Response] = []
-
-            async def hit() -> None:
-                r = await client.get("/health")
-                statuses.append(r.status_code)
-                if r.status_code == 429:
-                    refusals.append(r)
-
-            async with trio.open_nursery() as burst:  # far beyond 50/s with a burst of 200
-                for _ in range(400):
-                    burst.start_soon(hit)
-    assert statuses.count(200) >= 200 and refusals
+            statuses = [(await client.get("/health")).status_code for _ in range(12)]
+            refused = await client.get("/health")
+    assert statuses[:5].count(200) >= 4 and 429 in statuses  # the burst passes, then 429s
     assert set(statuses) <= {200, 429}
-    assert refusals[0].json()["error"].startswith("too many requests")
-    assert refusals[0].headers["Retry-After"] == "1"
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+    assert refused.json()["error"].startswith("too many requests")

@@ -31,13 +31,15 @@ def register(registry: Registry, config: Config) -> None:
 
     async def run(job: Envelope, payload: dict[str, Any]) -> Any:
         await note(starts, f"{job.id} {node}")
+        outcome = "cancelled"
         try:
             await trio.sleep(payload["ms"] / 1000)
-        except trio.Cancelled:
+            outcome = "completed"
+        finally:
+            # shielded: a cancellation (lost lease, cancel request) while the end is written down
+            # must not leave an execution without its end
             with trio.CancelScope(shield=True):
-                await note(ends, f"{job.id} {node} cancelled")
-            raise
-        await note(ends, f"{job.id} {node} completed")
+                await note(ends, f"{job.id} {node} {outcome}")
         return {"node": node}
 
     registry.register(Handler("ledger", validate, run, default_timeout_ms=lambda p: p["ms"] + 60_000))
