@@ -53,21 +53,21 @@ class Cluster:
         """The Redis that holds the ledger (and the events, unless the nodes use a private one)."""
         return redis_lib.Redis.from_url(REDIS_URL, decode_responses=True)
 
-    def starts(self) -> list[tuple[str, str]]:
+    def _ledger(self, name: str) -> list[tuple[str, ...]]:
         client = self.redis()
         try:
-            rows = client.lrange(f"{self.config.redis_prefix}:ledger:starts", 0, -1)
+            rows = client.lrange(f"{self.config.redis_prefix}:ledger:{name}", 0, -1)
         finally:
             client.close()
-        return [tuple(row.split(" ")) for row in rows]  # type: ignore[misc]
+        return [tuple(row.split(" ")) for row in rows]
+
+    def starts(self) -> list[tuple[str, str]]:
+        """(job id, node) per execution started."""
+        return self._ledger("starts")  # type: ignore[return-value]
 
     def ends(self) -> list[tuple[str, str, str]]:
-        client = self.redis()
-        try:
-            rows = client.lrange(f"{self.config.redis_prefix}:ledger:ends", 0, -1)
-        finally:
-            client.close()
-        return [tuple(row.split(" ")) for row in rows]  # type: ignore[misc]
+        """(job id, node, completed | cancelled) per execution ended."""
+        return self._ledger("ends")  # type: ignore[return-value]
 
     def statuses(self, tenant: str) -> dict[str, str]:
         with psycopg.connect(self.config.database_url) as conn:
