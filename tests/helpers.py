@@ -43,3 +43,61 @@ async def new_tenant(node: Node, tenant: str, **limits: Any) -> str:
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+class ResumingFeed:
+    """A WebSocket client of one tenant's feed that reconnects whenever its socket closes —
+    to the next of its URLs — and resumes from the last eventId it received. It answers PINGs.
+    `events` is every event received, in order: (eventId, message)."""
+
+    def __init__(self, urls: list[str], tenant: str) -> None:
+        self.urls = urls
+        self.tenant = tenant
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.last: str | None = None
+        self.connects = 0
+        self.subscribed = False
+        self.resyncs = 0
+
+    def completed(self) -> set[str]:
+        return {m["jobId"] for _, m in self.events if m.get("status") == "COMPLETED"}
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        import json
+
+        from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+
+        started = False
+        attempt = 0
+        while True:
+            url = self.urls[attempt % len(self.urls)]
+            attempt += 1
+            try:
+                async with open_websocket_url(url) as ws:
+                    assert json.loads(await ws.get_message())["type"] == "CONNECTED"
+                    subscribe: dict[str, Any] = {"type": "SUBSCRIBE", "tenantId": self.tenant}
+                    if self.last is not None:
+                        subscribe["lastEventId"] = self.last
+                    await ws.send_message(json.dumps(subscribe))
+                    ack = json.loads(await ws.get_message())
+                    assert ack["type"] == "SUBSCRIBED", ack
+                    if self.last is None:
+                        self.last = ack["lastEventId"]
+                    self.connects += 1
+                    self.subscribed = True
+                    if not started:
+                        started = True
+                        task_status.started()
+                    while True:
+                        msg = json.loads(await ws.get_message())
+                        if msg["type"] == "PING":
+                            await ws.send_message(json.dumps({"type": "PONG"}))
+                        elif msg["type"] == "RESYNC":
+                            self.resyncs += 1
+                            self.last = msg["lastEventId"]
+                        elif "eventId" in msg:
+                            self.events.append((msg["eventId"], msg))
+                            self.last = msg["eventId"]
+            except (ConnectionClosed, HandshakeError, OSError):
+                self.subscribed = False
+                await trio.sleep(0.1)

@@ -54,6 +54,11 @@ class Config:
     tenant_max_websockets: int = 100
     auth_refresh_seconds: float = 2.0
     idempotency_seconds: float = 86_400.0
+    feed_retention_events: int = 10_000
+    feed_retention_seconds: float = 3_600.0
+    progress_interval_ms: int = 500
+    ws_ping_seconds: float = 20.0
+    ws_idle_timeout_seconds: float = 60.0
 
 
 def _int_in(low: int, high: int, what: str) -> Callable[[str, str], int]:
@@ -111,6 +116,16 @@ def _rate(name: str, raw: str) -> float:
         value = -1.0
     if not 0 <= value < float("inf"):
         raise ConfigError(f"{name} must be a number >= 0 (0: no limit), got {raw!r}")
+    return value
+
+
+def _seconds_or_off(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ConfigError(f"{name} must be a number of seconds >= 0 (0: off), got {raw!r}")
     return value
 
 
@@ -189,6 +204,11 @@ SETTINGS: dict[str, tuple[str, Callable[[str, str], Any], str]] = {
     "CONVEYOR_TENANT_MAX_WEBSOCKETS": ("tenant_max_websockets", _limit, "default cap on a tenant's open WebSockets per node (0: none)"),
     "CONVEYOR_AUTH_REFRESH_SECONDS": ("auth_refresh_seconds", _positive_float, "how often revoked keys and tenant limits are re-read"),
     "CONVEYOR_IDEMPOTENCY_SECONDS": ("idempotency_seconds", _positive_float, "how long an Idempotency-Key is remembered"),
+    "CONVEYOR_FEED_RETENTION_EVENTS": ("feed_retention_events", _positive_int, "job events kept per tenant for clients that resume (about; whole blocks are trimmed)"),
+    "CONVEYOR_FEED_RETENTION_SECONDS": ("feed_retention_seconds", _positive_float, "how long job events are kept for clients that resume"),
+    "CONVEYOR_PROGRESS_INTERVAL_MS": ("progress_interval_ms", _positive_int, "at most one JOB_PROGRESS event per job per this interval"),
+    "CONVEYOR_WS_PING_SECONDS": ("ws_ping_seconds", _positive_float, "how often the node sends PING on each WebSocket"),
+    "CONVEYOR_WS_IDLE_TIMEOUT_SECONDS": ("ws_idle_timeout_seconds", _seconds_or_off, "close a WebSocket that sent nothing (not even PONG) for this long (0: never)"),
 }
 
 

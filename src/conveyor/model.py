@@ -72,6 +72,15 @@ class Finished:
 
 
 @attrs.frozen
+class Progress:
+    """A running attempt's latest progress report (progress.py)."""
+
+    job: Envelope
+    progress: float
+    message: str
+
+
+@attrs.frozen
 class Flush:
     """Ask the recorder to report (by setting done) once everything sent before it is written."""
 

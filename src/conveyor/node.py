@@ -190,7 +190,10 @@ async def run_node(
     except psycopg.OperationalError as exc:
         raise StoreUnavailable(f"cannot apply migrations: {exc}".strip()) from exc
     pg = PostgresStore(config.database_url, pool_size=config.pg_pool_size)
-    redis = RedisStore(config.redis_url, prefix=config.redis_prefix, pool_size=config.redis_pool_size)
+    redis = RedisStore(
+        config.redis_url, prefix=config.redis_prefix, pool_size=config.redis_pool_size,
+        feed_events=config.feed_retention_events, feed_seconds=config.feed_retention_seconds,
+    )
     try:
         await pg.open()
         await _serve(config, draining, pg, redis, registry, task_status)

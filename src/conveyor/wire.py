@@ -46,3 +46,30 @@ def job_update(row: dict[str, Any]) -> dict[str, Any]:
         "maxAttempts": row["max_attempts"],
         "updatedAt": iso(row["updated_at"]),
     }
+
+
+def job_created(job: Any, at: datetime) -> dict[str, Any]:
+    """The JOB_UPDATE of a job just submitted (a NewJob): PENDING, no attempt yet."""
+    return {
+        "type": "JOB_UPDATE",
+        "jobId": job.id,
+        "tenantId": job.tenant_id,
+        "status": "PENDING",
+        "error": None,
+        "attempts": 0,
+        "maxAttempts": job.max_attempts,
+        "updatedAt": iso(at),
+        "jobType": job.type,
+    }
+
+
+def job_progress(job: Any, progress: float, message: str) -> dict[str, Any]:
+    """A JOB_PROGRESS event: how far a running attempt (an Envelope) says it is."""
+    return {
+        "type": "JOB_PROGRESS",
+        "jobId": job.id,
+        "tenantId": job.tenant_id,
+        "attempts": job.attempt,
+        "progress": progress,
+        "message": message,
+    }

@@ -8,12 +8,12 @@ from typing import Any
 
 import httpx
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+from trio_websocket import open_websocket_url
 
 from tests.conftest import free_port
 from tests.deploy.conftest import Nginx, render
 from tests.faults.conftest import Cluster
-from tests.helpers import wait_until
+from tests.helpers import ResumingFeed, wait_until
 
 
 def test_the_rendered_config_keeps_everything_but_addresses() -> None:
@@ -96,7 +96,7 @@ async def test_rolling_restart_behind_nginx_loses_nothing(
 
     accepted: list[str] = []
     failures: list[str] = []
-    feeds = [Feed() for _ in range(3)]
+    feeds = [ResumingFeed([ws_url], tenant) for _ in range(3)]
     restarted, submitter_done = trio.Event(), trio.Event()
 
     async def submit_continuously(client: httpx.AsyncClient) -> None:
@@ -116,7 +116,7 @@ async def test_rolling_restart_behind_nginx_loses_nothing(
         async with httpx.AsyncClient(base_url=nginx.url, timeout=10) as client:
             async with trio.open_nursery() as background:
                 for feed in feeds:
-                    await background.start(feed.run, ws_url, tenant)
+                    await background.start(feed.run)
                 background.start_soon(submit_continuously, client)
                 # one at a time, as an operator would: drain, exit 0, start again on its port,
                 # and go on to the next node once nginx sends the restarted one work again (it
@@ -140,48 +140,24 @@ async def test_rolling_restart_behind_nginx_loses_nothing(
                 # on failure, the requests nginx did not answer 201 at the first try
                 retried = [line for line in access_log() if line.startswith("POST") and "," in line]
                 assert failures == [], (failures, retried)
-                # every client is back (events sent while one reconnects are missed: resuming is
-                # issue 6), and hears a job completed after the restarts
-                await wait_until(lambda: all(feed.subscribed for feed in feeds))
-                r = await client.post("/jobs", json={"tenantId": tenant, "type": "ledger", "payload": {"ms": 0}})
-                assert r.status_code == 201
-                probe = r.json()["jobId"]
-                accepted.append(probe)
+                # every client is back and, having resumed, has heard every event of the feed
                 for feed in feeds:
-                    await wait_until(lambda feed=feed: probe in feed.completed)
+                    await wait_until(lambda feed=feed: feed.completed() >= set(accepted))
+                redis = cluster.redis()
+                try:
+                    log = [i for i, _ in redis.xrange(f"{cluster.config.redis_prefix}:feed:{tenant}")]
+                finally:
+                    redis.close()
+                for feed in feeds:
+                    await wait_until(lambda feed=feed: feed.subscribed and feed.last == log[-1])
                 background.cancel_scope.cancel()
     statuses = await trio.to_thread.run_sync(cluster.statuses, tenant)
     assert failures == []  # zero failed submissions
     assert set(statuses) == set(accepted) and set(statuses.values()) == {"COMPLETED"}  # zero lost
-    assert all(feed.reconnects >= 1 for feed in feeds), [f.reconnects for f in feeds]
-
-
-class Feed:
-    """A WebSocket client that reconnects (and subscribes again) whenever its socket closes."""
-
-    def __init__(self) -> None:
-        self.completed: set[str] = set()
-        self.reconnects = -1
-        self.subscribed = False
-
-    async def run(self, url: str, tenant: str, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        while True:
-            try:
-                async with open_websocket_url(url) as ws:
-                    assert json.loads(await ws.get_message())["type"] == "CONNECTED"
-                    await ws.send_message(json.dumps({"type": "SUBSCRIBE", "tenantId": tenant}))
-                    assert json.loads(await ws.get_message())["type"] == "SUBSCRIBED"
-                    self.reconnects += 1
-                    self.subscribed = True
-                    if self.reconnects == 0:
-                        task_status.started()
-                    while True:
-                        msg = json.loads(await ws.get_message())
-                        if msg.get("status") == "COMPLETED":
-                            self.completed.add(msg["jobId"])
-            except (ConnectionClosed, HandshakeError, OSError):
-                self.subscribed = False
-                await trio.sleep(0.1)
+    for feed in feeds:
+        assert feed.connects >= 2 and feed.resyncs == 0  # each was cut off by a drain at least once
+        assert [i for i, _ in feed.events] == log  # every event, once, in order
+        assert feed.completed() == set(accepted)
 
 
 async def test_nginx_limits_body_size_and_request_rate_per_address(

@@ -91,7 +91,7 @@ async def test_a_stale_attempt_cannot_record_its_outcome(stores: Any, tenant: st
         row = await pg.get_job(job.id)
         assert (row["status"], row["attempts"], row["result"]) == ("COMPLETED", 2, {"by": "y"})
         statuses = [e["status"] for e in await events_for(redis, job.id)]
-        assert statuses == ["RUNNING", "PENDING", "RUNNING", "COMPLETED"]
+        assert statuses == ["PENDING", "RUNNING", "PENDING", "RUNNING", "COMPLETED"]
         # nothing of the job is left in Redis
         assert await leftovers(redis, job.id, "leases") == (0, None)
 

@@ -1,8 +1,11 @@
 """The broadcaster: job events from Redis to this node's WebSocket subscribers.
 
-One blocking XREAD loop per node reads every tenant's events and offers each to the local
-connections subscribed to that tenant; control entries (a job's cancellation) go to `control`. An offer never blocks: a connection whose bounded queue is
-full is told it lagged and is closed (the model is tractor's Lagged), never buffered further.
+One blocking XREAD loop per node reads every tenant's live events and offers each to the local
+connections subscribed to that tenant; control entries (a job's cancellation) go to `control`.
+An event carries its id in its tenant's feed and the id before it, so that a connection can tell
+a missed event and catch up from the feed (feed.py). An offer never blocks: a connection whose
+bounded queue is full is marked lagged (the model is tractor's Lagged) and reads what it missed
+from the feed once it has caught up, never buffered further.
 """
 
 from __future__ import annotations
@@ -18,24 +21,45 @@ from ..stores import RedisStore, StoreUnavailable
 log = logging.getLogger(__name__)
 
 
+@attrs.frozen
+class FeedEvent:
+    """A job event as read live: its tenant, id in the tenant's feed, the id before it, JSON."""
+
+    tenant: str
+    id: str
+    prev: str
+    data: str
+
+
 class Subscriber:
-    """One WebSocket connection's side of the feed: a bounded queue and a lag callback."""
+    """One WebSocket connection's side of the feed: a bounded queue of messages (text to send,
+    FeedEvents, or the connection's own markers).
+
+    When the queue is full, a job event is dropped and the subscriber marked `lagged`: the
+    connection catches up from the feed once it has sent what it holds (nothing is lost, memory
+    stays bounded). Any other message that finds the queue full calls on_lag, which closes the
+    connection."""
 
     def __init__(self, queue_size: int, on_lag: Callable[[], None]) -> None:
-        self.send, self.receive = trio.open_memory_channel[str](queue_size)
+        self.send, self.receive = trio.open_memory_channel[object](queue_size)
         self.on_lag = on_lag
         self.lagged = False
 
-    def offer(self, message: str) -> None:
-        if self.lagged:
+    def offer(self, message: object) -> None:
+        if isinstance(message, FeedEvent) and self.lagged:
             return
         try:
             self.send.send_nowait(message)
         except trio.WouldBlock:
-            self.lagged = True
-            self.on_lag()
+            if isinstance(message, FeedEvent):
+                self.lagged = True
+            else:
+                self.on_lag()
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
+
+    def drained(self) -> bool:
+        return self.receive.statistics().current_buffer_used == 0
 
 
 @attrs.define(eq=False)
@@ -88,9 +112,12 @@ class Hub:
             if not subs:
                 del self._by_tenant[tenant]
 
-    def publish(self, tenant: str, message: str) -> None:
+    def publish(self, tenant: str, message: object) -> None:
         for sub in list(self._by_tenant.get(tenant, ())):
             sub.offer(message)
+
+    def subscribers(self, tenant: str) -> list[Subscriber]:
+        return list(self._by_tenant.get(tenant, ()))
 
     def subscriptions(self) -> int:
         return sum(len(s) for s in self._by_tenant.values())
@@ -118,5 +145,8 @@ async def run_broadcaster(
             last_id = entry_id
             if "k" in fields:  # a control entry for the nodes (cancel), not a job event
                 control(fields["k"], fields)
-            else:
+            elif "i" in fields:
+                tenant = fields["t"]
+                hub.publish(tenant, FeedEvent(tenant, fields["i"], fields["v"], fields["d"]))
+            else:  # from a node of an earlier version, during a rolling upgrade: no feed id
                 hub.publish(fields["t"], fields["d"])

@@ -12,12 +12,14 @@ import random
 from typing import Any
 
 import trio
+from outcome import acapture
 
 from .. import rules
 from ..config import Config
 from ..handlers import JobFailed, Registry
 from ..metrics import Metrics
 from ..model import Envelope, Finished, Outcome, Started
+from ..progress import Reporter
 from .pool import CancelReason, ExecutorPool
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,17 @@ async def execute(
         try:
             if handler is None:
                 raise JobFailed(f"no handler for job type {job.type!r} on this node")
-            result = await handler.run(job, job.payload)
+            reporter = Reporter(job, records, config.progress_interval_ms / 1000)
+            token = reporter.activate()
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(reporter.run)
+                    # captured, so that the handler's exception is not wrapped in the nursery's group
+                    ran = await acapture(handler.run, job, job.payload)
+                    nursery.cancel_scope.cancel()
+            finally:
+                reporter.deactivate(token)
+            result = ran.unwrap()
             json.dumps(result)  # a result that cannot be stored is the handler's failure
         except JobFailed as exc:
             error, retryable = str(exc), exc.retryable

@@ -15,9 +15,9 @@ from typing import Any
 import trio
 
 from .. import rules
-from ..model import TERMINAL, Finished, Flush, Outcome, Started
+from ..model import TERMINAL, Finished, Flush, Outcome, Progress, Started
 from ..stores import PostgresStore, RedisStore, StoreUnavailable
-from ..wire import job_update
+from ..wire import job_progress, job_update
 from .pool import ExecutorPool
 
 log = logging.getLogger(__name__)
@@ -78,12 +78,22 @@ async def _retrying(what: str, fn: Any, *args: Any) -> Any:
 async def record_batch(pg: PostgresStore, redis: RedisStore, batch: list[Any]) -> None:
     starts: dict[tuple[str, int], Started] = {}
     finishes: dict[tuple[str, int], Finished] = {}
+    progress: dict[tuple[str, int], Progress] = {}
     for msg in batch:
         if isinstance(msg, Started):
             starts[(msg.job.id, msg.job.attempt)] = msg
         elif isinstance(msg, Finished) and msg.outcome is not Outcome.LOST:
             finishes[(msg.job.id, msg.job.attempt)] = msg
+        elif isinstance(msg, Progress):
+            progress[(msg.job.id, msg.job.attempt)] = msg  # the latest report wins
+    # a report of an attempt that ended in this batch says nothing the end does not
+    reports = [
+        (p.job.tenant_id, json.dumps(job_progress(p.job, p.progress, p.message)))
+        for key, p in progress.items() if key not in finishes
+    ]
     if not starts and not finishes:
+        if reports:
+            await _retrying("Redis publish", redis.publish, reports)
         return
     # Coalesce: an attempt that started and finished in this batch is written once, finished.
     start_rows = [key for key in starts if key not in finishes]
@@ -111,6 +121,7 @@ async def record_batch(pg: PostgresStore, redis: RedisStore, batch: list[Any]) -
         for f in finishes.values()
     ]
     events = [(row["tenant_id"], json.dumps(job_update(row))) for row in started]
+    events += reports
     for row in finished:
         if (row["id"], row["attempts"]) in starts:
             # started and finished within this batch: written once, but the feed still hears

@@ -1,4 +1,5 @@
-"""The `sleep` job: waits delayMs, cancellably. Used for demos, tests and benchmarks."""
+"""The `sleep` job: waits delayMs, cancellably, reporting its progress when it waits a second or
+more. Used for demos, tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import trio
 
 from ..config import Config
 from ..model import Envelope
+from ..progress import report
 from . import FieldError, Handler, Registry
+
+PROGRESS_FROM_MS = 1000
+PROGRESS_STEP_S = 0.25
 
 
 def register(registry: Registry, config: Config) -> None:
@@ -24,7 +29,14 @@ def register(registry: Registry, config: Config) -> None:
 
     async def run(job: Envelope, payload: dict[str, Any]) -> Any:
         delay = payload["delayMs"]
-        if delay:
+        if delay >= PROGRESS_FROM_MS:
+            start = trio.current_time()
+            deadline = start + delay / 1000
+            while (now := trio.current_time()) < deadline:
+                elapsed_ms = int((now - start) * 1000)
+                report(100 * elapsed_ms / delay, f"{elapsed_ms} of {delay} ms")
+                await trio.sleep(min(deadline - now, PROGRESS_STEP_S))
+        elif delay:
             await trio.sleep(delay / 1000)
         else:
             await trio.lowlevel.checkpoint()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -15,13 +16,14 @@ import redis
 import trio
 
 from ..model import Envelope, NewJob
+from ..wire import job_created
 from .postgres import StoreUnavailable
 
 T = TypeVar("T")
 
 SCRIPTS = (
     "enqueue", "claim", "finish", "heartbeat", "reap", "promote", "reconcile", "lock", "admit",
-    "cancel",
+    "cancel", "publish", "feed",
 )
 EVENTS_MAXLEN = 100_000
 
@@ -31,8 +33,18 @@ def _envelopes(flat: Sequence[Any], start: int, width: int) -> list[tuple[Any, .
 
 
 class RedisStore:
-    def __init__(self, url: str, *, prefix: str, pool_size: int = 16) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str,
+        pool_size: int = 16,
+        feed_events: int = 10_000,
+        feed_seconds: float = 3_600.0,
+    ) -> None:
         self.prefix = prefix
+        # every script that emits job events takes the feeds' retention after the prefix
+        self._feed = [feed_events, int(feed_seconds * 1000)]
         pool = redis.BlockingConnectionPool.from_url(
             url,
             max_connections=pool_size,
@@ -81,9 +93,14 @@ class RedisStore:
         return len(getattr(self.client.connection_pool, "_connections", ()))
 
     async def enqueue(self, jobs: Sequence[NewJob]) -> int:
-        args: list[Any] = []
+        """Dispatch new jobs and publish their creation events (PENDING)."""
+        at = datetime.now(UTC)
+        args: list[Any] = [*self._feed]
         for j in jobs:
-            args += [j.id, j.tenant_id, j.type, json.dumps(j.payload), j.max_attempts, j.timeout_ms]
+            args += [
+                j.id, j.tenant_id, j.type, json.dumps(j.payload), j.max_attempts, j.timeout_ms,
+                json.dumps(job_created(j, at)),
+            ]
         return int(await self._script("enqueue", args))
 
     async def claim(
@@ -99,7 +116,7 @@ class RedisStore:
     async def finish(
         self, actions: Sequence[tuple[str, int, str, int]], events: Sequence[tuple[str, str]]
     ) -> None:
-        args: list[Any] = [len(actions)]
+        args: list[Any] = [*self._feed, len(actions)]
         for action in actions:
             args += list(action)
         for tenant, data in events:
@@ -121,16 +138,19 @@ class RedisStore:
         return str(await self._script("cancel", [job_id]))
 
     async def publish(self, events: Sequence[tuple[str, str]]) -> None:
-        """Append (tenant, event json) entries to the events stream, in one round trip."""
+        """Publish (tenant, event json) job events to the tenants' feeds, in one round trip."""
+        args: list[Any] = [*self._feed]
+        for tenant, data in events:
+            args += [tenant, data]
+        await self._script("publish", args)
 
-        def work() -> None:
-            with self.client.pipeline(transaction=False) as pipe:
-                for tenant, data in events:
-                    pipe.xadd(self.key("events"), {"t": tenant, "d": data},
-                              maxlen=EVENTS_MAXLEN, approximate=True)
-                pipe.execute()
-
-        await self._run(work)
+    async def read_feed(
+        self, tenant: str, after: str, count: int
+    ) -> tuple[str, list[tuple[str, str, str]]]:
+        """Up to count events of a tenant's feed after an id, as (id, event json, previous id),
+        and the feed's newest id ('0-0': none), read at one instant."""
+        flat = await self._script("feed", [tenant, after, count])
+        return str(flat[0]), [(str(i), str(d), str(v)) for i, d, v in _envelopes(flat, 1, 3)]
 
     async def reap(self, limit: int, *, lease_ms: int) -> list[tuple[str, Envelope]]:
         flat = await self._script("reap", [limit, lease_ms])

@@ -1,18 +1,22 @@
 """The WebSocket feed at /ws: the reference's protocol, behind authentication.
 
 Server → client: CONNECTED once the socket is authenticated, JOB_UPDATE per status change of a
-subscribed tenant's job, SUBSCRIBED / UNSUBSCRIBED acknowledgements, PONG, ERROR for a bad
-message (the socket stays open).
+subscribed tenant's job and JOB_PROGRESS per progress report (each with its eventId), SUBSCRIBED
+{lastEventId} / UNSUBSCRIBED acknowledgements, RESYNC when a resume is impossible, PING every
+CONVEYOR_WS_PING_SECONDS, PONG, ERROR for a bad message (the socket stays open).
 Client → server: AUTH {apiKey} (first message, when the upgrade carried no credentials),
-SUBSCRIBE {tenantId}, UNSUBSCRIBE {tenantId}, PING.
+SUBSCRIBE {tenantId, lastEventId?} (with lastEventId: every event after it first, then live;
+feed.py has the rules), UNSUBSCRIBE {tenantId}, PING, PONG.
 
 Authentication, when on, is one of: the upgrade's `Authorization: Bearer <key>` header; a
 single-use ticket from POST /ws/tickets in the query string (`/ws?ticket=...`, for browsers);
 or an AUTH message within AUTH_TIMEOUT_S of the upgrade. Nothing is sent before it succeeds, and a
 socket may subscribe to its own tenant only. Refusals before the upgrade are HTTP answers (403
 bad Origin, 401 bad credentials, 429 too many sockets); after it, close codes: 4401 not
-authenticated or key revoked, 1013 too many sockets, 1008 too slow, 1009 frame too big, 1001
-node draining. With auth off (loopback only), the reference's unauthenticated protocol.
+authenticated or key revoked, 4408 silent past the idle timeout, 1013 too many sockets or
+storage unavailable, 1008 its replies (PONG, ERROR) overflowed its queue, 1009 frame too big,
+1001 node draining. A client slower than its events is not closed: while its queue is full its
+events are dropped, and it catches up from the feed once it has read what it held. With auth off (loopback only), the reference's unauthenticated protocol.
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ import json
 import logging
 from typing import Any
 
+import attrs
 import trio
 from quart import Response, websocket
 from quart_trio import QuartTrio
 
-from .. import keys
-from ..actors.broadcaster import Connection, Subscriber
+from .. import feed, keys
+from ..actors.broadcaster import Connection, FeedEvent, Subscriber
 from ..auth import Principal, Unauthorized
 from ..node import Node
 from ..stores import StoreUnavailable
@@ -38,7 +43,9 @@ CLOSE_TIMEOUT_S = 2.0
 AUTH_TIMEOUT_S = 5.0
 TICKET_TTL_MS = 30_000
 UNAUTHENTICATED = 4401
+IDLE = 4408
 TRY_AGAIN_LATER = 1013
+CATCH_UP_PAGE = 500
 
 
 def _message(type_: str, **fields: Any) -> str:
@@ -97,6 +104,7 @@ def register(app: QuartTrio, node: Node) -> None:
                 await _serve(node, who, closer)
         finally:
             node.hub.detach(conn)
+        node.metrics.inc("conveyor_websocket_closed_total", code=str(closer.code))
         with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
             await websocket.close(closer.code, closer.reason)
         return None
@@ -161,23 +169,40 @@ async def _auth_message(node: Node, closer: _Closer) -> Principal | None:
     return None
 
 
+@attrs.frozen
+class _Subscribe:
+    """SUBSCRIBE, in the order of the connection's queue: position a cursor (at the client's
+    lastEventId, or at the feed's newest event) and acknowledge."""
+
+    tenant: str
+    after: str | None
+
+
+@attrs.frozen
+class _Unsubscribe:
+    tenant: str
+
+
 async def _serve(node: Node, who: Principal, closer: _Closer) -> None:
     tenants: set[str] = set()
     with closer.scope:
         sub = Subscriber(
             node.config.ws_send_queue,
-            lambda: closer(1008, "send queue full: client is not reading fast enough"),
+            lambda: closer(1008, "send queue full: client is not reading its messages"),
         )
+        heard = [trio.current_time()]  # when the client last sent anything
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_pump, sub)
+                nursery.start_soon(_pump, node, sub, closer)
                 nursery.start_soon(_close_on_drain, node, closer)
+                nursery.start_soon(_heartbeat, node, sub, closer, heard)
                 connected: dict[str, Any] = {"message": "Connected to job updates"}
                 if who.tenant is not None:
                     connected["tenantId"] = who.tenant
                 sub.offer(_message("CONNECTED", **connected))
                 while True:
                     raw = await websocket.receive()
+                    heard[0] = trio.current_time()
                     reply = _handle(raw, node, who, sub, tenants)
                     if reply is not None:
                         sub.offer(reply)
@@ -186,10 +211,80 @@ async def _serve(node: Node, who: Principal, closer: _Closer) -> None:
                 node.hub.unsubscribe(tenant, sub)
 
 
-async def _pump(sub: Subscriber) -> None:
+async def _pump(node: Node, sub: Subscriber, closer: _Closer) -> None:
+    """Send the connection's queue in order; the feed's cursors live here, one per tenant."""
+    cursors: dict[str, feed.Cursor] = {}
     async with sub.receive:
-        async for message in sub.receive:
-            await websocket.send(message)
+        try:
+            async for item in sub.receive:
+                if isinstance(item, str):
+                    await websocket.send(item)
+                elif isinstance(item, FeedEvent):
+                    cursor = cursors.get(item.tenant)
+                    if cursor is None:
+                        continue  # unsubscribed since
+                    verdict = cursor.verdict(item.id, item.prev)
+                    if verdict is feed.Verdict.SEND:
+                        await websocket.send(feed.with_id(item.id, item.data))
+                        cursor.last = item.id
+                    elif verdict is feed.Verdict.GAP:
+                        await _catch_up(node, item.tenant, cursor)
+                elif isinstance(item, _Subscribe):
+                    cursors[item.tenant] = await _position(node, item)
+                elif isinstance(item, _Unsubscribe):
+                    cursors.pop(item.tenant, None)
+                if sub.lagged and sub.drained():
+                    # events were dropped while the queue was full: read them from the feeds
+                    sub.lagged = False
+                    node.metrics.inc("conveyor_websocket_catch_ups_total")
+                    for tenant, cursor in list(cursors.items()):
+                        await _catch_up(node, tenant, cursor)
+        except StoreUnavailable:
+            closer(TRY_AGAIN_LATER, "storage unavailable: reconnect and resume from your lastEventId")
+
+
+async def _position(node: Node, item: _Subscribe) -> feed.Cursor:
+    if item.after is None:
+        head, _ = await node.redis.read_feed(item.tenant, feed.NONE, 0)
+        await websocket.send(_message("SUBSCRIBED", tenantId=item.tenant, lastEventId=head))
+        return feed.Cursor(head)
+    await websocket.send(_message("SUBSCRIBED", tenantId=item.tenant, lastEventId=item.after, resumed=True))
+    cursor = feed.Cursor(item.after)
+    await _catch_up(node, item.tenant, cursor)
+    return cursor
+
+
+async def _catch_up(node: Node, tenant: str, cursor: feed.Cursor) -> None:
+    """Send the feed's events after the cursor, a page per read, or RESYNC when some are gone."""
+    while True:
+        head, entries = await node.redis.read_feed(tenant, cursor.last, CATCH_UP_PAGE)
+        whole = feed.catch_up(cursor.last, head, entries)
+        if whole is None:
+            await websocket.send(_message(
+                "RESYNC", tenantId=tenant, lastEventId=head,
+                error="events after your lastEventId are no longer kept: reload through the "
+                      "REST API, then go on from lastEventId",
+            ))
+            cursor.last = head
+            return
+        for event_id, data, _prev in whole:
+            await websocket.send(feed.with_id(event_id, data))
+            cursor.last = event_id
+        if len(entries) < CATCH_UP_PAGE:
+            return
+
+
+async def _heartbeat(node: Node, sub: Subscriber, closer: _Closer, heard: list[float]) -> None:
+    """PING the client every interval; close a socket that has sent nothing for the idle timeout
+    (a client answers PING with PONG)."""
+    interval = node.config.ws_ping_seconds
+    idle = node.config.ws_idle_timeout_seconds
+    while True:
+        await trio.sleep(min(interval, idle) if idle > 0 else interval)
+        if idle > 0 and trio.current_time() - heard[0] > idle:
+            closer(IDLE, f"nothing heard from the client for {idle:g} s: answer PING with PONG")
+            return
+        sub.offer(_message("PING"))
 
 
 async def _close_on_drain(node: Node, closer: _Closer) -> None:
@@ -209,6 +304,8 @@ def _handle(
     kind = msg.get("type")
     if kind == "PING":
         return _message("PONG")
+    if kind == "PONG":
+        return None
     if kind == "AUTH":
         return _message("ERROR", error="already authenticated")
     if kind in ("SUBSCRIBE", "UNSUBSCRIBE"):
@@ -222,12 +319,17 @@ def _handle(
         if kind == "UNSUBSCRIBE":
             tenants.discard(tenant)
             node.hub.unsubscribe(tenant, sub)
+            sub.offer(_Unsubscribe(tenant))
             return _message("UNSUBSCRIBED", tenantId=tenant)
+        after = msg.get("lastEventId")
+        if after is not None and feed.parse_id(after) is None:
+            return _message("ERROR", error="lastEventId must be an eventId the feed sent, like \"1732950000000-0\"")
         if tenant not in tenants and len(tenants) >= MAX_SUBSCRIPTIONS:
             return _message("ERROR", error=f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection")
         tenants.add(tenant)
-        node.hub.subscribe(tenant, sub)
-        return _message("SUBSCRIBED", tenantId=tenant)
+        node.hub.subscribe(tenant, sub)  # live events queue up behind the marker
+        sub.offer(_Subscribe(tenant, after))
+        return None  # the pump acknowledges, once the cursor is placed
     return _message(
-        "ERROR", error=f"unknown message type {kind!r}; expected SUBSCRIBE, UNSUBSCRIBE or PING"
+        "ERROR", error=f"unknown message type {kind!r}; expected SUBSCRIBE, UNSUBSCRIBE, PING or PONG"
     )

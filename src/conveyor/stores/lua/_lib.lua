@@ -2,7 +2,8 @@
 -- Keys: <p>:job:<id> envelope hash, <p>:q:<tenant> ready list, <p>:ring / <p>:ringset tenants
 -- with ready work, <p>:delayed zset, <p>:leases zset, <p>:wake list, <p>:events stream,
 -- <p>:running:<tenant> set of the tenant's leased jobs, <p>:maxrun hash tenant -> running cap,
--- <p>:queued hash tenant -> unfinished jobs (envelopes), <p>:bucket:<tenant> submit rate bucket.
+-- <p>:queued hash tenant -> unfinished jobs (envelopes), <p>:bucket:<tenant> submit rate bucket,
+-- <p>:feed:<tenant> the tenant's retained job events, <p>:feedhead:<tenant> its newest event id.
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -46,4 +47,19 @@ local function wake(p, n)
     for _ = 1, math.min(n, 8) do redis.call('LPUSH', p .. ':wake', 1) end
     redis.call('LTRIM', p .. ':wake', 0, 63)
   end
+end
+
+-- Append a job event to its tenant's feed, the log kept for clients that resume (about feed_max
+-- entries, none older than feed_ms, dropped whole after feed_ms without events), and to the
+-- events stream that every node reads live. Each entry names the event before it in the feed
+-- (field v), so that a reader can prove it missed none. Returns the event's id.
+local function emit(p, tenant, data, feed_max, feed_ms, now)
+  local feed, head = p .. ':feed:' .. tenant, p .. ':feedhead:' .. tenant
+  local prev = redis.call('GET', head) or '0-0'
+  local id = redis.call('XADD', feed, 'MAXLEN', '~', feed_max, '*', 'd', data, 'v', prev)
+  redis.call('XTRIM', feed, 'MINID', '~', now - feed_ms)
+  redis.call('SET', head, id, 'PX', feed_ms)
+  redis.call('PEXPIRE', feed, feed_ms)
+  redis.call('XADD', p .. ':events', 'MAXLEN', '~', 100000, '*', 't', tenant, 'd', data, 'i', id, 'v', prev)
+  return id
 end

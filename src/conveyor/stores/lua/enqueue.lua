@@ -1,14 +1,18 @@
--- Dispatch new jobs: write each envelope and push it to its tenant's ready queue.
--- ARGV: prefix, then groups of 6: id, tenant, type, payload json, max_attempts, timeout_ms.
+-- Dispatch new jobs: write each envelope, push it to its tenant's ready queue, and publish its
+-- creation event (PENDING).
+-- ARGV: prefix, feed_max, feed_ms, then groups of 7: id, tenant, type, payload json,
+-- max_attempts, timeout_ms, event json.
 -- A job whose envelope already exists is already dispatched and is skipped.
-local p = ARGV[1]
+local p, feed_max, feed_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local now = now_ms()
 local count = 0
-for i = 2, #ARGV, 6 do
+for i = 4, #ARGV, 7 do
   local id, tenant = ARGV[i], ARGV[i + 1]
   local env = p .. ':job:' .. id
   if redis.call('EXISTS', env) == 0 then
     create_envelope(p, id, tenant, ARGV[i + 2], ARGV[i + 3], 0, ARGV[i + 4], ARGV[i + 5])
     push_ready(p, tenant, id)
+    emit(p, tenant, ARGV[i + 6], feed_max, feed_ms, now)
     count = count + 1
   end
 end

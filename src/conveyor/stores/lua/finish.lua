@@ -1,12 +1,13 @@
 -- Apply recorded outcomes in Redis, fenced by attempt, and publish their events.
--- ARGV: prefix, n, then n groups of 4: id, attempt, action, delay_ms; then groups of 2: tenant, event json.
+-- ARGV: prefix, feed_max, feed_ms, n, then n groups of 4: id, attempt, action, delay_ms; then
+-- groups of 2: tenant, event json.
 -- Actions: done (drop lease and envelope), retry (to the delayed set), handback (to ready,
 -- attempt not counted), none. An action on an attempt that is not the envelope's is ignored.
-local p, n = ARGV[1], tonumber(ARGV[2])
+local p, feed_max, feed_ms, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
 local to_wake = 0
-local last = 2 + 4 * n
-for i = 3, last, 4 do
+local last = 4 + 4 * n
+for i = 5, last, 4 do
   local id, attempt, action = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local env = p .. ':job:' .. id
   local h = redis.call('HMGET', env, 'a', 't')
@@ -30,6 +31,6 @@ for i = 3, last, 4 do
 end
 wake(p, to_wake)
 for i = last + 1, #ARGV, 2 do
-  redis.call('XADD', p .. ':events', 'MAXLEN', '~', 100000, '*', 't', ARGV[i], 'd', ARGV[i + 1])
+  emit(p, ARGV[i], ARGV[i + 1], feed_max, feed_ms, now)
 end
 return 1

@@ -1,0 +1,206 @@
+"""Resumable feeds: every event has an id in its tenant's feed; a client that comes back with the
+last id it saw gets exactly what it missed, or RESYNC when that is no longer kept. Slow clients,
+heartbeats and progress events."""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+import httpx
+import trio
+from trio_websocket import ConnectionClosed, open_websocket_url
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Request, TextMessage
+
+from conveyor import feed
+from conveyor.node import Node
+from tests.helpers import base_url, wait_until
+from tests.integration.test_websocket import next_message, ws_url
+
+
+def marker(tenant: str, n: int, pad: int = 0) -> tuple[str, str]:
+    """An event of our own, numbered, published the way cancel/retry/progress events are."""
+    data = {"type": "JOB_PROGRESS", "jobId": f"job-{n}", "tenantId": tenant, "attempts": 1,
+            "progress": 0, "message": str(n) + "x" * pad}
+    return tenant, json.dumps(data)
+
+
+async def publish(node: Node, tenant: str, numbers: range, pad: int = 0) -> None:
+    for start in range(numbers.start, numbers.stop, 100):
+        await node.redis.publish([marker(tenant, n, pad) for n in range(start, min(start + 100, numbers.stop))])
+
+
+async def subscribe(ws: Any, tenant: str, after: str | None = None) -> dict[str, Any]:
+    assert (await next_message(ws))["type"] == "CONNECTED"
+    msg: dict[str, Any] = {"type": "SUBSCRIBE", "tenantId": tenant}
+    if after is not None:
+        msg["lastEventId"] = after
+    await ws.send_message(json.dumps(msg))
+    ack = await next_message(ws)
+    assert ack["type"] == "SUBSCRIBED" and ack["tenantId"] == tenant, ack
+    return ack
+
+
+async def events(ws: Any, count: int) -> list[dict[str, Any]]:
+    got = []
+    while len(got) < count:
+        msg = await next_message(ws)
+        if msg["type"] != "PING":
+            got.append(msg)
+    return got
+
+
+async def test_a_client_that_comes_back_gets_exactly_what_it_missed(node: Node, tenant: str) -> None:
+    with trio.fail_after(30):
+        async with open_websocket_url(ws_url(node)) as ws:
+            ack = await subscribe(ws, tenant)
+            before_any = ack["lastEventId"]
+            await publish(node, tenant, range(0, 1))
+            (first,) = await events(ws, 1)
+            assert first["message"] == "0" and feed.parse_id(first["eventId"])
+        # away: 500 events happen
+        await publish(node, tenant, range(1, 501))
+        async with open_websocket_url(ws_url(node)) as ws:
+            ack = await subscribe(ws, tenant, after=first["eventId"])
+            assert ack["resumed"] is True and ack["lastEventId"] == first["eventId"]
+            missed = await events(ws, 500)
+            assert [m["message"] for m in missed] == [str(n) for n in range(1, 501)]  # all, in order
+            ids = [feed.parse_id(m["eventId"]) for m in missed]
+            assert ids == sorted(set(ids)) and ids[0] > feed.parse_id(first["eventId"])  # type: ignore[operator]
+            # then the live stream, with nothing repeated in between
+            await publish(node, tenant, range(501, 502))
+            (live,) = await events(ws, 1)
+            assert live["message"] == "501"
+        # the id of SUBSCRIBED, before any event was seen, resumes from there
+        async with open_websocket_url(ws_url(node)) as ws:
+            await subscribe(ws, tenant, after=before_any)
+            everything = await events(ws, 502)
+            assert [m["message"] for m in everything] == [str(n) for n in range(502)]
+
+
+async def test_a_client_too_far_behind_is_told_to_resync(start_node: Any, tenant: str) -> None:
+    node = await start_node(feed_retention_events=10)
+    with trio.fail_after(30):
+        async with open_websocket_url(ws_url(node)) as ws:
+            await subscribe(ws, tenant)
+            await publish(node, tenant, range(0, 1))
+            (first,) = await events(ws, 1)
+        await publish(node, tenant, range(1, 1001))  # the feed keeps about 10 (whole blocks)
+        kept = len((await node.redis.read_feed(tenant, feed.NONE, 5000))[1])
+        assert kept < 1000
+        for n, stale in enumerate((first["eventId"], "99999999999999-0")):  # trimmed; never sent
+            head, _ = await node.redis.read_feed(tenant, feed.NONE, 0)
+            async with open_websocket_url(ws_url(node)) as ws:
+                await subscribe(ws, tenant, after=stale)
+                (resync,) = await events(ws, 1)
+                assert resync["type"] == "RESYNC" and resync["lastEventId"] == head, resync
+                assert "REST API" in resync["error"]
+                # and from there on, the live stream
+                await publish(node, tenant, range(1001 + n, 1002 + n))
+                (live,) = await events(ws, 1)
+                assert live["message"] == str(1001 + n)
+
+
+async def test_a_bad_last_event_id_is_an_error(node: Node, tenant: str) -> None:
+    with trio.fail_after(10):
+        async with open_websocket_url(ws_url(node)) as ws:
+            assert (await next_message(ws))["type"] == "CONNECTED"
+            for bad in ("yesterday", 12, "1-2-3", ""):
+                await ws.send_message(json.dumps({"type": "SUBSCRIBE", "tenantId": tenant, "lastEventId": bad}))
+                msg = await next_message(ws)
+                assert msg["type"] == "ERROR" and "lastEventId" in msg["error"], (bad, msg)
+
+
+async def stalled_client(node: Node, tenant: str) -> trio.socket.SocketType:
+    """A WebSocket client that subscribes and then never reads again, with a small receive
+    buffer (loopback would otherwise autotune it up to tens of MiB)."""
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    await sock.connect(("127.0.0.1", node.config.port or int(base_url(node).rsplit(":", 1)[1])))
+    ws = WSConnection(ConnectionType.CLIENT)
+    await sock.send(ws.send(Request(host="127.0.0.1", target="/ws")))
+    accepted = False
+    while not accepted:
+        ws.receive_data(await sock.recv(4096))
+        accepted = any(isinstance(e, AcceptConnection) for e in ws.events())
+    await sock.send(ws.send(TextMessage(json.dumps({"type": "SUBSCRIBE", "tenantId": tenant}))))
+    return sock
+
+
+async def test_a_stalled_client_does_not_delay_the_others(start_node: Any, tenant: str) -> None:
+    node = await start_node(ws_send_queue=16)
+    count = 2000
+    with trio.fail_after(60):
+        stalled = await stalled_client(node, tenant)
+        with stalled:
+            await wait_until(lambda: node.hub.subscriptions() == 1)
+            async with open_websocket_url(ws_url(node)) as reader:
+                await subscribe(reader, tenant)
+                async with trio.open_nursery() as nursery:
+                    # 2000 events of 8 KiB: far more than the stalled socket can hold
+                    nursery.start_soon(publish, node, tenant, range(count), 8192)
+                    got = await events(reader, count)
+                assert [m["message"][: len(str(n))] for m, n in zip(got, range(count), strict=True)] == [
+                    str(n) for n in range(count)
+                ]
+                # what the node holds for the stalled one stays bounded: its queue is full and
+                # it is marked lagged, so further events are dropped for it, to be read from the
+                # feed if it ever reads again
+                (slow,) = [sub for sub in node.hub.subscribers(tenant) if sub.lagged]
+                assert slow.receive.statistics().current_buffer_used <= 16
+
+
+async def test_the_node_pings_and_closes_silent_sockets(start_node: Any, tenant: str) -> None:
+    node = await start_node(ws_ping_seconds=0.2, ws_idle_timeout_seconds=1.0)
+    with trio.fail_after(20):
+        async with (
+            open_websocket_url(ws_url(node)) as answering,
+            open_websocket_url(ws_url(node)) as silent,
+        ):
+            assert (await next_message(answering))["type"] == "CONNECTED"
+            pings = 0
+            with trio.move_on_after(2.5):  # more than twice the idle timeout
+                while True:
+                    msg = await next_message(answering)
+                    if msg["type"] == "PING":
+                        pings += 1
+                        await answering.send_message(json.dumps({"type": "PONG"}))
+            assert pings >= 5
+            await answering.send_message(json.dumps({"type": "PING"}))
+            while (msg := await next_message(answering))["type"] == "PING":
+                pass
+            assert msg == {"type": "PONG"}  # still open
+            try:
+                while True:
+                    await silent.get_message()
+            except ConnectionClosed as exc:
+                assert exc.reason is not None and exc.reason.code == 4408
+                assert "PONG" in (exc.reason.reason or "")
+
+
+async def test_a_running_job_reports_progress_throttled(start_node: Any, tenant: str) -> None:
+    node = await start_node(progress_interval_ms=400)
+    with trio.fail_after(20):
+        async with open_websocket_url(ws_url(node)) as ws:
+            await subscribe(ws, tenant)
+            async with httpx.AsyncClient(base_url=base_url(node)) as client:
+                r = await client.post("/jobs", json={"tenantId": tenant, "type": "sleep", "payload": {"delayMs": 2000}})
+                job_id = r.json()["jobId"]
+            seen = []
+            while True:
+                msg = await next_message(ws)
+                if msg.get("jobId") == job_id:
+                    seen.append(msg)
+                    if msg.get("status") == "COMPLETED":
+                        break
+    kinds = [m["type"] if m["type"] == "JOB_PROGRESS" else m["status"] for m in seen]
+    assert kinds[:2] == ["PENDING", "RUNNING"] and kinds[-1] == "COMPLETED"
+    reports = [m for m in seen if m["type"] == "JOB_PROGRESS"]
+    # the sleep job reports every 250 ms (8 times in 2 s); at most one per 400 ms goes out
+    assert 3 <= len(reports) <= 6, kinds
+    assert kinds[2:-1] == ["JOB_PROGRESS"] * len(reports)
+    progress = [m["progress"] for m in reports]
+    assert progress == sorted(progress) and 0 <= progress[0] < progress[-1] < 100
+    assert reports[-1]["message"].endswith("of 2000 ms") and reports[-1]["attempts"] == 1
