@@ -49,17 +49,30 @@ local function wake(p, n)
   end
 end
 
--- Append a job event to its tenant's feed, the log kept for clients that resume (about feed_max
--- entries, none older than feed_ms, dropped whole after feed_ms without events), and to the
--- events stream that every node reads live. Each entry names the event before it in the feed
--- (field v), so that a reader can prove it missed none. Returns the event's id.
-local function emit(p, tenant, data, feed_max, feed_ms, now)
-  local feed, head = p .. ':feed:' .. tenant, p .. ':feedhead:' .. tenant
-  local prev = redis.call('GET', head) or '0-0'
-  local id = redis.call('XADD', feed, 'MAXLEN', '~', feed_max, '*', 'd', data, 'v', prev)
-  redis.call('XTRIM', feed, 'MINID', '~', now - feed_ms)
-  redis.call('SET', head, id, 'PX', feed_ms)
-  redis.call('PEXPIRE', feed, feed_ms)
-  redis.call('XADD', p .. ':events', 'MAXLEN', '~', 100000, '*', 't', tenant, 'd', data, 'i', id, 'v', prev)
+-- Job events. Each goes to its tenant's feed, the log kept for clients that resume (about
+-- feed_max entries, none older than feed_ms, dropped whole after feed_ms without events), and to
+-- the events stream that every node reads live. Each entry names the event before it in the feed
+-- (field v), so that a reader can prove it missed none. A script calls emit per event, then
+-- close_feeds once: the feed's head, expiry and age trim are written once per tenant per call.
+local feeds = {}
+
+local function emit(p, tenant, data, feed_max)
+  local f = feeds[tenant]
+  if not f then
+    f = {prev = redis.call('GET', p .. ':feedhead:' .. tenant) or '0-0'}
+    feeds[tenant] = f
+  end
+  local id = redis.call('XADD', p .. ':feed:' .. tenant, 'MAXLEN', '~', feed_max, '*', 'd', data, 'v', f.prev)
+  redis.call('XADD', p .. ':events', 'MAXLEN', '~', 100000, '*', 't', tenant, 'd', data, 'i', id, 'v', f.prev)
+  f.prev = id
   return id
+end
+
+local function close_feeds(p, feed_ms, now)
+  for tenant, f in pairs(feeds) do
+    local feed = p .. ':feed:' .. tenant
+    redis.call('SET', p .. ':feedhead:' .. tenant, f.prev, 'PX', feed_ms)
+    redis.call('PEXPIRE', feed, feed_ms)
+    redis.call('XTRIM', feed, 'MINID', '~', now - feed_ms)
+  end
 end

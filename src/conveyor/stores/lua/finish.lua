@@ -31,6 +31,7 @@ for i = 5, last, 4 do
 end
 wake(p, to_wake)
 for i = last + 1, #ARGV, 2 do
-  emit(p, ARGV[i], ARGV[i + 1], feed_max, feed_ms, now)
+  emit(p, ARGV[i], ARGV[i + 1], feed_max)
 end
+close_feeds(p, feed_ms, now)
 return 1
