@@ -1,5 +1,6 @@
 """The `conveyor` command: `serve` runs a node, `migrate` applies the schema, `tenants` and
-`keys` manage tenants and their API keys (JSON on stdout; a new key is shown once).
+`keys` manage tenants and their API keys (JSON on stdout; a new key is shown once), `watch`
+tails a tenant's feed.
 
 Signals: the first SIGINT/SIGTERM drains the node (exit 0), a second one cancels at once.
 Invalid configuration prints one line naming the setting and exits with code 2.
@@ -18,7 +19,7 @@ import psycopg
 import trio
 
 from . import config as config_mod
-from . import tenants
+from . import feed, tenants, watch
 from .limits import FIELDS
 from .node import run_node
 from .stores import PostgresStore, StoreUnavailable
@@ -83,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--host", help="address to bind (default 127.0.0.1, or CONVEYOR_HOST)")
     serve_p.add_argument("--port", type=int, help="port to bind (default 3000, or CONVEYOR_PORT)")
     sub.add_parser("migrate", help="apply pending database migrations and exit")
+    watch_p = sub.add_parser(
+        "watch", help="tail a tenant's live feed, resuming across reconnects (key: CONVEYOR_API_KEY)"
+    )
+    watch_p.add_argument("--url", default="http://127.0.0.1:3000", help="a node, or nginx in front of the nodes")
+    watch_p.add_argument("--tenant", help="the tenant (default: the API key's; required when auth is off)")
+    watch_p.add_argument("--from", dest="after", help="start after this eventId (default: from now)")
+    watch_p.add_argument("--json", action="store_true", help="print each event as one JSON line")
 
     tenants_p = sub.add_parser("tenants", help="create, list and set limits of tenants")
     tenant_actions = tenants_p.add_subparsers(dest="action", required=True)
@@ -108,6 +116,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "watch":  # a client: needs no database or node settings
+        if args.after is not None and feed.parse_id(args.after) is None:
+            print("conveyor: --from must be an eventId like 1732950000000-0", file=sys.stderr)
+            return 2
+        key = os.environ.get("CONVEYOR_API_KEY") or None
+        return watch.main(args.url, args.tenant, args.after, args.json, key)
 
     logging.basicConfig(
         level=os.environ.get("CONVEYOR_LOG_LEVEL", "INFO").upper(),

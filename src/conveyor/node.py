@@ -35,6 +35,7 @@ from .handlers import Registry, build_registry
 from .limits import Limited
 from .metrics import Metrics
 from .model import Envelope, Flush, NewJob
+from .progress import Flusher
 from .stores import PostgresStore, RedisStore, StoreUnavailable
 from .stores.postgres import IdempotencyKey, migrate_sync
 from .supervision import ChildSpec, Restart, Strategy, Supervisor
@@ -250,10 +251,12 @@ async def _serve(
 
     async def executors(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            flusher = Flusher(records_send.clone(), config.progress_interval_ms / 1000)
+            await nursery.start(flusher.run)
             for _ in range(config.concurrency):
                 await nursery.start(
                     run_executor, jobs_recv.clone(), records_send.clone(), node.pool,
-                    node.registry, config, node.metrics,
+                    node.registry, config, node.metrics, flusher,
                 )
             task_status.started()
 

@@ -1,8 +1,9 @@
 """Progress reports from a running handler: `report(percent, message)`.
 
 A handler calls `conveyor.progress.report(40, "resized 4 of 10")` from its own task, or from a
-thread it runs with trio.to_thread; outside a job it does nothing. Reports are throttled per job:
-the first goes out at once, then at most one per CONVEYOR_PROGRESS_INTERVAL_MS, always the latest.
+thread it runs with trio.to_thread; outside a job it does nothing. Reports are throttled: the
+node's Flusher sends the latest report of each running attempt at most once per
+CONVEYOR_PROGRESS_INTERVAL_MS, and drops an attempt's unsent report when it ends.
 They become JOB_PROGRESS events on the tenant's feed. Progress is advisory: a report the recorder
 has no room for is skipped (a later one, or the job's end, follows), never waited for.
 """
@@ -42,34 +43,50 @@ def report(progress: float, message: str = "") -> None:
 
 
 class Reporter:
-    """One attempt's reports: keeps the latest, and sends it to the recorder, throttled."""
+    """One attempt's reports: the latest is kept for the node's Flusher."""
 
-    def __init__(self, job: Envelope, records: trio.MemorySendChannel[Any], interval_s: float) -> None:
+    def __init__(self, job: Envelope, flusher: Flusher) -> None:
         self.job = job
-        self.records = records
-        self.interval_s = interval_s
-        self.latest: tuple[float, str] | None = None
-        self.dirty = trio.Event()
+        self.flusher = flusher
 
     def set(self, progress: float, message: str) -> None:
-        self.latest = (progress, message)
-        self.dirty.set()
-
-    async def run(self) -> None:
-        while True:
-            await self.dirty.wait()
-            self.dirty = trio.Event()
-            assert self.latest is not None
-            try:
-                self.records.send_nowait(Progress(self.job, *self.latest))
-            except trio.WouldBlock:
-                pass  # advisory: skipped while the recorder is behind
-            await trio.sleep(self.interval_s)
+        self.flusher.pending[(self.job.id, self.job.attempt)] = Progress(self.job, progress, message)
+        self.flusher.wake.set()
 
     def activate(self) -> Any:
         """Make this the current job's reporter (in this task and the threads it starts)."""
         return _current.set(self)
 
-    @staticmethod
-    def deactivate(token: Any) -> None:
+    def deactivate(self, token: Any) -> None:
+        """The attempt is over: forget it, and any report of it not sent yet."""
         _current.reset(token)
+        self.flusher.pending.pop((self.job.id, self.job.attempt), None)
+
+
+class Flusher:
+    """The node's progress reports on their way to the recorder: at most one per attempt per
+    interval, the latest. One task for the whole node, so that a job that reports nothing costs
+    nothing."""
+
+    def __init__(self, records: trio.MemorySendChannel[Any], interval_s: float) -> None:
+        self.records = records
+        self.interval_s = interval_s
+        self.pending: dict[tuple[str, int], Progress] = {}
+        self.wake = trio.Event()
+
+    def reporter(self, job: Envelope) -> Reporter:
+        return Reporter(job, self)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        async with self.records:
+            while True:
+                await self.wake.wait()
+                self.wake = trio.Event()
+                reports, self.pending = list(self.pending.values()), {}
+                for report in reports:
+                    try:
+                        self.records.send_nowait(report)
+                    except trio.WouldBlock:
+                        pass  # advisory: skipped while the recorder is behind
+                await trio.sleep(self.interval_s)

@@ -13,6 +13,7 @@ from conveyor.config import Config
 from conveyor.handlers import FieldError, Handler, JobFailed, Registry
 from conveyor.metrics import Metrics
 from conveyor.model import Envelope, Finished, Outcome, Started
+from conveyor.progress import Flusher
 
 CONFIG = Config(backoff_base_ms=1000, backoff_cap_ms=60_000)
 
@@ -45,7 +46,7 @@ def job(do: str, attempt: int = 1, max_attempts: int = 3, timeout_ms: int = 5000
 
 async def run_one(envelope: Envelope, pool: ExecutorPool | None = None) -> tuple[list[Any], Finished]:
     send, recv = trio.open_memory_channel[Any](10)
-    finished = await execute(envelope, send, pool or ExecutorPool(1), registry(), CONFIG, Metrics())
+    finished = await execute(envelope, send, pool or ExecutorPool(1), registry(), CONFIG, Metrics(), Flusher(send, 1.0))
     return [m for m in iter(lambda: _nowait(recv), None)], finished
 
 
@@ -92,7 +93,7 @@ async def test_timeout_ends_the_attempt(autojump_clock: Any) -> None:
 async def test_unknown_type_fails_and_is_retried(autojump_clock: Any) -> None:
     envelope = Envelope("x", "tenant", "nope", {}, 1, 3, 1000)
     send, _recv = trio.open_memory_channel[Any](10)
-    finished = await execute(envelope, send, ExecutorPool(1), registry(), CONFIG, Metrics())
+    finished = await execute(envelope, send, ExecutorPool(1), registry(), CONFIG, Metrics(), Flusher(send, 1.0))
     assert finished.outcome is Outcome.RETRY and "no handler" in finished.error
 
 
@@ -128,7 +129,10 @@ async def test_an_executor_cancelled_mid_job_lets_the_lease_expire(autojump_cloc
     assert await pool.take_slots(1) == 1
     pool.leases[envelope.id] = envelope.attempt
     async with trio.open_nursery() as nursery:
-        await nursery.start(run_executor, jobs_recv, records_send, pool, registry(), CONFIG, Metrics())
+        await nursery.start(
+            run_executor, jobs_recv, records_send, pool, registry(), CONFIG, Metrics(),
+            Flusher(records_send, 1.0),
+        )
         await jobs_send.send(envelope)
         await trio.testing.wait_all_tasks_blocked()
         assert pool.running_count() == 1

@@ -12,14 +12,13 @@ import random
 from typing import Any
 
 import trio
-from outcome import acapture
 
 from .. import rules
 from ..config import Config
 from ..handlers import JobFailed, Registry
 from ..metrics import Metrics
 from ..model import Envelope, Finished, Outcome, Started
-from ..progress import Reporter
+from ..progress import Flusher
 from .pool import CancelReason, ExecutorPool
 
 log = logging.getLogger(__name__)
@@ -34,6 +33,7 @@ async def run_executor(
     registry: Registry,
     config: Config,
     metrics: Metrics,
+    flusher: Flusher,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -42,7 +42,7 @@ async def run_executor(
         async for job in jobs:
             delivered = False
             try:
-                finished = await execute(job, records, pool, registry, config, metrics)
+                finished = await execute(job, records, pool, registry, config, metrics, flusher)
                 await records.send(finished)
                 delivered = True
                 metrics.inc("conveyor_jobs_finished_total", outcome=finished.outcome.value)
@@ -61,6 +61,7 @@ async def execute(
     registry: Registry,
     config: Config,
     metrics: Metrics,
+    flusher: Flusher,
 ) -> Finished:
     if pool.handing_back:
         return Finished(job, Outcome.HANDBACK)
@@ -76,17 +77,12 @@ async def execute(
         try:
             if handler is None:
                 raise JobFailed(f"no handler for job type {job.type!r} on this node")
-            reporter = Reporter(job, records, config.progress_interval_ms / 1000)
+            reporter = flusher.reporter(job)
             token = reporter.activate()
             try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(reporter.run)
-                    # captured, so that the handler's exception is not wrapped in the nursery's group
-                    ran = await acapture(handler.run, job, job.payload)
-                    nursery.cancel_scope.cancel()
+                result = await handler.run(job, job.payload)
             finally:
                 reporter.deactivate(token)
-            result = ran.unwrap()
             json.dumps(result)  # a result that cannot be stored is the handler's failure
         except JobFailed as exc:
             error, retryable = str(exc), exc.retryable
