@@ -57,7 +57,7 @@ async def test_a_node_stalled_beyond_its_lease_cannot_record_late_outcomes(
         # and its recorder has dealt with every outcome (it lets go of a lease once it has)
         async with httpx.AsyncClient(base_url=stalled.url, timeout=10) as client:
             await wait_until(lambda: gauge(client, "conveyor_leases_held", 0), interval=0.1)
-        events = await trio.to_thread.run_sync(terminal_events, cluster)
+        events = await trio.to_thread.run_sync(terminal_events, cluster, tenant)
         assert healthy.proc is not None
     assert set(statuses) == set(ids) and set(statuses.values()) == {"COMPLETED"}
     # every job ran on both nodes, and still exactly one terminal transition each
@@ -65,19 +65,19 @@ async def test_a_node_stalled_beyond_its_lease_cannot_record_late_outcomes(
     assert Counter(events) == {job: 1 for job in ids}
 
 
-def terminal_events(cluster: Cluster) -> list[str]:
+def terminal_events(cluster: Cluster, tenant: str) -> list[str]:
     import json
 
     client = cluster.redis()
     try:
-        entries = client.xrange(f"{cluster.config.redis_prefix}:events")
+        entries = client.xrange(f"{cluster.config.redis_prefix}:feed:{tenant}")
     finally:
         client.close()
     out = []
     for _, fields in entries:
         if "d" in fields:
             event = json.loads(fields["d"])
-            if event["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
+            if event.get("status") in ("COMPLETED", "FAILED", "CANCELLED"):
                 out.append(event["jobId"])
     return out
 

@@ -145,6 +145,12 @@ async def test_a_stalled_client_does_not_delay_the_others(start_node: Any, tenan
                 assert [m["message"][: len(str(n))] for m, n in zip(got, range(count), strict=True)] == [
                     str(n) for n in range(count)
                 ]
+                # and the live stream goes on for the reader
+                await publish(node, tenant, range(count, count + 100))
+                more = await events(reader, 100)
+                assert [m["message"][: len(str(n))] for m, n in zip(more, range(count, count + 100), strict=True)] == [
+                    str(n) for n in range(count, count + 100)
+                ]
                 # what the node holds for the stalled one stays bounded: its queue is full and
                 # it is marked lagged, so further events are dropped for it, to be read from the
                 # feed if it ever reads again

@@ -68,8 +68,8 @@ async def reclaim_elsewhere(pg: PostgresStore, redis: RedisStore, job_id: str) -
     return second
 
 
-async def events_for(redis: RedisStore, job_id: str) -> list[dict[str, Any]]:
-    entries = await trio.to_thread.run_sync(lambda: redis.client.xrange(redis.key("events")))
+async def events_for(redis: RedisStore, tenant: str, job_id: str) -> list[dict[str, Any]]:
+    entries = await trio.to_thread.run_sync(lambda: redis.client.xrange(redis.key("feed", tenant)))
     return [m for m in (json.loads(f["d"]) for _, f in entries) if m["jobId"] == job_id]
 
 
@@ -90,7 +90,7 @@ async def test_a_stale_attempt_cannot_record_its_outcome(stores: Any, tenant: st
         await record_batch(pg, redis, [Finished(second, Outcome.COMPLETED, result={"by": "y"})])
         row = await pg.get_job(job.id)
         assert (row["status"], row["attempts"], row["result"]) == ("COMPLETED", 2, {"by": "y"})
-        statuses = [e["status"] for e in await events_for(redis, job.id)]
+        statuses = [e["status"] for e in await events_for(redis, tenant, job.id)]
         assert statuses == ["PENDING", "RUNNING", "PENDING", "RUNNING", "COMPLETED"]
         # nothing of the job is left in Redis
         assert await leftovers(redis, job.id, "leases") == (0, None)
@@ -108,7 +108,7 @@ async def test_stale_outcome_first_means_exactly_one_terminal_transition(stores:
         await record_batch(pg, redis, [Finished(second, Outcome.RETRY, error="late", delay_ms=10)])
         row = await pg.get_job(job.id)
         assert (row["status"], row["attempts"], row["result"]) == ("COMPLETED", 1, {"by": "x"})
-        terminal = [e for e in await events_for(redis, job.id) if e["status"] in ("COMPLETED", "FAILED")]
+        terminal = [e for e in await events_for(redis, tenant, job.id) if e["status"] in ("COMPLETED", "FAILED")]
         assert len(terminal) == 1
         # Y's refused retry did not put the job back into Redis
         assert await leftovers(redis, job.id, "delayed") == (0, None)

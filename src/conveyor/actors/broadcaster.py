@@ -1,9 +1,10 @@
 """The broadcaster: job events from Redis to this node's WebSocket subscribers.
 
-One blocking XREAD loop per node reads every tenant's live events and offers each to the local
-connections subscribed to that tenant; control entries (a job's cancellation) go to `control`.
-An event carries its id in its tenant's feed and the id before it, so that a connection can tell
-a missed event and catch up from the feed (feed.py). An offer never blocks: a connection whose
+One blocking XREAD loop per node reads the feeds of the tenants that have subscribers on this
+node, and offers each event to those connections; control entries (a job's cancellation) go to
+`control`. A node without subscribers reads no events at all. An event carries its id in its
+tenant's feed and the id before it, so that a connection can tell a missed event and catch up
+from the feed (feed.py). An offer never blocks: a connection whose
 bounded queue is full is marked lagged (the model is tractor's Lagged) and reads what it missed
 from the feed once it has caught up, never buffered further.
 """
@@ -19,6 +20,17 @@ import trio
 from ..stores import RedisStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+
+BLOCK_MS = 250  # a tenant newly subscribed on this node is read from its next round
+
+
+@attrs.frozen
+class CatchUp:
+    """Tells a subscriber to read its tenant's feed after its cursor (the broadcaster has just
+    begun to read that feed live, from a point the subscriber may be behind of)."""
+
+    tenant: str
 
 
 @attrs.frozen
@@ -46,12 +58,13 @@ class Subscriber:
         self.lagged = False
 
     def offer(self, message: object) -> None:
-        if isinstance(message, FeedEvent) and self.lagged:
+        from_feed = isinstance(message, FeedEvent | CatchUp)
+        if from_feed and self.lagged:
             return
         try:
             self.send.send_nowait(message)
         except trio.WouldBlock:
-            if isinstance(message, FeedEvent):
+            if from_feed:
                 self.lagged = True
             else:
                 self.on_lag()
@@ -116,6 +129,9 @@ class Hub:
         for sub in list(self._by_tenant.get(tenant, ())):
             sub.offer(message)
 
+    def tenants(self) -> set[str]:
+        return set(self._by_tenant)
+
     def subscribers(self, tenant: str) -> list[Subscriber]:
         return list(self._by_tenant.get(tenant, ()))
 
@@ -130,23 +146,38 @@ async def run_broadcaster(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """Read the control stream, and the feeds of the tenants this node has subscribers for."""
     task_status.started()
-    last_id: str | None = None  # read from "now" on: a feed of live updates, not a replay
+    control_key = redis.key("control")
+    feed_prefix = redis.key("feed", "")
+    control_last: str | None = None  # from "now" on: a cancel concerns running jobs only
+    positions: dict[str, str] = {}  # tenant -> last id read of its feed
     while True:
         try:
-            if last_id is None:
-                last_id = await redis.now_event_id()
-            entries = await redis.read_events(last_id, block_ms=1000)
+            if control_last is None:
+                control_last = await redis.now_event_id()
+            wanted = hub.tenants()
+            for gone in positions.keys() - wanted:
+                del positions[gone]
+            if new := [t for t in wanted if t not in positions]:
+                positions.update(await redis.feed_heads(new))
+                for tenant in new:  # what happened before this read: from the feed itself
+                    hub.publish(tenant, CatchUp(tenant))
+            streams = {control_key: control_last}
+            streams.update({feed_prefix + t: last for t, last in positions.items()})
+            got = await redis.read_streams(streams, block_ms=BLOCK_MS)
         except StoreUnavailable as exc:
             log.warning("broadcaster: %s", exc)
             await trio.sleep(1.0)
             continue
-        for entry_id, fields in entries:
-            last_id = entry_id
-            if "k" in fields:  # a control entry for the nodes (cancel), not a job event
-                control(fields["k"], fields)
-            elif "i" in fields:
-                tenant = fields["t"]
-                hub.publish(tenant, FeedEvent(tenant, fields["i"], fields["v"], fields["d"]))
-            else:  # from a node of an earlier version, during a rolling upgrade: no feed id
-                hub.publish(fields["t"], fields["d"])
+        for key, entries in got:
+            if key == control_key:
+                for entry_id, fields in entries:
+                    control_last = entry_id
+                    control(fields.get("k", ""), fields)
+                continue
+            tenant = key[len(feed_prefix):]
+            for entry_id, fields in entries:
+                hub.publish(tenant, FeedEvent(tenant, entry_id, fields["v"], fields["d"]))
+            if entries and tenant in positions:
+                positions[tenant] = entries[-1][0]

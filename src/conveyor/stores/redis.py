@@ -196,13 +196,23 @@ class RedisStore:
         )
         return got is not None
 
-    async def read_events(self, last_id: str, block_ms: int) -> list[tuple[str, dict[str, str]]]:
-        """The events after last_id, blocking up to block_ms (server-side) while there are none."""
+    async def read_streams(
+        self, positions: dict[str, str], block_ms: int
+    ) -> list[tuple[str, list[tuple[str, dict[str, str]]]]]:
+        """Entries after the given ids of these streams (full keys), blocking up to block_ms
+        (server-side) while there are none: [(key, [(id, fields)])]."""
         got: Any = await self._run(
-            lambda: self.client.xread({self.key("events"): last_id}, count=500, block=block_ms),
+            lambda: self.client.xread(positions, count=500, block=block_ms),  # type: ignore[arg-type]
             abandon=True,
         )
-        return got[0][1] if got else []
+        return [(str(key), entries) for key, entries in got or []]
+
+    async def feed_heads(self, tenants: Sequence[str]) -> dict[str, str]:
+        """The newest event id of each tenant's feed ('0-0': none)."""
+        heads: Any = await self._run(
+            lambda: self.client.mget([self.key("feedhead", t) for t in tenants])
+        )
+        return {t: str(h) if h else "0-0" for t, h in zip(tenants, heads, strict=True)}
 
     async def now_event_id(self) -> str:
         """A stream id for "now" by Redis's clock: reading after it misses nothing from now on."""

@@ -31,7 +31,7 @@ from quart import Response, websocket
 from quart_trio import QuartTrio
 
 from .. import feed, keys
-from ..actors.broadcaster import Connection, FeedEvent, Subscriber
+from ..actors.broadcaster import CatchUp, Connection, FeedEvent, Subscriber
 from ..auth import Principal, Unauthorized
 from ..node import Node
 from ..stores import StoreUnavailable
@@ -228,6 +228,9 @@ async def _pump(node: Node, sub: Subscriber, closer: _Closer) -> None:
                         await websocket.send(feed.with_id(item.id, item.data))
                         cursor.last = item.id
                     elif verdict is feed.Verdict.GAP:
+                        await _catch_up(node, item.tenant, cursor)
+                elif isinstance(item, CatchUp):
+                    if (cursor := cursors.get(item.tenant)) is not None:
                         await _catch_up(node, item.tenant, cursor)
                 elif isinstance(item, _Subscribe):
                     cursors[item.tenant] = await _position(node, item)

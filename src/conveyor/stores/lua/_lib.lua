@@ -1,6 +1,6 @@
 -- Shared helpers, prepended to every script when it is registered (stores/redis.py).
 -- Keys: <p>:job:<id> envelope hash, <p>:q:<tenant> ready list, <p>:ring / <p>:ringset tenants
--- with ready work, <p>:delayed zset, <p>:leases zset, <p>:wake list, <p>:events stream,
+-- with ready work, <p>:delayed zset, <p>:leases zset, <p>:wake list, <p>:control stream (cancels),
 -- <p>:running:<tenant> set of the tenant's leased jobs, <p>:maxrun hash tenant -> running cap,
 -- <p>:queued hash tenant -> unfinished jobs (envelopes), <p>:bucket:<tenant> submit rate bucket,
 -- <p>:feed:<tenant> the tenant's retained job events, <p>:feedhead:<tenant> its newest event id.
@@ -49,9 +49,9 @@ local function wake(p, n)
   end
 end
 
--- Job events. Each goes to its tenant's feed, the log kept for clients that resume (about
--- feed_max entries, none older than feed_ms, dropped whole after feed_ms without events), and to
--- the events stream that every node reads live. Each entry names the event before it in the feed
+-- Job events. Each goes to its tenant's feed: the stream that nodes with subscribers of the
+-- tenant read live, and the log kept for clients that resume (about feed_max entries, none older
+-- than feed_ms, dropped whole after feed_ms without events). Each entry names the event before it
 -- (field v), so that a reader can prove it missed none. A script calls emit per event, then
 -- close_feeds once: the feed's head, expiry and age trim are written once per tenant per call.
 local feeds = {}
@@ -63,7 +63,6 @@ local function emit(p, tenant, data, feed_max)
     feeds[tenant] = f
   end
   local id = redis.call('XADD', p .. ':feed:' .. tenant, 'MAXLEN', '~', feed_max, '*', 'd', data, 'v', f.prev)
-  redis.call('XADD', p .. ':events', 'MAXLEN', '~', 100000, '*', 't', tenant, 'd', data, 'i', id, 'v', f.prev)
   f.prev = id
   return id
 end
