@@ -140,6 +140,26 @@ def parse_list_query(
     return tenant, status, limit, offset
 
 
+def parse_tenant_query(args: Mapping[str, str], tenant: str | None) -> str:
+    """The tenant a read is about: the key's (naming another is 403), or with auth off the
+    tenantId query parameter."""
+    if tenant is not None:
+        _own_tenant(args.get("tenantId"), tenant, "tenantId")
+        return tenant
+    named = args.get("tenantId", "")
+    if not 1 <= len(named) <= 100:
+        raise Invalid("Validation failed", [FieldError("tenantId", "is required: a string of 1-100 characters")])
+    return named
+
+
+def parse_type_filter(args: Mapping[str, str]) -> str | None:
+    """The optional `type` filter of GET /jobs."""
+    job_type = args.get("type") or None
+    if job_type is not None and len(job_type) > 100:
+        raise Invalid("Validation failed", [FieldError("type", "must be at most 100 characters")])
+    return job_type
+
+
 def _query_int(
     args: Mapping[str, str], name: str, default: int, low: int, high: int, errors: list[FieldError]
 ) -> int:

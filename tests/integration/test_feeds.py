@@ -103,6 +103,27 @@ async def test_a_client_too_far_behind_is_told_to_resync(start_node: Any, tenant
                 assert live["message"] == str(1001 + n)
 
 
+async def test_events_older_than_the_retention_age_are_gone(start_node: Any, tenant: str) -> None:
+    node = await start_node(feed_retention_seconds=1.0)
+    with trio.fail_after(30):
+        await publish(node, tenant, range(0, 3))
+        head, kept = await node.redis.read_feed(tenant, feed.NONE, 100)
+        assert len(kept) == 3 and head == kept[-1][0]
+        await trio.sleep(1.5)  # idle past the age: the feed and its head expire in Redis
+        assert await node.redis.read_feed(tenant, feed.NONE, 100) == (feed.NONE, [])
+        async with open_websocket_url(ws_url(node)) as ws:
+            await subscribe(ws, tenant, after=kept[0][0])
+            (resync,) = await events(ws, 1)
+            assert resync["type"] == "RESYNC" and resync["lastEventId"] == feed.NONE
+        # while events keep coming, those older than the age are trimmed (in whole blocks)
+        old = range(3, 203)
+        await publish(node, tenant, old)
+        await trio.sleep(1.2)
+        await publish(node, tenant, range(203, 204))
+        _, kept = await node.redis.read_feed(tenant, feed.NONE, 1000)
+        assert 1 <= len(kept) < len(old) + 1
+
+
 async def test_a_bad_last_event_id_is_an_error(node: Node, tenant: str) -> None:
     with trio.fail_after(10):
         async with open_websocket_url(ws_url(node)) as ws:

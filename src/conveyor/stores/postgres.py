@@ -270,10 +270,12 @@ class PostgresStore:
         return await self._fetch_one("get_job_of_tenant", {"id": job_id, "tenant": tenant})
 
     async def list_jobs(
-        self, tenant: str, status: str | None, limit: int, offset: int
+        self, tenant: str, status: str | None, limit: int, offset: int, job_type: str | None = None
     ) -> tuple[list[dict[str, Any]], int]:
         def work(conn: psycopg.Connection[Any]) -> tuple[list[dict[str, Any]], int]:
-            args = {"tenant": tenant, "status": status, "limit": limit, "offset": offset}
+            args = {
+                "tenant": tenant, "status": status, "type": job_type, "limit": limit, "offset": offset,
+            }
             with conn.cursor(row_factory=dict_row) as cur:
                 rows = cur.execute(QUERIES["list_jobs"], args).fetchall()
                 counted = cur.execute(QUERIES["count_jobs"], args).fetchone()

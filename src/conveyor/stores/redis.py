@@ -238,6 +238,26 @@ class RedisStore:
         value = await self._run(lambda: self.client.hget(self.key("queued"), tenant))
         return int(value or 0)
 
+    async def depth(self, tenant: str) -> tuple[int, int]:
+        """The tenant's unfinished jobs, and those of them running, by the dispatch index."""
+
+        def work() -> tuple[int, int]:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.hget(self.key("queued"), tenant)
+                pipe.scard(self.key("running", tenant))
+                queued, running = pipe.execute()
+            return int(queued or 0), int(running or 0)
+
+        return await self._run(work)
+
+    async def job_events(self, tenant: str, job_id: str, scan: int) -> list[tuple[str, str]]:
+        """A job's events still in its tenant's feed, oldest first, among the newest `scan`."""
+        needle = f'"jobId": "{job_id}"'
+        entries: Any = await self._run(
+            lambda: self.client.xrevrange(self.key("feed", tenant), count=scan)
+        )
+        return [(i, f["d"]) for i, f in reversed(entries) if needle in f.get("d", "")]
+
     async def set_running_caps(self, caps: dict[str, int]) -> None:
         """Replace the per-tenant running caps that the claim script reads."""
 

@@ -29,7 +29,7 @@ from ..node import Busy, Node
 from ..stores import StoreUnavailable
 from ..stores.postgres import IdempotencyKey
 from ..wire import iso, job_json, job_update
-from . import admin, ws
+from . import admin, dashboard, ws
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,8 @@ def create_app(node: Node) -> QuartTrio:
     async def list_jobs() -> Any:
         who = await caller()
         tenant, status, limit, offset = validation.parse_list_query(request.args, who.tenant)
-        rows, total = await node.pg.list_jobs(tenant, status, limit, offset)
+        job_type = validation.parse_type_filter(request.args)
+        rows, total = await node.pg.list_jobs(tenant, status, limit, offset, job_type)
         return {"jobs": [job_json(r) for r in rows], "total": total}
 
     @app.get("/jobs/<job_id>")
@@ -292,4 +293,5 @@ def create_app(node: Node) -> QuartTrio:
 
     ws.register(app, node)
     admin.register(app, node)
+    dashboard.register(app, node, caller, own_job)
     return app

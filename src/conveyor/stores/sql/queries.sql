@@ -47,12 +47,14 @@ SELECT id::text, tenant_id, type, payload, status, attempts, max_attempts, timeo
        result, run_at, created_at, updated_at
 FROM jobs
 WHERE tenant_id = %(tenant)s AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(type)s::text IS NULL OR type = %(type)s::text)
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s OFFSET %(offset)s;
 
 -- name: count_jobs
 SELECT count(*) FROM jobs
-WHERE tenant_id = %(tenant)s AND (%(status)s::text IS NULL OR status = %(status)s::text);
+WHERE tenant_id = %(tenant)s AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(type)s::text IS NULL OR type = %(type)s::text);
 
 -- name: ping
 SELECT 1;

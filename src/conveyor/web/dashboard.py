@@ -1,0 +1,76 @@
+"""The dashboard: static files at / and /dashboard/*, and the small reads it needs besides the
+job API — job types, a tenant's queue depth, and a job's events still in its tenant's feed.
+
+The page is plain HTML, CSS and JavaScript (static/), with no build step. It signs in with an API
+key kept in the browser's sessionStorage, reads jobs through the REST API, and follows the
+tenant's feed over a WebSocket (a ticket from POST /ws/tickets), resuming with its last eventId.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from .. import feed
+from ..auth import Principal
+from ..node import Node
+from ..validation import parse_tenant_query
+
+STATIC = {
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+    "charts.js": "text/javascript; charset=utf-8",
+}
+JOB_EVENTS_SCAN = 10_000
+
+
+def _static(name: str) -> bytes:
+    return resources.files(__package__).joinpath("static", name).read_bytes()
+
+
+def register(
+    app: QuartTrio,
+    node: Node,
+    caller: Callable[[], Awaitable[Principal]],
+    own_job: Callable[[Principal, str], Awaitable[dict[str, Any] | None]],
+) -> None:
+    index = _static("index.html")
+    assets = {name: (_static(name), kind) for name, kind in STATIC.items()}
+
+    @app.get("/")
+    async def dashboard() -> Response:
+        return Response(index, mimetype="text/html")
+
+    @app.get("/dashboard/<name>")
+    async def asset(name: str) -> Response:
+        if name not in assets:
+            return Response('{"error": "Not found"}', status=404, mimetype="application/json")
+        body, kind = assets[name]
+        return Response(body, content_type=kind, headers={"Cache-Control": "no-cache"})
+
+    @app.get("/job-types")
+    async def job_types() -> Any:
+        await caller()
+        return {"types": node.registry.names()}
+
+    @app.get("/stats")
+    async def stats() -> Any:
+        """Queue depth now, for the dashboard's chart: unfinished jobs, and how many run."""
+        tenant = parse_tenant_query(request.args, (await caller()).tenant)
+        unfinished, running = await node.redis.depth(tenant)
+        return {"tenantId": tenant, "unfinished": unfinished, "running": running,
+                "waiting": max(0, unfinished - running)}
+
+    @app.get("/jobs/<job_id>/events")
+    async def job_events(job_id: str) -> Any:
+        who = await caller()
+        job = await own_job(who, job_id)
+        if job is None:
+            return Response('{"error": "Job not found"}', status=404, mimetype="application/json")
+        found = await node.redis.job_events(job["tenant_id"], job["id"], JOB_EVENTS_SCAN)
+        return {"jobId": job["id"], "events": [json.loads(feed.with_id(i, d)) for i, d in found]}

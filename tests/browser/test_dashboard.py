@@ -1,0 +1,269 @@
+"""The dashboard, end to end: a real node, Debian's Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import httpx
+import trio
+from playwright.sync_api import Page, sync_playwright
+
+from tests.browser.conftest import ARTIFACTS, chromium, tenant_key
+from tests.conftest import free_port
+from tests.faults.conftest import Cluster
+from tests.integration.test_jobs import HookServer
+
+# records every status each job's row has shown, in order
+WATCH_BADGES = """() => {
+  window.__history = {};
+  const record = () => {
+    for (const tr of document.querySelectorAll('#jobs tbody tr')) {
+      const h = (window.__history[tr.dataset.id] ||= []);
+      if (h[h.length - 1] !== tr.dataset.status) h.push(tr.dataset.status);
+    }
+  };
+  new MutationObserver(record).observe(document.querySelector('#jobs tbody'), {childList: true, subtree: true});
+  record();
+}"""
+
+
+class Browser:
+    """A headless Chromium page; on an error, a screenshot and the page's console go with it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.console: list[str] = []
+
+    def __enter__(self) -> Page:
+        self.playwright = sync_playwright().start()
+        self.browser = self.playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        self.page = self.browser.new_page(viewport={"width": 1360, "height": 900})
+        self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        self.page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
+        return self.page
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        try:
+            if exc is not None:
+                shot(self.page, f"failure-{self.name}.png")
+                exc.add_note("browser console:\n" + "\n".join(self.console[-30:]))
+        finally:
+            self.browser.close()
+            self.playwright.stop()
+
+
+def sign_in(page: Page, url: str, key: str) -> None:
+    page.goto(url)
+    page.fill('input[name="apiKey"]', key)
+    page.click('#signin-form button[type="submit"]')
+    page.wait_for_selector('#conn[data-state="live"]')
+
+
+def create(page: Page, job_type: str, fields: dict[str, str], max_attempts: str = "") -> str:
+    page.select_option("#create-type", job_type)
+    for name, value in fields.items():
+        page.fill(f'[name="payload.{name}"]', value)
+    if max_attempts:
+        page.click("#create-form details summary")
+        page.fill('[name="maxAttempts"]', max_attempts)
+    page.evaluate("document.querySelector('#create-result').textContent = ''")
+    page.click('#create-form button[type="submit"]')
+    page.wait_for_function("document.querySelector('#create-result').textContent.startsWith('created ')")
+    if max_attempts:
+        page.fill('[name="maxAttempts"]', "")
+    return str(page.text_content("#create-result")).removeprefix("created ")
+
+
+def row(job_id: str, status: str) -> str:
+    return f'#jobs tr[data-id="{job_id}"][data-status="{status}"]'
+
+
+def history(page: Page, job_id: str) -> list[str]:
+    return list(page.evaluate(f"window.__history[{job_id!r}] || []"))
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def forms_scenario(url: str, key: str, hooks_url: str) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    with Browser("forms") as page:
+        sign_in(page, url, key)
+        page.evaluate(WATCH_BADGES)
+
+        # every job type from the form, each watched live to COMPLETED
+        jobs = {
+            "email": create(page, "email", {"to": "ada@example.com", "subject": "Hello", "body": "Hi"}),
+            "webhook": create(page, "webhook", {"url": f"{hooks_url}/ok", "method": "POST"}),
+            "data_processing": create(page, "data_processing", {
+                "records": '[{"n": 1}, {"n": 2}, {"n": 39}]', "operation": "sum", "field": "n",
+            }),
+            "sleep": create(page, "sleep", {"delayMs": "1500"}),
+        }
+        for job_id in jobs.values():
+            page.wait_for_selector(row(job_id, "COMPLETED"))
+        seen["histories"] = {t: history(page, i) for t, i in jobs.items()}
+
+        # a webhook that keeps failing ends FAILED, with its error on the row and in the detail
+        failing = create(page, "webhook", {"url": f"{hooks_url}/broken"}, max_attempts="1")
+        page.wait_for_selector(row(failing, "FAILED"))
+        seen["failed_row_error"] = page.text_content(f'#jobs tr[data-id="{failing}"] td.err')
+        page.click(f'#jobs tr[data-id="{failing}"] td.id')
+        page.wait_for_selector("#detail[open]")
+        page.wait_for_function("document.querySelectorAll('#detail-events li').length >= 3")
+        seen["failed_detail_error"] = page.text_content("#detail-error")
+        seen["failed_detail_events"] = page.eval_on_selector_all("#detail-events li", "els => els.map(e => e.textContent)")
+        shot(page, "job-detail.png")
+        page.click("#detail .close")
+
+        # cancel a running job from its row
+        long = create(page, "sleep", {"delayMs": "30000"})
+        page.wait_for_selector(row(long, "RUNNING"))
+        page.click(f'#jobs tr[data-id="{long}"] button.cancel')
+        page.wait_for_selector(row(long, "CANCELLED"))
+        seen["cancelled"] = history(page, long)
+
+        # validation errors, inline by their fields
+        page.select_option("#create-type", "email")
+        page.fill('[name="payload.to"]', "not-an-address")
+        page.fill('[name="payload.subject"]', "")
+        page.click('#create-form button[type="submit"]')
+        page.wait_for_selector('small.error[data-for="payload.to"]:not(:empty)')
+        seen["to_error"] = page.text_content('small.error[data-for="payload.to"]')
+        seen["subject_error"] = page.text_content('small.error[data-for="payload.subject"]')
+        seen["to_marked"] = page.eval_on_selector('[name="payload.to"]', "e => e.classList.contains('invalid')")
+        shot(page, "create-form-errors.png")
+
+        # a running job with a progress bar, the charts, the live log: the main view
+        page.fill('[name="payload.to"]', "ada@example.com")
+        page.fill('[name="payload.subject"]', "Hello")
+        page.select_option("#create-type", "sleep")
+        progressing = create(page, "sleep", {"delayMs": "8000"})
+        page.wait_for_selector(f'#jobs tr[data-id="{progressing}"] .bar > span')
+        seen["progress_text"] = page.text_content(f'#jobs tr[data-id="{progressing}"] .bar-text')
+        page.wait_for_timeout(2500)  # the charts draw once a second
+        shot(page, "dashboard.png")
+
+        # filters and search by id
+        page.select_option("#filter-status", "FAILED")
+        page.wait_for_function("[...document.querySelectorAll('#jobs tbody tr')].every(r => r.dataset.status === 'FAILED')")
+        seen["failed_filter"] = page.eval_on_selector_all("#jobs tbody tr", "rs => rs.map(r => r.dataset.id)")
+        page.select_option("#filter-status", "")
+        page.fill("#search-id", jobs["email"])
+        page.click("#search-form button")
+        page.wait_for_selector("#detail[open]")
+        seen["searched"] = page.text_content("#detail-id")
+    seen["jobs"] = jobs
+    seen["failing"] = failing
+    return seen
+
+
+async def test_dashboard_creates_watches_fails_and_cancels(
+    cluster: Cluster, hooks: HookServer, tenant: str
+) -> None:
+    node = await cluster.start("d", CONVEYOR_AUTH="on", CONVEYOR_CONCURRENCY=4)
+    key = await trio.to_thread.run_sync(tenant_key, cluster, tenant)
+    with trio.fail_after(150):
+        seen = await trio.to_thread.run_sync(forms_scenario, node.url, key, hooks.url)
+    jobs = seen["jobs"]
+    # each row was first PENDING and ended COMPLETED; the slower sleep job showed RUNNING between
+    for job_type, steps in seen["histories"].items():
+        assert steps[0] == "PENDING" and steps[-1] == "COMPLETED", (job_type, steps)
+    assert seen["histories"]["sleep"] == ["PENDING", "RUNNING", "COMPLETED"]
+    assert "500" in seen["failed_row_error"] and seen["failed_detail_error"] == seen["failed_row_error"]
+    assert any("FAILED" in e for e in seen["failed_detail_events"]), seen["failed_detail_events"]
+    assert seen["cancelled"][-2:] == ["RUNNING", "CANCELLED"]
+    assert "valid email" in seen["to_error"] and seen["subject_error"] and seen["to_marked"]
+    assert seen["progress_text"].endswith("of 8000 ms"), seen["progress_text"]
+    assert seen["failed_filter"] == [seen["failing"]]
+    assert seen["searched"] == jobs["email"]
+    for name in ("dashboard.png", "create-form-errors.png", "job-detail.png"):
+        assert (ARTIFACTS / name).stat().st_size > 10_000
+
+
+def reconnect_scenario(url: str, key: str, restart: Any, submit_elsewhere: Any) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    with Browser("reconnect") as page:
+        sign_in(page, url, key)
+        seen["before"] = page.get_attribute("#conn", "data-state")
+        stop, start = restart
+        stop()  # SIGTERM: the node drains and closes the socket with 1001
+        page.wait_for_selector('#conn[data-state="reconnecting"]')
+        seen["while_down"] = page.text_content("#conn-text")
+        shot(page, "reconnecting.png")
+        missed = submit_elsewhere()  # a job made and run while the page had no feed
+        start()
+        page.wait_for_selector('#conn[data-state="resumed"]', timeout=60_000)
+        seen["after"] = page.text_content("#conn-text")
+        page.wait_for_selector(row(missed, "COMPLETED"))  # heard from the resumed feed
+        shot(page, "resumed.png")
+    seen["missed"] = missed
+    return seen
+
+
+async def test_dashboard_shows_reconnect_and_resumes_after_a_node_restart(
+    cluster: Cluster, tenant: str
+) -> None:
+    node = await cluster.start("d", port=free_port(), CONVEYOR_AUTH="on", CONVEYOR_CONCURRENCY=4)
+    other = await cluster.start("o", CONVEYOR_AUTH="on", CONVEYOR_CONCURRENCY=4)
+    key = await trio.to_thread.run_sync(tenant_key, cluster, tenant)
+
+    def stop() -> None:
+        node.signal(signal.SIGTERM)
+        assert trio.from_thread.run(node.wait) == 0
+
+    def start() -> None:
+        trio.from_thread.run(node.start)
+
+    def submit_elsewhere() -> str:
+        r = httpx.post(f"{other.url}/jobs", json={"type": "sleep", "payload": {"delayMs": 0}},
+                       headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 201, r.text
+        return str(r.json()["jobId"])
+
+    with trio.fail_after(120):
+        seen = await trio.to_thread.run_sync(reconnect_scenario, node.url, key, (stop, start), submit_elsewhere)
+    assert seen["before"] == "live"
+    assert seen["while_down"] == "reconnecting…"
+    assert seen["after"] == "live · resumed"
+
+
+def many_jobs_scenario(url: str, key: str, flood: Any) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    with Browser("many") as page:
+        sign_in(page, url, key)
+        flood()  # 10,000 jobs: 30,000 events reach the page while it is open
+        page.wait_for_function(
+            "document.querySelector('#page-info').textContent.includes('10000 jobs')", timeout=60_000
+        )
+        # it still answers at once: the next page, and the rows stay one page's worth
+        page.click("#next")
+        page.wait_for_function("document.querySelector('#page-info').textContent.startsWith('page 2 of 400')")
+        seen["rows"] = page.eval_on_selector_all("#jobs tbody tr", "rs => rs.length")
+        started = page.evaluate("performance.now()")
+        page.select_option("#filter-status", "COMPLETED")
+        page.wait_for_function("document.querySelector('#page-info').textContent.startsWith('page 1 of')")
+        seen["filter_ms"] = page.evaluate("performance.now()") - started
+        seen["log_lines"] = page.eval_on_selector_all("#log li", "ls => ls.length")
+    return seen
+
+
+async def test_dashboard_stays_usable_with_10000_jobs(cluster: Cluster, tenant: str) -> None:
+    node = await cluster.start("d", CONVEYOR_AUTH="on", CONVEYOR_CONCURRENCY=32,
+                               CONVEYOR_TENANT_SUBMIT_RATE="0", CONVEYOR_TENANT_MAX_QUEUED="0")
+    key = await trio.to_thread.run_sync(tenant_key, cluster, tenant)
+
+    def flood() -> None:
+        body = {"jobs": [{"type": "sleep", "payload": {"delayMs": 0}}] * 1000}
+        with httpx.Client(base_url=node.url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+            for _ in range(10):
+                assert client.post("/jobs/batch", json=body).status_code == 201
+
+    with trio.fail_after(150):
+        seen = await trio.to_thread.run_sync(many_jobs_scenario, node.url, key, flood)
+    assert seen["rows"] == 25  # one page in the DOM, however many jobs
+    assert seen["log_lines"] <= 200  # the live log keeps its last 200 lines
+    print(f"filter answered in {seen['filter_ms']:.0f} ms")  # a measurement, not a pass/fail
