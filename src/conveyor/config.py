@@ -109,24 +109,23 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
-def _rate(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise ConfigError(f"{name} must be a number >= 0 (0: no limit), got {raw!r}")
-    return value
+def _zero_or_more(what: str) -> Callable[[str, str], float]:
+    """A finite number >= 0; `what` says what it is and what 0 means."""
+
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not 0 <= value < float("inf"):
+            raise ConfigError(f"{name} must be {what}, got {raw!r}")
+        return value
+
+    return parse
 
 
-def _seconds_or_off(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise ConfigError(f"{name} must be a number of seconds >= 0 (0: off), got {raw!r}")
-    return value
+_rate = _zero_or_more("a number >= 0 (0: no limit)")
+_seconds_or_off = _zero_or_more("a number of seconds >= 0 (0: off)")
 
 
 def _switch(name: str, raw: str) -> bool:
