@@ -16,7 +16,8 @@ bad Origin, 401 bad credentials, 429 too many sockets); after it, close codes: 4
 authenticated or key revoked, 4408 silent past the idle timeout, 1013 too many sockets or
 storage unavailable, 1008 its replies (PONG, ERROR) overflowed its queue, 1009 frame too big,
 1001 node draining. A client slower than its events is not closed: while its queue is full its
-events are dropped, and it catches up from the feed once it has read what it held. With auth off (loopback only), the reference's unauthenticated protocol.
+events are dropped, and it catches up from the feed once it has read what it held. With auth off
+(loopback only), the reference's unauthenticated protocol.
 """
 
 from __future__ import annotations
