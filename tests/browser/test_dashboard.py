@@ -119,6 +119,13 @@ def forms_scenario(url: str, key: str, hooks_url: str) -> dict[str, Any]:
         shot(page, "job-detail.png")
         page.click("#detail .close")
 
+        # retry it from its row: it runs again (and fails again)
+        page.click(f'#jobs tr[data-id="{failing}"] button.retry')
+        page.wait_for_function(
+            f"(window.__history[{failing!r}] || []).filter(s => s === 'FAILED').length >= 2"
+        )
+        seen["retried"] = history(page, failing)
+
         # cancel a running job from its row
         long = create(page, "sleep", {"delayMs": "30000"})
         page.wait_for_selector(row(long, "RUNNING"))
@@ -176,6 +183,9 @@ async def test_dashboard_creates_watches_fails_and_cancels(
     assert "500" in seen["failed_row_error"] and seen["failed_detail_error"] == seen["failed_row_error"]
     assert any("FAILED" in e for e in seen["failed_detail_events"]), seen["failed_detail_events"]
     assert seen["cancelled"][-2:] == ["RUNNING", "CANCELLED"]
+    retried = seen["retried"]
+    assert retried[-1] == "FAILED" and retried.index("FAILED") < len(retried) - 1, retried
+    assert set(retried[retried.index("FAILED") + 1 : -1]) <= {"PENDING", "RUNNING"}
     assert "valid email" in seen["to_error"] and seen["subject_error"] and seen["to_marked"]
     assert seen["progress_text"].endswith("of 8000 ms"), seen["progress_text"]
     assert seen["failed_filter"] == [seen["failing"]]
