@@ -20,6 +20,7 @@ async def test_dashboard_files_and_reads(start_node: Any, tenant: str) -> None:
             page = await client.get("/", headers={})  # the page itself needs no key
             assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
             assert '<script src="/dashboard/app.js">' in page.text
+            assert "script-src 'self'" in page.headers["content-security-policy"]
             for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css"), ("charts.js", "text/javascript")):
                 r = await client.get(f"/dashboard/{name}", headers={})
                 assert r.status_code == 200 and r.headers["content-type"].startswith(kind) and r.content
