@@ -4,9 +4,9 @@ One blocking XREAD loop per node reads the feeds of the tenants that have subscr
 node, and offers each event to those connections; control entries (a job's cancellation) go to
 `control`. A node without subscribers reads no events at all. An event carries its id in its
 tenant's feed and the id before it, so that a connection can tell a missed event and catch up
-from the feed (feed.py). An offer never blocks: a connection whose
-bounded queue is full is marked lagged (the model is tractor's Lagged) and reads what it missed
-from the feed once it has caught up, never buffered further.
+from the feed (feed.py). An offer never blocks: a connection whose bounded queue is full is
+marked lagged (the model is tractor's Lagged) and reads what it missed from the feed once it has
+caught up, never buffered further.
 """
 
 from __future__ import annotations
