@@ -81,17 +81,13 @@ class Node:
         async with reply_recv:
             with trio.fail_after(SUBMIT_TIMEOUT_S):
                 failure = await reply_recv.receive()
-        if isinstance(failure, StoreUnavailable):
-            raise StoreUnavailable(str(failure))
-        if isinstance(failure, Limited):
-            raise Limited(str(failure), retry_after_ms=failure.retry_after_ms)
-        if isinstance(failure, AlreadySubmitted):
-            raise AlreadySubmitted()
+        if isinstance(failure, StoreUnavailable | Limited | AlreadySubmitted):
+            raise failure  # the writer's answer, as it gave it
         if failure is not None:
             raise RuntimeError(f"submission failed: {failure!r}")
 
     def control(self, kind: str, fields: dict[str, str]) -> None:
-        """A control entry from the events stream: cancel a job if it runs here."""
+        """A control entry from the control stream: cancel a job if it runs here."""
         if kind == "cancel" and "id" in fields:
             self.pool.cancel_job(fields["id"], CancelReason.CANCEL)
 

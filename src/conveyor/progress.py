@@ -11,6 +11,8 @@ has no room for is skipped (a later one, or the job's end, follows), never waite
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -20,7 +22,8 @@ from .model import Envelope, Progress
 
 MAX_MESSAGE = 200
 
-_current: ContextVar[Reporter | None] = ContextVar("conveyor_progress", default=None)
+# the running attempt of this task (and of the threads it starts): its job, and the node's Flusher
+_current: ContextVar[tuple[Flusher, Envelope] | None] = ContextVar("conveyor_progress", default=None)
 
 
 def report(progress: float, message: str = "") -> None:
@@ -31,36 +34,16 @@ def report(progress: float, message: str = "") -> None:
         raise ValueError(f"progress must be a number from 0 to 100, got {progress!r}")
     if not isinstance(message, str):
         raise ValueError("message must be a string")
-    reporter = _current.get()
-    if reporter is None:
+    current = _current.get()
+    if current is None:
         return
+    flusher, job = current
     try:
         trio.lowlevel.current_trio_token()
     except RuntimeError:  # a worker thread of the job's (trio.to_thread copies the context)
-        trio.from_thread.run_sync(reporter.set, progress, message[:MAX_MESSAGE])
+        trio.from_thread.run_sync(flusher.keep, job, progress, message[:MAX_MESSAGE])
     else:
-        reporter.set(progress, message[:MAX_MESSAGE])
-
-
-class Reporter:
-    """One attempt's reports: the latest is kept for the node's Flusher."""
-
-    def __init__(self, job: Envelope, flusher: Flusher) -> None:
-        self.job = job
-        self.flusher = flusher
-
-    def set(self, progress: float, message: str) -> None:
-        self.flusher.pending[(self.job.id, self.job.attempt)] = Progress(self.job, progress, message)
-        self.flusher.wake.set()
-
-    def activate(self) -> Any:
-        """Make this the current job's reporter (in this task and the threads it starts)."""
-        return _current.set(self)
-
-    def deactivate(self, token: Any) -> None:
-        """The attempt is over: forget it, and any report of it not sent yet."""
-        _current.reset(token)
-        self.flusher.pending.pop((self.job.id, self.job.attempt), None)
+        flusher.keep(job, progress, message[:MAX_MESSAGE])
 
 
 class Flusher:
@@ -74,8 +57,19 @@ class Flusher:
         self.pending: dict[tuple[str, int], Progress] = {}
         self.wake = trio.Event()
 
-    def reporter(self, job: Envelope) -> Reporter:
-        return Reporter(job, self)
+    @contextmanager
+    def reporting(self, job: Envelope) -> Iterator[None]:
+        """Within: report() reports for this attempt. After: its unsent report is dropped."""
+        token = _current.set((self, job))
+        try:
+            yield
+        finally:
+            _current.reset(token)
+            self.pending.pop((job.id, job.attempt), None)
+
+    def keep(self, job: Envelope, progress: float, message: str) -> None:
+        self.pending[(job.id, job.attempt)] = Progress(job, progress, message)
+        self.wake.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()

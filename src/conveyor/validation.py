@@ -121,43 +121,41 @@ def parse_batch(
 
 def parse_list_query(
     args: Mapping[str, str], tenant: str | None = None
-) -> tuple[str, str | None, int, int]:
-    """tenantId, status, limit, offset of GET /jobs; the caller's tenant when authenticated."""
-    errors = []
-    if tenant is not None:
-        _own_tenant(args.get("tenantId"), tenant, "tenantId")
-    else:
-        tenant = args.get("tenantId", "")
-        if not 1 <= len(tenant) <= 100:
-            errors.append(FieldError("tenantId", "is required: a string of 1-100 characters"))
+) -> tuple[str, str | None, str | None, int, int]:
+    """tenantId, status, type, limit, offset of GET /jobs; the caller's tenant when authenticated."""
+    errors: list[FieldError] = []
+    tenant = _query_tenant(args, tenant, errors)
     status = args.get("status") or None
     if status is not None and status not in Status.__members__:
         errors.append(FieldError("status", f"must be one of {', '.join(Status.__members__)}"))
+    job_type = args.get("type") or None
+    if job_type is not None and len(job_type) > 100:
+        errors.append(FieldError("type", "must be at most 100 characters"))
     limit = _query_int(args, "limit", 20, 1, 100, errors)
     offset = _query_int(args, "offset", 0, 0, 10_000_000, errors)
     if errors:
         raise Invalid("Validation failed", errors)
-    return tenant, status, limit, offset
+    return tenant, status, job_type, limit, offset
 
 
 def parse_tenant_query(args: Mapping[str, str], tenant: str | None) -> str:
     """The tenant a read is about: the key's (naming another is 403), or with auth off the
     tenantId query parameter."""
+    errors: list[FieldError] = []
+    tenant = _query_tenant(args, tenant, errors)
+    if errors:
+        raise Invalid("Validation failed", errors)
+    return tenant
+
+
+def _query_tenant(args: Mapping[str, str], tenant: str | None, errors: list[FieldError]) -> str:
     if tenant is not None:
         _own_tenant(args.get("tenantId"), tenant, "tenantId")
         return tenant
     named = args.get("tenantId", "")
     if not 1 <= len(named) <= 100:
-        raise Invalid("Validation failed", [FieldError("tenantId", "is required: a string of 1-100 characters")])
+        errors.append(FieldError("tenantId", "is required: a string of 1-100 characters"))
     return named
-
-
-def parse_type_filter(args: Mapping[str, str]) -> str | None:
-    """The optional `type` filter of GET /jobs."""
-    job_type = args.get("type") or None
-    if job_type is not None and len(job_type) > 100:
-        raise Invalid("Validation failed", [FieldError("type", "must be at most 100 characters")])
-    return job_type
 
 
 def _query_int(

@@ -73,6 +73,7 @@ class Watcher:
         self.as_json = as_json
         self.out, self.err = out, err
         self.ping_s = ping_s
+        self.subscribed = False
 
     def note(self, text: str) -> None:
         print(f"conveyor watch: {text}", file=self.err, flush=True)
@@ -80,14 +81,16 @@ class Watcher:
     async def run(self) -> None:
         delay = 0.5
         while True:
+            self.subscribed = False
             try:
-                await self._session()
-                delay = 0.5
+                await self._session()  # ends only by an exception
             except ConnectionRejected as exc:
                 if exc.status_code in (401, 403):
                     raise WatchRefused(f"the node refused the connection ({exc.status_code})") from None
                 self.note(f"connection refused ({exc.status_code}); retrying in {delay:.1f}s")
             except (ConnectionClosed, HandshakeError, OSError, trio.TooSlowError) as exc:
+                if self.subscribed:  # it worked for a while: start the backoff again
+                    delay = 0.5
                 self.note(f"disconnected ({_why(exc)}); reconnecting in {delay:.1f}s")
             await trio.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -134,6 +137,7 @@ class Watcher:
     def _handle(self, msg: dict[str, Any], tenant: str) -> None:
         kind = msg.get("type")
         if kind == "SUBSCRIBED":
+            self.subscribed = True
             resumed = f", resuming after {self.last}" if msg.get("resumed") else ""
             self.note(f"watching tenant {tenant}{resumed}")
             if self.last is None:

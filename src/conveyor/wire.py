@@ -8,6 +8,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from .model import Envelope, NewJob
+
 
 def iso(value: datetime | None) -> str | None:
     """ISO-8601 in UTC with milliseconds and a Z, as JavaScript's Date.toJSON()."""
@@ -48,8 +50,8 @@ def job_update(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def job_created(job: Any, at: datetime) -> dict[str, Any]:
-    """The JOB_UPDATE of a job just submitted (a NewJob): PENDING, no attempt yet."""
+def job_created(job: NewJob, at: datetime) -> dict[str, Any]:
+    """The JOB_UPDATE of a job just submitted: PENDING, no attempt yet."""
     return {
         "type": "JOB_UPDATE",
         "jobId": job.id,
@@ -63,8 +65,8 @@ def job_created(job: Any, at: datetime) -> dict[str, Any]:
     }
 
 
-def job_progress(job: Any, progress: float, message: str) -> dict[str, Any]:
-    """A JOB_PROGRESS event: how far a running attempt (an Envelope) says it is."""
+def job_progress(job: Envelope, progress: float, message: str) -> dict[str, Any]:
+    """A JOB_PROGRESS event: how far a running attempt says it is."""
     return {
         "type": "JOB_PROGRESS",
         "jobId": job.id,

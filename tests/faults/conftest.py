@@ -20,6 +20,7 @@ import trio
 from conveyor.config import Config
 from tests.acceptance.nodes import NodeProcess
 from tests.conftest import REDIS_URL
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,13 +77,15 @@ class Cluster:
 
     async def wait_terminal(self, tenant: str, expected: int) -> dict[str, str]:
         """Wait (callers hold a deadline) until `expected` jobs of the tenant are all terminal."""
-        while True:
+
+        async def terminal() -> dict[str, str] | None:
             statuses = await trio.to_thread.run_sync(self.statuses, tenant)
-            if len(statuses) == expected and all(
+            done = len(statuses) == expected and all(
                 s in ("COMPLETED", "FAILED", "CANCELLED") for s in statuses.values()
-            ):
-                return statuses
-            await trio.sleep(0.2)
+            )
+            return statuses if done else None
+
+        return await wait_until(terminal, interval=0.2)
 
     def duplicates(self) -> int:
         """Executions beyond one per job."""

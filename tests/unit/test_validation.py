@@ -77,12 +77,12 @@ def test_batch_is_all_or_nothing_and_names_the_item() -> None:
 
 
 def test_list_query() -> None:
-    assert parse_list_query({"tenantId": "t"}) == ("t", None, 20, 0)
-    assert parse_list_query({"tenantId": "t", "status": "FAILED", "limit": "100", "offset": "5"}) == (
-        "t", "FAILED", 100, 5,
-    )
+    assert parse_list_query({"tenantId": "t"}) == ("t", None, None, 20, 0)
+    assert parse_list_query(
+        {"tenantId": "t", "status": "FAILED", "type": "email", "limit": "100", "offset": "5"}
+    ) == ("t", "FAILED", "email", 100, 5)
     for bad in ({}, {"tenantId": "t", "limit": "0"}, {"tenantId": "t", "limit": "101"},
                 {"tenantId": "t", "offset": "-1"}, {"tenantId": "t", "status": "DONE"},
-                {"tenantId": "t", "limit": "ten"}):
+                {"tenantId": "t", "limit": "ten"}, {"tenantId": "t", "type": "x" * 101}):
         with pytest.raises(Invalid):
             parse_list_query(bad)

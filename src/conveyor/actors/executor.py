@@ -77,12 +77,8 @@ async def execute(
         try:
             if handler is None:
                 raise JobFailed(f"no handler for job type {job.type!r} on this node")
-            reporter = flusher.reporter(job)
-            token = reporter.activate()
-            try:
+            with flusher.reporting(job):
                 result = await handler.run(job, job.payload)
-            finally:
-                reporter.deactivate(token)
             json.dumps(result)  # a result that cannot be stored is the handler's failure
         except JobFailed as exc:
             error, retryable = str(exc), exc.retryable

@@ -25,7 +25,6 @@ SCRIPTS = (
     "enqueue", "claim", "finish", "heartbeat", "reap", "promote", "reconcile", "lock", "admit",
     "cancel", "publish", "feed",
 )
-EVENTS_MAXLEN = 100_000
 
 
 def _envelopes(flat: Sequence[Any], start: int, width: int) -> list[tuple[Any, ...]]:

@@ -237,8 +237,7 @@ def create_app(node: Node) -> QuartTrio:
     @app.get("/jobs")
     async def list_jobs() -> Any:
         who = await caller()
-        tenant, status, limit, offset = validation.parse_list_query(request.args, who.tenant)
-        job_type = validation.parse_type_filter(request.args)
+        tenant, status, job_type, limit, offset = validation.parse_list_query(request.args, who.tenant)
         rows, total = await node.pg.list_jobs(tenant, status, limit, offset, job_type)
         return {"jobs": [job_json(r) for r in rows], "total": total}
 

@@ -56,9 +56,9 @@ def register(
         return Response(index, mimetype="text/html", headers=PAGE_HEADERS)
 
     @app.get("/dashboard/<name>")
-    async def asset(name: str) -> Response:
+    async def asset(name: str) -> Any:
         if name not in assets:
-            return Response('{"error": "Not found"}', status=404, mimetype="application/json")
+            return {"error": "Not found"}, 404
         body, kind = assets[name]
         return Response(body, content_type=kind, headers={"Cache-Control": "no-cache", **PAGE_HEADERS})
 
@@ -80,6 +80,6 @@ def register(
         who = await caller()
         job = await own_job(who, job_id)
         if job is None:
-            return Response('{"error": "Job not found"}', status=404, mimetype="application/json")
+            return {"error": "Job not found"}, 404
         found = await node.redis.job_events(job["tenant_id"], job["id"], JOB_EVENTS_SCAN)
         return {"jobId": job["id"], "events": [json.loads(feed.with_id(i, d)) for i, d in found]}

@@ -249,7 +249,7 @@ async def _pump(node: Node, sub: Subscriber, closer: _Closer) -> None:
 
 async def _position(node: Node, item: _Subscribe) -> feed.Cursor:
     if item.after is None:
-        head, _ = await node.redis.read_feed(item.tenant, feed.NONE, 0)
+        head = (await node.redis.feed_heads([item.tenant]))[item.tenant]
         await websocket.send(_message("SUBSCRIBED", tenantId=item.tenant, lastEventId=head))
         return feed.Cursor(head)
     await websocket.send(_message("SUBSCRIBED", tenantId=item.tenant, lastEventId=item.after, resumed=True))

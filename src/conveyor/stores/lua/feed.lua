@@ -1,14 +1,10 @@
 -- Read a tenant's feed after an event id: up to count entries (id, data, previous id), and the
 -- feed's newest id ('0-0' when it has none), read together so that they agree.
--- ARGV: prefix, tenant, after, count.
+-- ARGV: prefix, tenant, after, count (at least 1: COUNT 0 answers nil).
 local p, tenant, after, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local head = redis.call('GET', p .. ':feedhead:' .. tenant) or '0-0'
 local out = {head}
-local entries = {}
-if count > 0 then  -- (COUNT 0 answers nil, not an empty list)
-  entries = redis.call('XRANGE', p .. ':feed:' .. tenant, '(' .. after, '+', 'COUNT', count)
-end
-for _, entry in ipairs(entries) do
+for _, entry in ipairs(redis.call('XRANGE', p .. ':feed:' .. tenant, '(' .. after, '+', 'COUNT', count)) do
   local fields = entry[2]
   local d, v = '', '0-0'
   for j = 1, #fields, 2 do
