@@ -32,8 +32,9 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @contextlib.contextmanager
-def started_node(concurrency: int, auth: bool) -> Iterator[tuple[str, str]]:
-    """A `conveyor serve` process on a fresh database and key prefix; yields (url, database url)."""
+def started_node(concurrency: int, auth: bool, **settings: str) -> Iterator[tuple[str, str]]:
+    """A `conveyor serve` process on a fresh database and key prefix; yields (url, database url).
+    `settings` are more environment variables for it (CONVEYOR_…)."""
     name = f"conveyor_bench_{secrets.token_hex(4)}"
     base = ADMIN_URL.rpartition("/")[0]
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
@@ -53,6 +54,7 @@ def started_node(concurrency: int, auth: bool) -> Iterator[tuple[str, str]]:
         env |= {"CONVEYOR_TENANT_SUBMIT_RATE": "1000000000", "CONVEYOR_TENANT_SUBMIT_BURST": "1000000000"}
     else:  # peers have no auth or submit limits either: measure the queue, not the limiter
         env |= {"CONVEYOR_AUTH": "off", "CONVEYOR_TENANT_SUBMIT_RATE": "0"}
+    env |= settings
     proc = subprocess.Popen(
         [sys.executable, "-m", "conveyor", "serve", "--port", "0"],
         env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -79,10 +81,10 @@ def started_node(concurrency: int, auth: bool) -> Iterator[tuple[str, str]]:
         os.unlink(log.name)
 
 
-def bench_key(database_url: str) -> str:
-    """A tenant `bench` and a key of it, made with the CLI."""
+def bench_key(database_url: str, tenant: str = "bench") -> str:
+    """A tenant and a key of it, made with the CLI."""
     env = {**os.environ, "DATABASE_URL": database_url, "CONVEYOR_LOG_LEVEL": "WARNING"}
-    for args in (["tenants", "create", "bench"], ["keys", "create", "--tenant", "bench"]):
+    for args in (["tenants", "create", tenant], ["keys", "create", "--tenant", tenant]):
         done = subprocess.run(
             [sys.executable, "-m", "conveyor", *args], env=env, capture_output=True, check=True
         )

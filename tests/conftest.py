@@ -96,6 +96,7 @@ def make_config(database_url: str, redis_prefix: str) -> Callable[..., Config]:
             "auth": False,
             "webhook_allow_private": True,
             "tenant_submit_rate": 0.0,
+            "tenant_read_rate": 0.0,
         }
         values.update(overrides)
         return Config(**values)

@@ -21,7 +21,7 @@ import trio
 from . import config as config_mod
 from . import feed, tenants, watch
 from .limits import FIELDS
-from .node import run_node
+from .node import run_node, tune_allocator
 from .stores import PostgresStore, StoreUnavailable
 from .stores.postgres import migrate_sync
 from .supervision import SupervisorGaveUp
@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "watch":  # a client: needs no database or node settings
-        if args.after is not None and feed.parse_id(args.after) is None:
+        if args.after is not None and not feed.resumable(args.after):
             print("conveyor: --from must be an eventId like 1732950000000-0", file=sys.stderr)
             return 2
         key = os.environ.get("CONVEYOR_API_KEY") or None
@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             migrate_sync(config.database_url)
             print(json.dumps(trio.run(manage, config, args), indent=2))
         else:
+            tune_allocator()
             trio.run(serve, config)
     except* (StoreUnavailable, psycopg.OperationalError) as group:
         unavailable = list(group.exceptions)

@@ -31,6 +31,7 @@ class Config:
     backoff_base_ms: int = 1000
     backoff_cap_ms: int = 300_000
     max_body_bytes: int = 1024 * 1024
+    body_budget_bytes: int = 32 * 1024 * 1024
     drain_grace_seconds: float = 30.0
     ws_send_queue: int = 1024
     writer_queue: int = 256
@@ -52,6 +53,9 @@ class Config:
     tenant_submit_burst: int = 5000
     tenant_max_queued: int = 100_000
     tenant_max_websockets: int = 100
+    tenant_max_queued_bytes: int = 256 * 1024 * 1024
+    tenant_read_rate: float = 50.0
+    tenant_read_burst: int = 100
     auth_refresh_seconds: float = 2.0
     idempotency_seconds: float = 86_400.0
     feed_retention_events: int = 10_000
@@ -180,6 +184,7 @@ SETTINGS: dict[str, tuple[str, Callable[[str, str], Any], str]] = {
     "CONVEYOR_BACKOFF_BASE_MS": ("backoff_base_ms", _positive_int, "first retry delay (doubles each attempt, jittered)"),
     "CONVEYOR_BACKOFF_CAP_MS": ("backoff_cap_ms", _positive_int, "longest retry delay"),
     "CONVEYOR_MAX_BODY_BYTES": ("max_body_bytes", _positive_int, "request body limit (413 above it)"),
+    "CONVEYOR_BODY_BUDGET_BYTES": ("body_budget_bytes", _positive_int, "request bodies in flight on a node, in bytes (a quarter per tenant); beyond it 503"),
     "CONVEYOR_DRAIN_GRACE_SECONDS": ("drain_grace_seconds", _positive_float, "time running jobs get to finish on SIGTERM"),
     "CONVEYOR_WS_SEND_QUEUE": ("ws_send_queue", _positive_int, "messages buffered per WebSocket before it is closed as too slow"),
     "CONVEYOR_WRITER_QUEUE": ("writer_queue", _positive_int, "submissions waiting for group commit before 503"),
@@ -201,6 +206,9 @@ SETTINGS: dict[str, tuple[str, Callable[[str, str], Any], str]] = {
     "CONVEYOR_TENANT_SUBMIT_BURST": ("tenant_submit_burst", _positive_int, "default burst of the submit rate limit, in jobs"),
     "CONVEYOR_TENANT_MAX_QUEUED": ("tenant_max_queued", _limit, "default cap on a tenant's unfinished jobs (0: none)"),
     "CONVEYOR_TENANT_MAX_WEBSOCKETS": ("tenant_max_websockets", _limit, "default cap on a tenant's open WebSockets per node (0: none)"),
+    "CONVEYOR_TENANT_MAX_QUEUED_BYTES": ("tenant_max_queued_bytes", _limit, "default cap on the payload bytes of a tenant's unfinished jobs (0: none)"),
+    "CONVEYOR_TENANT_READ_RATE": ("tenant_read_rate", _rate, "default reads per second a tenant may make of one node (0: no limit)"),
+    "CONVEYOR_TENANT_READ_BURST": ("tenant_read_burst", _positive_int, "default burst of the read rate limit, in requests"),
     "CONVEYOR_AUTH_REFRESH_SECONDS": ("auth_refresh_seconds", _positive_float, "how often revoked keys and tenant limits are re-read"),
     "CONVEYOR_IDEMPOTENCY_SECONDS": ("idempotency_seconds", _positive_float, "how long an Idempotency-Key is remembered"),
     "CONVEYOR_FEED_RETENTION_EVENTS": ("feed_retention_events", _positive_int, "job events kept per tenant for clients that resume (about; whole blocks are trimmed)"),
@@ -235,6 +243,8 @@ def is_loopback(host: str) -> bool:
 
 def check(config: Config) -> None:
     """Rules between settings; run_node checks them too, whoever built the Config."""
+    if config.body_budget_bytes < config.max_body_bytes:
+        raise ConfigError("CONVEYOR_BODY_BUDGET_BYTES must not be smaller than CONVEYOR_MAX_BODY_BYTES")
     if config.backoff_cap_ms < config.backoff_base_ms:
         raise ConfigError("CONVEYOR_BACKOFF_CAP_MS must not be smaller than CONVEYOR_BACKOFF_BASE_MS")
     if not config.auth and not is_loopback(config.host):

@@ -20,6 +20,8 @@ import attrs
 
 NONE = "0-0"  # the id "before the first event" of every feed
 _ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+_PART = 2**64  # each half of a stream id is an unsigned 64-bit number
+LAST = (_PART - 1, _PART - 1)  # the greatest id: nothing can come after it
 
 
 def parse_id(text: object) -> tuple[int, int] | None:
@@ -27,7 +29,16 @@ def parse_id(text: object) -> tuple[int, int] | None:
     if not isinstance(text, str):
         return None
     match = _ID.fullmatch(text)
-    return (int(match[1]), int(match[2])) if match else None
+    if not match:
+        return None
+    ms, seq = int(match[1]), int(match[2])
+    return (ms, seq) if ms < _PART and seq < _PART else None
+
+
+def resumable(text: object) -> bool:
+    """Whether a client may resume after this id: one the feed could have sent."""
+    parsed = parse_id(text)
+    return parsed is not None and parsed != LAST
 
 
 class Verdict(enum.Enum):

@@ -11,10 +11,12 @@ import hashlib
 import hmac
 import re
 import secrets
+from typing import TypeGuard
 
 PREFIX = "cvk"
 _KEY_RE = re.compile(r"cvk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 TENANT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+TENANT_ID_RULE = "must be 1-100 characters of letters, digits, '_', '.', '-', starting with a letter or digit"
 
 
 def digest(secret: str) -> str:
@@ -53,5 +55,5 @@ def new_ticket() -> tuple[str, str]:
     return ticket, digest(ticket)
 
 
-def valid_tenant_id(value: object) -> bool:
+def valid_tenant_id(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and TENANT_ID_RE.fullmatch(value) is not None

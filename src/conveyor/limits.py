@@ -6,7 +6,7 @@ In a tenant's row a NULL limit means "the configured default" and 0 means "no li
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -21,6 +21,9 @@ FIELDS = {
     "submitBurst": ("submit_burst", int, 1),
     "maxQueued": ("max_queued", int, 0),
     "maxWebsockets": ("max_websockets", int, 0),
+    "maxQueuedBytes": ("max_queued_bytes", int, 0),
+    "readRate": ("read_rate", float, 0),
+    "readBurst": ("read_burst", int, 1),
 }
 MAX_VALUE = 2**31 - 1
 
@@ -32,6 +35,9 @@ class TenantLimits:
     submit_burst: int
     max_queued: int
     max_websockets: int
+    max_queued_bytes: int
+    read_rate: float
+    read_burst: int
 
     def as_json(self) -> dict[str, Any]:
         return {wire: getattr(self, column) for wire, (column, _, _) in FIELDS.items()}
@@ -45,10 +51,19 @@ class Limited(Exception):
         self.retry_after_ms = retry_after_ms
 
 
-def refusal(verdict: str, tenant: str, jobs: int, limits: TenantLimits, wait_ms: int) -> Limited:
+def refusal(
+    verdict: str, tenant: str, jobs: int, limits: TenantLimits, wait_ms: int, size: int = 0
+) -> Limited:
     """The 429 for an admission verdict of the admit script."""
     if verdict == "queue":
         message = f"tenant {tenant} has too many unfinished jobs (limit {limits.max_queued})"
+    elif verdict == "bytes":
+        message = (
+            f"tenant {tenant}'s unfinished jobs hold too many bytes of payload "
+            f"(limit {limits.max_queued_bytes})"
+        )
+        if size > limits.max_queued_bytes:  # it can never fit: waiting will not help
+            return Limited(f"{message}; this submission alone has {size}", retry_after_ms=None)
     elif verdict == "burst":
         message = (
             f"a submission of {jobs} jobs exceeds tenant {tenant}'s burst of "
@@ -67,6 +82,9 @@ def defaults(config: Config) -> TenantLimits:
         submit_burst=config.tenant_submit_burst,
         max_queued=config.tenant_max_queued,
         max_websockets=config.tenant_max_websockets,
+        max_queued_bytes=config.tenant_max_queued_bytes,
+        read_rate=config.tenant_read_rate,
+        read_burst=config.tenant_read_burst,
     )
 
 
@@ -100,3 +118,44 @@ def parse_overrides(body: Mapping[str, Any]) -> tuple[dict[str, Any], list[Field
         else:
             values[column] = None if value is None else kind(value)
     return values, errors
+
+
+@attrs.define
+class _Bucket:
+    tokens: float
+    at: float
+
+
+class ReadLimiter:
+    """Per-tenant token buckets for reads, kept in this node's memory (a read is answered by
+    one node, and what it protects is that node). `now` is passed in: no clock here."""
+
+    MAX_TENANTS = 10_000
+
+    def __init__(self, limits_of: Callable[[str], TenantLimits]) -> None:
+        self.limits_of = limits_of
+        self._buckets: dict[str, _Bucket] = {}
+
+    def take(self, tenant: str, now: float) -> float:
+        """Take one read for the tenant: 0.0 when allowed, else the seconds until it would be."""
+        lim = self.limits_of(tenant)
+        if lim.read_rate <= 0:
+            return 0.0
+        bucket = self._buckets.get(tenant)
+        if bucket is None:
+            if len(self._buckets) >= self.MAX_TENANTS:
+                self._forget_full(now)
+            bucket = self._buckets[tenant] = _Bucket(float(lim.read_burst), now)
+        bucket.tokens = min(lim.read_burst, bucket.tokens + (now - bucket.at) * lim.read_rate)
+        bucket.at = now
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return 0.0
+        return (1 - bucket.tokens) / lim.read_rate
+
+    def _forget_full(self, now: float) -> None:
+        """Drop the buckets that have refilled: forgetting them changes nothing."""
+        for tenant, bucket in list(self._buckets.items()):
+            lim = self.limits_of(tenant)
+            if lim.read_rate <= 0 or bucket.tokens + (now - bucket.at) * lim.read_rate >= lim.read_burst:
+                del self._buckets[tenant]

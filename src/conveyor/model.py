@@ -10,6 +10,8 @@ from typing import Any
 
 import attrs
 
+from .storable import dumps
+
 
 class Status(enum.StrEnum):
     PENDING = "PENDING"
@@ -32,6 +34,10 @@ class NewJob:
     payload: dict[str, Any]
     max_attempts: int
     timeout_ms: int
+    # the payload as stored (in PostgreSQL and the envelope), encoded once
+    payload_json: str = attrs.field(
+        default=attrs.Factory(lambda self: dumps(self.payload), takes_self=True), repr=False
+    )
 
 
 @attrs.frozen
@@ -52,7 +58,7 @@ class Outcome(enum.Enum):
     FAILED = "failed"  # terminal failure
     RETRY = "retry"  # back to the delayed set with backoff
     HANDBACK = "handback"  # drain: back to ready, attempt not counted
-    REQUEUED = "requeued"  # reaper already put it back to ready in Redis; record it in PostgreSQL
+    REQUEUED = "requeued"  # lease expired: back to ready once PostgreSQL says the job is not over
     LOST = "lost"  # lease lost to another attempt: record nothing
     CANCELLED = "cancelled"  # cancelled by request (POST /jobs/{id}/cancel): terminal
 

@@ -44,3 +44,15 @@ def status_of(outcome: Outcome) -> Status:
         Outcome.REQUEUED: Status.PENDING,
         Outcome.CANCELLED: Status.CANCELLED,
     }[outcome]
+
+
+def index_action(outcome: Outcome) -> str:
+    """What the dispatch index does with an outcome that PostgreSQL accepted (finish.lua)."""
+    return {
+        Outcome.COMPLETED: "done",
+        Outcome.FAILED: "done",
+        Outcome.RETRY: "retry",
+        Outcome.HANDBACK: "handback",
+        Outcome.REQUEUED: "requeue",
+        Outcome.CANCELLED: "done",
+    }[outcome]

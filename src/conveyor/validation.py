@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from . import keys, storable
 from .config import Config
 from .handlers import FieldError, Registry
 from .model import NewJob, Status
@@ -33,9 +34,35 @@ class Forbidden(Exception):
     """The request names a tenant other than the caller's (403)."""
 
 
-def _own_tenant(value: Any, tenant: str, field: str) -> None:
-    if value is not None and value != tenant:
-        raise Forbidden(f"{field} {value!r} is not the tenant of this API key")
+def _own_tenant(value: Any, tenant: str, field: str, errors: list[FieldError]) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        errors.append(FieldError(field, keys.TENANT_ID_RULE))
+    elif value != tenant:
+        shown = value if len(value) <= 100 else value[:100] + "…"
+        raise Forbidden(f"{field} {shown!r} is not the tenant of this API key")
+
+
+def storable_body(body: Any) -> Any:
+    """A decoded JSON body, once every value in it can be stored; Invalid names the first one
+    that cannot (`jobs[3].payload.x`)."""
+    found = storable.problem(body)
+    if found is not None:
+        raise Invalid("Validation failed", [FieldError(found[0] if found[0] != "value" else "body", found[1])])
+    return body
+
+
+def storable_params(params: Mapping[str, str], what: str) -> None:
+    """Query or path parameters: names and values must be storable text."""
+    errors = []
+    for name, value in params.items():
+        if (why := storable.text_problem(name)) is not None:
+            errors.append(FieldError(f"a {what} parameter's name", why))
+        elif (why := storable.text_problem(value)) is not None:
+            errors.append(FieldError(name, why))
+    if errors:
+        raise Invalid("Validation failed", errors)
 
 
 def is_int_in(value: Any, low: int, high: int) -> bool:
@@ -49,13 +76,11 @@ def job_errors(
     be left out, and naming another tenant raises Forbidden."""
     if not isinstance(body, dict):
         return [FieldError(where.rstrip(".") or "body", "must be a JSON object")]
-    errors = []
+    errors: list[FieldError] = []
     if tenant is not None:
-        _own_tenant(body.get("tenantId"), tenant, f"{where}tenantId")
-    else:
-        named = body.get("tenantId")
-        if not isinstance(named, str) or not 1 <= len(named) <= 100:
-            errors.append(FieldError(f"{where}tenantId", "must be a string of 1-100 characters"))
+        _own_tenant(body.get("tenantId"), tenant, f"{where}tenantId", errors)
+    elif not keys.valid_tenant_id(body.get("tenantId")):
+        errors.append(FieldError(f"{where}tenantId", keys.TENANT_ID_RULE))
     type_ = body.get("type")
     handler = registry.get(type_) if isinstance(type_, str) else None
     if handler is None:
@@ -131,6 +156,8 @@ def parse_list_query(
     job_type = args.get("type") or None
     if job_type is not None and len(job_type) > 100:
         errors.append(FieldError("type", "must be at most 100 characters"))
+    elif job_type is not None and (why := storable.text_problem(job_type)) is not None:
+        errors.append(FieldError("type", why))
     limit = _query_int(args, "limit", 20, 1, 100, errors)
     offset = _query_int(args, "offset", 0, 0, 10_000_000, errors)
     if errors:
@@ -150,11 +177,11 @@ def parse_tenant_query(args: Mapping[str, str], tenant: str | None) -> str:
 
 def _query_tenant(args: Mapping[str, str], tenant: str | None, errors: list[FieldError]) -> str:
     if tenant is not None:
-        _own_tenant(args.get("tenantId"), tenant, "tenantId")
+        _own_tenant(args.get("tenantId"), tenant, "tenantId", errors)
         return tenant
     named = args.get("tenantId", "")
-    if not 1 <= len(named) <= 100:
-        errors.append(FieldError("tenantId", "is required: a string of 1-100 characters"))
+    if not keys.valid_tenant_id(named):
+        errors.append(FieldError("tenantId", f"is required, and {keys.TENANT_ID_RULE}"))
     return named
 
 

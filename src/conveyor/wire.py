@@ -19,7 +19,9 @@ def iso(value: datetime | None) -> str | None:
 
 
 def job_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {
+    """A job as the API shows it. A list's row may leave out a large payload or result: then it
+    is null and payloadOmitted / resultOmitted is true (GET /jobs/{id} has it)."""
+    body = {
         "id": row["id"],
         "tenantId": row["tenant_id"],
         "type": row["type"],
@@ -34,6 +36,11 @@ def job_json(row: dict[str, Any]) -> dict[str, Any]:
         "createdAt": iso(row["created_at"]),
         "updatedAt": iso(row["updated_at"]),
     }
+    if row.get("payload_omitted"):
+        body["payloadOmitted"] = True
+    if row.get("result_omitted"):
+        body["resultOmitted"] = True
+    return body
 
 
 def job_update(row: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ class NodeProcess:
             "CONVEYOR_AUTH": "on" if config.auth else "off",
             "CONVEYOR_WEBHOOK_ALLOW_PRIVATE": "on" if config.webhook_allow_private else "off",
             "CONVEYOR_TENANT_SUBMIT_RATE": str(config.tenant_submit_rate),
+            "CONVEYOR_TENANT_READ_RATE": str(config.tenant_read_rate),
             **{k: str(v) for k, v in env.items()},
         }
         self.proc: trio.Process | None = None

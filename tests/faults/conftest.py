@@ -64,7 +64,22 @@ class Cluster:
 
     def starts(self) -> list[tuple[str, str]]:
         """(job id, node) per execution started."""
-        return self._ledger("starts")  # type: ignore[return-value]
+        return [(job, node) for job, node, *_ in self._ledger("starts")]
+
+    def start_times(self) -> list[tuple[str, float]]:
+        """(job id, unix time) per execution started."""
+        return [(job, float(at)) for job, _node, at in self._ledger("starts")]
+
+    def feed_events(self, tenant: str) -> list[dict[str, Any]]:
+        """Every event in the tenant's feed, oldest first."""
+        import json
+
+        client = self.redis()
+        try:
+            entries = client.xrange(f"{self.config.redis_prefix}:feed:{tenant}")
+        finally:
+            client.close()
+        return [json.loads(fields["d"]) for _, fields in entries]
 
     def ends(self) -> list[tuple[str, str, str]]:
         """(job id, node, completed | cancelled) per execution ended."""

@@ -1,6 +1,7 @@
 """The `ledger` job type of the fault suite: every execution is written down in Redis.
 
-`<prefix>:ledger:starts` (in LEDGER_REDIS_URL, or the queue's Redis) is a list of "job-id node-id" per execution started, and
+`<prefix>:ledger:starts` (in LEDGER_REDIS_URL, or the queue's Redis) is a list of "job-id node-id
+unix-time" per execution started, and
 `<prefix>:ledger:ends` one of "job-id node-id outcome" per execution that ended (completed or
 cancelled). Loaded into real `conveyor serve` processes through CONVEYOR_HANDLER_MODULES.
 """
@@ -8,6 +9,7 @@ cancelled). Loaded into real `conveyor serve` processes through CONVEYOR_HANDLER
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import redis
@@ -30,7 +32,7 @@ def register(registry: Registry, config: Config) -> None:
         await trio.to_thread.run_sync(client.rpush, key, entry)
 
     async def run(job: Envelope, payload: dict[str, Any]) -> Any:
-        await note(starts, f"{job.id} {node}")
+        await note(starts, f"{job.id} {node} {time.time():.6f}")
         outcome = "cancelled"
         try:
             await trio.sleep(payload["ms"] / 1000)

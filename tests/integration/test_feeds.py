@@ -20,11 +20,11 @@ from tests.helpers import base_url, wait_until
 from tests.integration.test_websocket import next_message, ws_url
 
 
-def marker(tenant: str, n: int, pad: int = 0) -> tuple[str, str]:
+def marker(tenant: str, n: int, pad: int = 0) -> tuple[str, str, str]:
     """An event of our own, numbered, published the way cancel/retry/progress events are."""
     data = {"type": "JOB_PROGRESS", "jobId": f"job-{n}", "tenantId": tenant, "attempts": 1,
             "progress": 0, "message": str(n) + "x" * pad}
-    return tenant, json.dumps(data)
+    return tenant, f"job-{n}", json.dumps(data)
 
 
 async def publish(node: Node, tenant: str, numbers: range, pad: int = 0) -> None:

@@ -16,6 +16,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_
 from conveyor.model import NewJob
 from conveyor.node import Node
 from conveyor.stores import RedisStore
+from conveyor.stores.redis import Applied
 from tests.conftest import REDIS_URL
 from tests.helpers import ADMIN_KEY, base_url, bearer, new_tenant, wait_until
 from tests.integration import probe_handlers
@@ -51,12 +52,12 @@ async def test_claims_pass_over_a_tenant_at_its_running_cap(redis_store: RedisSt
         assert await redis.claim(20, node="n2", lease_ms=60_000, max_running=4) == []
         # a finished job of a frees one slot of a, on any node
         done = next(j for j in first if j.tenant_id == "a")
-        await redis.finish([(done.id, done.attempt, "done", 0)], [])
+        await redis.finish([Applied(done.id, done.attempt, "done")])
         again = await redis.claim(20, node="n2", lease_ms=60_000, max_running=4)
         assert [j.tenant_id for j in again] == ["a"]
         # a job of a handed back, retried or reaped frees its slot too
         retried = next(j for j in first if j.tenant_id == "c")
-        await redis.finish([(retried.id, retried.attempt, "retry", 60_000)], [])
+        await redis.finish([Applied(retried.id, retried.attempt, "retry", 60_000)])
         assert [j.tenant_id for j in await redis.claim(20, node="n2", lease_ms=60_000, max_running=4)] == ["c"]
         assert await redis.queued("a") == 49 and await redis.queued("b") == 3
 

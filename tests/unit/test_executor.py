@@ -34,6 +34,10 @@ def registry() -> Registry:
             raise JobFailed("no point retrying", retryable=False)
         if action == "unserialisable":
             return object()
+        if action == "return":
+            return payload["value"]
+        if action == "say":
+            raise JobFailed(payload["value"])
         await trio.sleep_forever()
 
     reg.register(Handler("t", ok, run, default_timeout_ms=lambda p: 1000))
@@ -79,8 +83,29 @@ async def test_non_retryable_failure_ends_at_once(autojump_clock: Any) -> None:
 
 
 async def test_a_result_that_cannot_be_stored_is_a_failure(autojump_clock: Any) -> None:
+    # it ran to its end and would return the same again: FAILED at once, saying why
     _, finished = await run_one(job("unserialisable"))
-    assert finished.outcome is Outcome.RETRY and "TypeError" in finished.error
+    assert finished.outcome is Outcome.FAILED and finished.result is None
+    assert finished.error == "the handler's result cannot be stored: result is of type object, which is not a JSON value"
+    cases = {
+        "Infinity": ({"sum": float("inf")}, "result.sum must be a finite number"),
+        "NaN": ([1, float("nan")], "result[1] must be a finite number"),
+        "NUL": ({"a": "x\x00y"}, "result.a must not contain the NUL character"),
+        "a surrogate": ({"\ud800": 1}, "result must not have a key with a lone UTF-16 surrogate"),
+        "too big": ("x" * (1024 * 1024 + 1), "result is 1048579 bytes of JSON, more than the limit"),
+    }
+    for name, (value, message) in cases.items():
+        envelope = Envelope(f"id-{name}", "tenant", "t", {"do": "return", "value": value}, 1, 3, 5000)
+        _, finished = await run_one(envelope)
+        assert finished.outcome is Outcome.FAILED, name
+        assert message in (finished.error or ""), (name, finished.error)
+
+
+async def test_an_error_message_is_made_storable(autojump_clock: Any) -> None:
+    envelope = Envelope("id-say", "tenant", "t", {"do": "say", "value": "a\x00b\udc80" + "z" * 9000}, 1, 3, 5000)
+    _, finished = await run_one(envelope)
+    assert finished.outcome is Outcome.RETRY
+    assert finished.error == "a\ufffdb\ufffd" + "z" * 3996
 
 
 async def test_timeout_ends_the_attempt(autojump_clock: Any) -> None:

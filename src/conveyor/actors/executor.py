@@ -6,14 +6,13 @@ Finished message for the recorder (retry with backoff, or the end), and gives it
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from typing import Any
 
 import trio
 
-from .. import rules
+from .. import rules, storable
 from ..config import Config
 from ..handlers import JobFailed, Registry
 from ..metrics import Metrics
@@ -24,6 +23,27 @@ from .pool import CancelReason, ExecutorPool
 log = logging.getLogger(__name__)
 
 CANCELLED_ERROR = "cancelled by request"
+MAX_RESULT_BYTES = 1024 * 1024
+MAX_ERROR_CHARS = 4000
+
+
+def _describe(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # an exception whose message cannot be built must not stop the executor
+        return f"(a {type(exc).__name__} whose message could not be read)"
+
+
+def result_problem(result: Any) -> str | None:
+    """Why a handler's result cannot be kept, or None: it must be storable JSON of at most
+    MAX_RESULT_BYTES. Such a job fails, and is not retried: it ran, and would return the same."""
+    found = storable.problem(result, "result")
+    if found is not None:
+        return f"the handler's result cannot be stored: {found[0]} {found[1]}"
+    size = len(storable.dumps(result))
+    if size > MAX_RESULT_BYTES:
+        return f"the handler's result is {size} bytes of JSON, more than the limit of {MAX_RESULT_BYTES}"
+    return None
 
 
 async def run_executor(
@@ -79,12 +99,13 @@ async def execute(
                 raise JobFailed(f"no handler for job type {job.type!r} on this node")
             with flusher.reporting(job):
                 result = await handler.run(job, job.payload)
-            json.dumps(result)  # a result that cannot be stored is the handler's failure
+            if (why := result_problem(result)) is not None:
+                raise JobFailed(why, retryable=False)
         except JobFailed as exc:
-            error, retryable = str(exc), exc.retryable
+            error, retryable = _describe(exc), exc.retryable
         except Exception as exc:
             log.warning("job %s attempt %d raised", job.id, job.attempt, exc_info=True)
-            error = f"{type(exc).__name__}: {exc}"
+            error = f"{type(exc).__name__}: {_describe(exc)}"
     reason = pool.stopped(job.id, job.attempt)
     if scope.cancelled_caught:
         if reason is CancelReason.DRAIN:
@@ -103,4 +124,5 @@ async def execute(
             job.attempt, base_ms=config.backoff_base_ms, cap_ms=config.backoff_cap_ms,
             rand=random.random,
         )
-    return Finished(job, outcome, error=error[:4000], delay_ms=delay)
+    # the message may quote what a handler or a remote server said: keep it storable
+    return Finished(job, outcome, error=storable.clean_text(error, MAX_ERROR_CHARS), delay_ms=delay)

@@ -4,6 +4,13 @@ Per batch: one PostgreSQL transaction (all starts, all outcomes; a job that star
 inside one batch is written once), then one Redis script that applies the outcomes to the
 dispatch index and appends the events. PostgreSQL first, so a crash in between leaves a lease
 that the reaper takes back, never a job that Redis forgot and PostgreSQL still calls RUNNING.
+
+An outcome's events travel with its Redis action, which applies only while the envelope is at
+that attempt. An outcome that PostgreSQL refused because the job had ended already (its node
+died after committing the end, before telling Redis; the reaper sends such jobs here) carries
+that end's event, read from the row: it is published once, by whichever call drops the envelope,
+and the job does not run again. A batch that PostgreSQL refuses for one outcome's values is cut
+until that outcome is found, which is then written as FAILED, saying why.
 """
 
 from __future__ import annotations
@@ -14,24 +21,18 @@ from typing import Any
 
 import trio
 
-from .. import rules
+from .. import faults, rules, storable
 from ..model import TERMINAL, Finished, Flush, Outcome, Progress, Started
 from ..stores import PostgresStore, RedisStore, StoreUnavailable
+from ..stores.postgres import DataRefused
+from ..stores.redis import Applied
 from ..wire import job_progress, job_update
+from .batches import write_isolating
 from .pool import ExecutorPool
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 2000
-# Redis action for an outcome PostgreSQL accepted; a refused one only drops our lease.
-ACTIONS = {
-    Outcome.COMPLETED: "done",
-    Outcome.FAILED: "done",
-    Outcome.RETRY: "retry",
-    Outcome.HANDBACK: "handback",
-    Outcome.REQUEUED: "none",
-    Outcome.CANCELLED: "done",
-}
 
 
 async def run_recorder(
@@ -88,7 +89,7 @@ async def record_batch(pg: PostgresStore, redis: RedisStore, batch: list[Any]) -
             progress[(msg.job.id, msg.job.attempt)] = msg  # the latest report wins
     # a report of an attempt that ended in this batch says nothing the end does not
     reports = [
-        (p.job.tenant_id, json.dumps(job_progress(p.job, p.progress, p.message)))
+        (p.job.tenant_id, p.job.id, json.dumps(job_progress(p.job, p.progress, p.message)))
         for key, p in progress.items() if key not in finishes
     ]
     if not starts and not finishes:
@@ -97,36 +98,80 @@ async def record_batch(pg: PostgresStore, redis: RedisStore, batch: list[Any]) -
         return
     # Coalesce: an attempt that started and finished in this batch is written once, finished.
     start_rows = [key for key in starts if key not in finishes]
-    finish_rows = [
-        {
-            "id": f.job.id,
-            "attempt": f.job.attempt,
-            "new_attempt": f.job.attempt - 1 if f.outcome is Outcome.HANDBACK else f.job.attempt,
-            "status": rules.status_of(f.outcome).value,
-            "error": f.error,
-            "result": f.result,
-            "delay_ms": f.delay_ms,
-        }
-        for f in finishes.values()
+    started, finished = await _write(pg, start_rows, [_finish_row(f) for f in finishes.values()])
+    written = {row["id"]: row for row in finished}
+    refused = [f.job.id for f in finishes.values() if f.job.id not in written]
+    ended: dict[str, dict[str, Any]] = {}
+    if refused:
+        states = await _retrying("PostgreSQL read", pg.job_states, refused)
+        ended = {row["id"]: row for row in states if row["status"] in TERMINAL}
+    outcomes = [
+        _applied(f, written.get(f.job.id), ended.get(f.job.id), starts) for f in finishes.values()
     ]
-    started, finished = await _retrying("PostgreSQL write", pg.record, start_rows, finish_rows)
-    # an accepted outcome may still have ended the job (a cancellation requested meanwhile)
-    written = {row["id"]: row["status"] for row in finished}
-    actions = [
-        (
-            f.job.id, f.job.attempt,
-            ACTIONS[f.outcome] if written.get(f.job.id, "COMPLETED") not in TERMINAL else "done",
-            f.delay_ms,
-        )
-        for f in finishes.values()
-    ]
-    events = [(row["tenant_id"], json.dumps(job_update(row))) for row in started]
-    events += reports
-    for row in finished:
+    events = [(row["tenant_id"], row["id"], json.dumps(job_update(row))) for row in started]
+    if any(row["status"] in TERMINAL for row in finished):
+        faults.point("exit-after-record")  # ends committed, Redis not told: the reaper's case
+    await _retrying("Redis finish", redis.finish, outcomes, events + reports)
+
+
+def _finish_row(f: Finished) -> dict[str, Any]:
+    return {
+        "id": f.job.id,
+        "attempt": f.job.attempt,
+        "new_attempt": f.job.attempt - 1 if f.outcome is Outcome.HANDBACK else f.job.attempt,
+        "status": rules.status_of(f.outcome).value,
+        "error": f.error,
+        "result": f.result,
+        "delay_ms": f.delay_ms,
+    }
+
+
+def _applied(
+    f: Finished,
+    row: dict[str, Any] | None,
+    ended: dict[str, Any] | None,
+    starts: dict[tuple[str, int], Started],
+) -> Applied:
+    """What Redis does with an outcome, given the row PostgreSQL wrote (None: it refused) and,
+    when refused, the row of the end the job had reached already."""
+    if row is not None:
+        # an accepted outcome may still have ended the job (a cancellation requested meanwhile)
+        action = rules.index_action(f.outcome) if row["status"] not in TERMINAL else "done"
+        events = []
         if (row["id"], row["attempts"]) in starts:
             # started and finished within this batch: written once, but the feed still hears
             # the RUNNING that PostgreSQL never stored
-            running = {**row, "status": "RUNNING", "error": None}
-            events.append((row["tenant_id"], json.dumps(job_update(running))))
-        events.append((row["tenant_id"], json.dumps(job_update(row))))
-    await _retrying("Redis finish", redis.finish, actions, events)
+            events.append(json.dumps(job_update({**row, "status": "RUNNING", "error": None})))
+        events.append(json.dumps(job_update(row)))
+        return Applied(f.job.id, f.job.attempt, action, f.delay_ms, tuple(events))
+    if ended is not None:
+        # The job had ended. If its envelope is still at this attempt, that end was never
+        # published (only the call that drops the envelope publishes it): publish it now.
+        return Applied(f.job.id, f.job.attempt, "done", 0, (json.dumps(job_update(ended)),))
+    return Applied(f.job.id, f.job.attempt, "done")  # a newer attempt holds it: this one is over
+
+
+async def _write(
+    pg: PostgresStore, starts: list[tuple[str, int]], finishes: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """pg.record, with the batch cut apart when PostgreSQL refuses some outcome's values."""
+    try:
+        return await _retrying("PostgreSQL write", pg.record, starts, finishes)
+    except DataRefused as exc:
+        log.error("recorder: PostgreSQL refused a batch of %d outcomes (%s); finding which", len(finishes), exc)
+    started, _ = await _retrying("PostgreSQL write", pg.record, starts, [])
+
+    async def write(part: Any) -> list[dict[str, Any]]:
+        return (await _retrying("PostgreSQL write", pg.record, [], list(part)))[1]
+
+    results, refused = await write_isolating(finishes, write)
+    finished = [row for rows in results for row in rows]
+    if refused:
+        failed = []
+        for row, why in refused:
+            log.error("recorder: job %s attempt %d: outcome refused (%s)", row["id"], row["attempt"], why)
+            message = storable.clean_text(f"the job's outcome could not be stored: {why}", 4000)
+            failed.append({**row, "new_attempt": row["attempt"], "status": "FAILED", "error": message,
+                           "result": None, "delay_ms": 0})
+        finished += (await _retrying("PostgreSQL write", pg.record, [], failed))[1]
+    return started, finished

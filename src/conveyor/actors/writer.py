@@ -9,22 +9,28 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 import trio
 
 from .. import faults
+from ..handlers import FieldError
 from ..limits import TenantLimits, refusal
 from ..metrics import Metrics
 from ..model import NewJob
 from ..stores import PostgresStore, RedisStore, StoreUnavailable
 from ..stores.postgres import IdempotencyKey
+from ..validation import Invalid
+from .batches import write_isolating
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH_ROWS = 5000
+# a batch's payloads are copied a few times on their way into one INSERT and one script call:
+# more bytes than this wait for the next batch
+MAX_BATCH_BYTES = 4 * 1024 * 1024
 
 
 @attrs.frozen
@@ -36,6 +42,10 @@ class Submit:
 
 class AlreadySubmitted(Exception):
     """The submission's Idempotency-Key was taken by an earlier request: nothing was written."""
+
+
+def _bytes(submit: Submit) -> int:
+    return sum(len(job.payload_json) for job in submit.jobs)
 
 
 def _answer(reply: trio.MemorySendChannel[Any], value: BaseException | None) -> None:
@@ -59,13 +69,13 @@ async def run_writer(
     async with requests:
         while True:
             batch = [await requests.receive()]
-            rows = len(batch[0].jobs)
-            while rows < MAX_BATCH_ROWS:
+            rows, size = len(batch[0].jobs), _bytes(batch[0])
+            while rows < MAX_BATCH_ROWS and size < MAX_BATCH_BYTES:
                 try:
                     batch.append(requests.receive_nowait())
                 except trio.WouldBlock:
                     break
-                rows += len(batch[-1].jobs)
+                rows, size = rows + len(batch[-1].jobs), size + _bytes(batch[-1])
             batch = await admit(redis, batch, limits_of, metrics)
             if not batch:
                 continue
@@ -82,15 +92,15 @@ async def run_writer(
                     seen.add((key.tenant, key.key))
                 writes.append(submit)
             try:
-                taken = await pg.insert_jobs(
-                    [(s.idempotency, s.jobs) for s in writes], retain_s=retain_s
-                )
-            except Exception as exc:
-                if not isinstance(exc, StoreUnavailable):
-                    log.exception("insert of %d submissions failed", len(writes))
+                taken, refused = await _insert(pg, writes, retain_s)
+            except StoreUnavailable as exc:
                 for submit in batch:
                     _answer(submit.reply, exc)
                 continue
+            for submit, why in refused:
+                _answer(submit.reply, why)
+            gone = {id(submit) for submit, _ in refused}
+            writes = [submit for submit in writes if id(submit) not in gone]
             written, lost = _split(writes, taken)
             duplicates += lost
             jobs = [job for submit in written for job in submit.jobs]
@@ -107,6 +117,24 @@ async def run_writer(
                 _answer(submit.reply, None)
             for submit in duplicates:
                 _answer(submit.reply, AlreadySubmitted())
+
+
+async def _insert(
+    pg: PostgresStore, writes: list[Submit], retain_s: float
+) -> tuple[set[tuple[str, str]], list[tuple[Submit, Invalid]]]:
+    """Insert the submissions, keeping the ones PostgreSQL refuses from failing the others:
+    the idempotency keys taken, and the refused submissions with their 400."""
+
+    async def insert(part: Sequence[Submit]) -> set[tuple[str, str]]:
+        return await pg.insert_jobs([(s.idempotency, s.jobs) for s in part], retain_s=retain_s)
+
+    results, refused = await write_isolating(writes, insert)
+    answers = []
+    for submit, exc in refused:
+        log.warning("a submission of %d jobs was refused by PostgreSQL: %s", len(submit.jobs), exc)
+        answers.append((submit, Invalid("Validation failed", [FieldError("body", f"cannot be stored: {exc}")])))
+    taken: set[tuple[str, str]] = set().union(*results)
+    return taken, answers
 
 
 def _split(writes: list[Submit], taken: set[tuple[str, str]]) -> tuple[list[Submit], list[Submit]]:
@@ -131,11 +159,17 @@ async def admit(
     requests = []
     owners = []
     for submit in batch:
+        sizes: Counter[str] = Counter()
+        for job in submit.jobs:
+            sizes[job.tenant_id] += len(job.payload_json)
         for tenant, count in Counter(job.tenant_id for job in submit.jobs).items():
             lim = limits_of(tenant)
-            requests.append((tenant, count, lim.submit_rate, lim.submit_burst, lim.max_queued))
+            requests.append((
+                tenant, count, sizes[tenant], lim.submit_rate, lim.submit_burst, lim.max_queued,
+                lim.max_queued_bytes,
+            ))
             owners.append(submit)
-    if not any(rate > 0 or queued > 0 for _, _, rate, _, queued in requests):
+    if not any(r[3] > 0 or r[5] > 0 or r[6] > 0 for r in requests):
         return batch
     try:
         verdicts = await redis.admit(requests)
@@ -143,9 +177,9 @@ async def admit(
         log.warning("admission skipped: %s", exc)
         return batch
     refused: dict[int, BaseException] = {}
-    for submit, (tenant, count, *_), (verdict, wait_ms) in zip(owners, requests, verdicts, strict=True):
+    for submit, (tenant, count, size, *_), (verdict, wait_ms) in zip(owners, requests, verdicts, strict=True):
         if verdict != "ok" and id(submit) not in refused:
-            refused[id(submit)] = refusal(verdict, tenant, count, limits_of(tenant), wait_ms)
+            refused[id(submit)] = refusal(verdict, tenant, count, limits_of(tenant), wait_ms, size)
             metrics.inc("conveyor_submissions_limited_total", 1, reason=verdict)
     for submit in batch:
         if id(submit) in refused:

@@ -13,10 +13,10 @@ lifts the address check for trusted deployments and tests.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpcore
 import httpx
@@ -25,6 +25,7 @@ import trio
 from ..config import Config
 from ..model import Envelope
 from ..netpolicy import Network, networks, refusal
+from ..storable import clean_text
 from . import FieldError, Handler, JobFailed, Registry
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
@@ -84,22 +85,53 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         )
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
+_HEADER_VALUE = re.compile(r"[\x20-\x7e\t]{0,8192}")
+_LABEL = re.compile(rb"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+MAX_URL = 2048
+
+
+def url_problem(url: Any) -> str | None:
+    """Why a webhook URL can never be requested, or None. It is parsed by httpx, which sends
+    the request, so that what passes here is what runs."""
+    what = f"must be an absolute http:// or https:// URL of at most {MAX_URL} characters"
+    if not isinstance(url, str) or len(url) > MAX_URL:
+        return what
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, UnicodeError, ValueError) as exc:
+        return f"{what} ({exc})"
+    if parsed.scheme not in ("http", "https") or not parsed.raw_host:
+        return what
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        return f"{what} (its port must be from 1 to 65535)"
+    host = parsed.raw_host
+    try:
+        ipaddress.ip_address(host.decode("ascii"))
+        return None
+    except ValueError:
+        pass
+    labels = host.removesuffix(b".").split(b".")
+    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        return f"{what} (its host {parsed.host!r} is not a valid host name or address)"
+    return None
+
+
 def validate(payload: dict[str, Any]) -> list[FieldError]:
     errors = []
-    url = payload.get("url")
-    parts = urlsplit(url) if isinstance(url, str) and len(url) <= 2048 else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        errors.append(
-            FieldError("url", "must be an absolute http:// or https:// URL of at most 2048 characters")
-        )
+    if (why := url_problem(payload.get("url"))) is not None:
+        errors.append(FieldError("url", why))
     method = payload.get("method", "POST")
     if not isinstance(method, str) or method.upper() not in METHODS:
         errors.append(FieldError("method", f"must be one of {', '.join(sorted(METHODS))}"))
     headers = payload.get("headers", {})
     if not isinstance(headers, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        isinstance(v, str) and _HEADER_NAME.fullmatch(k) and _HEADER_VALUE.fullmatch(v)
+        for k, v in headers.items()
     ):
-        errors.append(FieldError("headers", "must be an object of string values"))
+        errors.append(FieldError(
+            "headers", "must be an object of header names (letters, digits, !#$%&'*+-.^_`|~) "
+                       "and printable ASCII values"))
     return errors
 
 
@@ -143,9 +175,13 @@ def register(registry: Registry, config: Config) -> None:
             raise JobFailed(f"webhook refused: {exc}", retryable=False) from exc
         except httpx.TooManyRedirects as exc:
             raise JobFailed(f"webhook request failed: more than {MAX_REDIRECTS} redirects") from exc
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            # a redirect to a URL that cannot be requested: asking again will not help
+            raise JobFailed(f"webhook request failed: {exc}", retryable=False) from exc
         except httpx.HTTPError as exc:
             raise JobFailed(f"webhook request failed: {type(exc).__name__}: {exc}") from exc
-        excerpt = b"".join(chunks)[:EXCERPT_BYTES].decode("utf-8", "replace")
+        # what the remote server said, kept storable (a NUL in it must not fail the job)
+        excerpt = clean_text(b"".join(chunks)[:EXCERPT_BYTES].decode("utf-8", "replace"), EXCERPT_BYTES)
         if not 200 <= resp.status_code < 300:
             raise JobFailed(f"webhook answered HTTP {resp.status_code}: {excerpt[:200]}")
         return {"status": resp.status_code, "body": excerpt}

@@ -26,12 +26,21 @@ from ..model import NewJob
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-LIMIT_COLUMNS = ("max_running", "submit_rate", "submit_burst", "max_queued", "max_websockets")
+LIMIT_COLUMNS = (
+    "max_running", "submit_rate", "submit_burst", "max_queued", "max_websockets",
+    "max_queued_bytes", "read_rate", "read_burst",
+)
+LIST_VALUE_BYTES = 16 * 1024  # a list leaves out payloads and results larger than this
 MIGRATION_LOCK = 0x636F6E76  # "conv": advisory lock key serialising migrations across nodes
 
 
 class StoreUnavailable(Exception):
     """The store cannot be reached right now; callers answer 503 or retry later."""
+
+
+class DataRefused(Exception):
+    """The store refused the values of a write (not an outage): retrying them cannot help.
+    Callers that write a batch find the item it is about and answer or fail only that one."""
 
 
 @attrs.frozen
@@ -49,10 +58,16 @@ def _job_params(jobs: Sequence[NewJob]) -> dict[str, list[Any]]:
         "ids": [j.id for j in jobs],
         "tenants": [j.tenant_id for j in jobs],
         "types": [j.type for j in jobs],
-        "payloads": [json.dumps(j.payload) for j in jobs],
+        "payloads": [j.payload_json for j in jobs],
+        "payload_bytes": [len(j.payload_json) for j in jobs],
         "max_attempts": [j.max_attempts for j in jobs],
         "timeouts": [j.timeout_ms for j in jobs],
     }
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _load_queries() -> dict[str, str]:
@@ -118,6 +133,9 @@ class PostgresStore:
             check=psycopg_pool.ConnectionPool.check_connection,
         )
         self._limiter = trio.CapacityLimiter(pool_size)
+        # tenants' reads (GET /jobs and /jobs/{id}) may hold at most half the pool, so that the
+        # writer and the recorder always find a connection however many readers wait
+        self._reads = trio.CapacityLimiter(max(1, pool_size // 2))
 
     async def open(self) -> None:
         await trio.to_thread.run_sync(lambda: self._pool.open(wait=False))
@@ -131,6 +149,8 @@ class PostgresStore:
             try:
                 with self._pool.connection() as conn:
                     return fn(conn)
+            except (psycopg.DataError, psycopg.errors.ProgramLimitExceeded, UnicodeEncodeError) as exc:
+                raise DataRefused(f"PostgreSQL refused the values: {_first_line(exc)}") from exc
             except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
                 raise StoreUnavailable(f"PostgreSQL unavailable: {exc}") from exc
 
@@ -260,28 +280,45 @@ class PostgresStore:
         args = {"quiet_s": quiet_s, "after_ts": after[0], "after_id": after[1], "limit": limit}
         return await self._fetch("unfinished_jobs", args)
 
+    async def job_states(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The status, attempts, error and updated_at of these jobs (what JOB_UPDATE says)."""
+        return await self._fetch("job_states", {"ids": list(ids)}) if ids else []
+
     async def unfinished_jobs_by_id(self, ids: Sequence[str]) -> list[dict[str, Any]]:
         return await self._fetch("unfinished_jobs_by_id", {"ids": list(ids)}) if ids else []
 
     async def get_job(self, job_id: str, tenant: str | None = None) -> dict[str, Any] | None:
         """A job by id; with a tenant, only that tenant's (another's is as absent)."""
-        if tenant is None:
-            return await self._fetch_one("get_job", {"id": job_id})
-        return await self._fetch_one("get_job_of_tenant", {"id": job_id, "tenant": tenant})
+        async with self._reads:
+            if tenant is None:
+                return await self._fetch_one("get_job", {"id": job_id})
+            return await self._fetch_one("get_job_of_tenant", {"id": job_id, "tenant": tenant})
 
     async def list_jobs(
-        self, tenant: str, status: str | None, limit: int, offset: int, job_type: str | None = None
+        self,
+        tenant: str,
+        status: str | None,
+        limit: int,
+        offset: int,
+        job_type: str | None = None,
+        *,
+        most_bytes: int = LIST_VALUE_BYTES,
     ) -> tuple[list[dict[str, Any]], int]:
+        """A page of a tenant's jobs and their total; payloads and results over most_bytes of
+        JSON are left out (payload_omitted, result_omitted)."""
+
         def work(conn: psycopg.Connection[Any]) -> tuple[list[dict[str, Any]], int]:
             args = {
                 "tenant": tenant, "status": status, "type": job_type, "limit": limit, "offset": offset,
+                "most": most_bytes,
             }
             with conn.cursor(row_factory=dict_row) as cur:
                 rows = cur.execute(QUERIES["list_jobs"], args).fetchall()
                 counted = cur.execute(QUERIES["count_jobs"], args).fetchone()
             return rows, counted["count"] if counted else 0
 
-        return await self._run(work)
+        async with self._reads:
+            return await self._run(work)
 
     # Tenants and keys: rare admin calls, and one lookup per key a node has not cached.
 

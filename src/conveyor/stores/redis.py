@@ -12,10 +12,12 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, TypeVar
 
+import attrs
 import redis
 import trio
 
 from ..model import Envelope, NewJob
+from ..storable import dumps
 from ..wire import job_created
 from .postgres import StoreUnavailable
 
@@ -23,8 +25,21 @@ T = TypeVar("T")
 
 SCRIPTS = (
     "enqueue", "claim", "finish", "heartbeat", "reap", "promote", "reconcile", "lock", "admit",
-    "cancel", "publish", "feed",
+    "cancel", "publish", "feed", "jobevents",
 )
+JOB_EVENTS_MAX = 1000  # a job's newest events that GET /jobs/{id}/events returns
+
+
+@attrs.frozen
+class Applied:
+    """An outcome for finish.lua: what to do with the job's envelope at this attempt, and the
+    events to publish if (and only if) that happens."""
+
+    id: str
+    attempt: int
+    action: str  # done | retry | handback | requeue
+    delay_ms: int = 0
+    events: tuple[str, ...] = ()
 
 
 def _envelopes(flat: Sequence[Any], start: int, width: int) -> list[tuple[Any, ...]]:
@@ -97,7 +112,7 @@ class RedisStore:
         args: list[Any] = [*self._feed]
         for j in jobs:
             args += [
-                j.id, j.tenant_id, j.type, json.dumps(j.payload), j.max_attempts, j.timeout_ms,
+                j.id, j.tenant_id, j.type, j.payload_json, j.max_attempts, j.timeout_ms,
                 json.dumps(job_created(j, at)),
             ]
         return int(await self._script("enqueue", args))
@@ -113,13 +128,15 @@ class RedisStore:
         ]
 
     async def finish(
-        self, actions: Sequence[tuple[str, int, str, int]], events: Sequence[tuple[str, str]]
+        self, outcomes: Sequence[Applied], events: Sequence[tuple[str, str, str]] = ()
     ) -> None:
-        args: list[Any] = [*self._feed, len(actions)]
-        for action in actions:
-            args += list(action)
-        for tenant, data in events:
-            args += [tenant, data]
+        """Apply outcomes to the dispatch index, each with its events, and publish the other
+        (tenant, job id, event json) events, in one script call."""
+        args: list[Any] = [*self._feed, len(outcomes)]
+        for o in outcomes:
+            args += [o.id, o.attempt, o.action, o.delay_ms, len(o.events), *o.events]
+        for tenant, job_id, data in events:
+            args += [tenant, job_id, data]
         await self._script("finish", args)
 
     async def heartbeat(
@@ -131,16 +148,19 @@ class RedisStore:
             args += [job_id, attempt]
         return [(str(i), str(why)) for i, why in _envelopes(await self._script("heartbeat", args), 0, 2)]
 
-    async def cancel(self, job_id: str) -> str:
-        """Take a job out of the dispatch index: 'removed', 'running' (its node is told to stop
-        it) or 'absent'."""
-        return str(await self._script("cancel", [job_id]))
+    async def cancel(self, job_id: str, *, lease_ms: int) -> tuple[str, int]:
+        """Stop a job in the dispatch index: ('parked', attempt) when it was waiting (it is held
+        for the canceller, who drops it with `finish`), ('running', attempt) when it runs (its
+        node is told to stop it) or ('absent', 0)."""
+        verdict, attempt = await self._script("cancel", [job_id, lease_ms])
+        return str(verdict), int(attempt)
 
-    async def publish(self, events: Sequence[tuple[str, str]]) -> None:
-        """Publish (tenant, event json) job events to the tenants' feeds, in one round trip."""
+    async def publish(self, events: Sequence[tuple[str, str, str]]) -> None:
+        """Publish (tenant, job id, event json) job events to the tenants' feeds, in one round
+        trip."""
         args: list[Any] = [*self._feed]
-        for tenant, data in events:
-            args += [tenant, data]
+        for tenant, job_id, data in events:
+            args += [tenant, job_id, data]
         await self._script("publish", args)
 
     async def read_feed(
@@ -167,7 +187,7 @@ class RedisStore:
         args: list[Any] = []
         for r in rows:
             args += [
-                r["id"], r["tenant_id"], r["type"], json.dumps(r["payload"]), r["status"],
+                r["id"], r["tenant_id"], r["type"], dumps(r["payload"]), r["status"],
                 r["attempts"], r["max_attempts"], r["timeout_ms"], r["due_in_ms"],
             ]
         return int(await self._script("reconcile", args)) if rows else 0
@@ -220,15 +240,17 @@ class RedisStore:
         return f"{seconds * 1000 + micros // 1000}-0"
 
     async def admit(
-        self, requests: Sequence[tuple[str, int, float, int, int]]
+        self, requests: Sequence[tuple[str, int, int, float, int, int, int]]
     ) -> list[tuple[str, int]]:
-        """Admission of (tenant, jobs, rate, burst, max_queued) submissions, in one call.
+        """Admission of (tenant, jobs, bytes, rate, burst, max_queued, max_queued_bytes)
+        submissions, in one call.
 
-        Per submission: ('ok' | 'queue' | 'rate' | 'burst', ms to wait before trying again).
+        Per submission: ('ok' | 'queue' | 'bytes' | 'rate' | 'burst', ms to wait before trying
+        again).
         """
         args: list[Any] = []
-        for tenant, jobs, rate, burst, max_queued in requests:
-            args += [tenant, jobs, repr(float(rate)), burst, max_queued]
+        for tenant, jobs, size, rate, burst, max_queued, max_bytes in requests:
+            args += [tenant, jobs, size, repr(float(rate)), burst, max_queued, max_bytes]
         flat = await self._script("admit", args)
         return [(str(v), int(ms)) for v, ms in _envelopes(flat, 0, 2)]
 
@@ -249,13 +271,11 @@ class RedisStore:
 
         return await self._run(work)
 
-    async def job_events(self, tenant: str, job_id: str, scan: int) -> list[tuple[str, str]]:
-        """A job's events still in its tenant's feed, oldest first, among the newest `scan`."""
-        needle = f'"jobId": "{job_id}"'
-        entries: Any = await self._run(
-            lambda: self.client.xrevrange(self.key("feed", tenant), count=scan)
-        )
-        return [(i, f["d"]) for i, f in reversed(entries) if needle in f.get("d", "")]
+    async def job_events(self, tenant: str, job_id: str) -> list[tuple[str, str]]:
+        """A job's events still in its tenant's feed, oldest first (its newest JOB_EVENTS_MAX),
+        found through the tenant's event index: the cost is the job's events, not the feed's."""
+        flat = await self._script("jobevents", [tenant, job_id, JOB_EVENTS_MAX])
+        return [(str(i), str(d)) for i, d in _envelopes(flat, 0, 2)]
 
     async def set_running_caps(self, caps: dict[str, int]) -> None:
         """Replace the per-tenant running caps that the claim script reads."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from quart import Response, request
@@ -24,7 +25,7 @@ from ..stores import StoreUnavailable
 from ..validation import Invalid
 
 
-def register(app: QuartTrio, node: Node) -> None:
+def register(app: QuartTrio, node: Node, json_body: Callable[[], Awaitable[Any]]) -> None:
     config = node.config
 
     @app.before_request
@@ -42,13 +43,9 @@ def register(app: QuartTrio, node: Node) -> None:
         return None
 
     async def body() -> dict[str, Any]:
-        raw = await request.get_data()
-        try:
-            value = json.loads(raw) if raw.strip() else {}
-        except (ValueError, RecursionError):
-            value = None
+        value = await json_body() if (await request.get_data()).strip() else {}
         if not isinstance(value, dict):
-            raise Invalid("Malformed JSON", [FieldError("body", "must be a JSON object")])
+            raise Invalid("Validation failed", [FieldError("body", "must be a JSON object")])
         return value
 
     @app.post("/admin/tenants")

@@ -18,18 +18,20 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from .. import keys, tenants, validation
+from .. import keys, storable, tenants, validation
 from ..actors.writer import AlreadySubmitted
 from ..auth import Principal, Unauthorized
 from ..handlers import FieldError
-from ..limits import Limited
+from ..limits import Limited, ReadLimiter
 from ..metrics import render
 from ..model import NewJob, Status
 from ..node import Busy, Node
 from ..stores import StoreUnavailable
 from ..stores.postgres import IdempotencyKey
+from ..stores.redis import Applied
 from ..wire import iso, job_json, job_update
 from . import admin, dashboard, ws
+from .bodies import PRINCIPAL, BodyGate, ByteBudget
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +46,33 @@ def error(status: int, message: str, details: list[dict[str, Any]] | None = None
     return Response(json.dumps(body), status=status, mimetype="application/json")
 
 
-def create_app(node: Node) -> QuartTrio:
+def json_body_of(raw: bytes | str) -> Any:
+    """A request body as JSON whose every value can be stored; Invalid says what is wrong."""
+    try:
+        body = storable.loads(raw)
+    except storable.Malformed as exc:
+        raise validation.Invalid("Malformed JSON", [FieldError("body", str(exc))]) from None
+    return validation.storable_body(body)
+
+
+def create_app(node: Node) -> BodyGate:
+    """The node's ASGI application: the quart app behind the request-body gate."""
     app = QuartTrio("conveyor")
     app.config["MAX_CONTENT_LENGTH"] = node.config.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the wire order (id first)
     config, registry = node.config, node.registry
 
     async def json_body() -> Any:
-        raw = await request.get_data()
-        try:
-            return json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            raise validation.Invalid(
-                "Malformed JSON", [validation.FieldError("body", f"is not valid JSON: {exc}")]
-            ) from None
+        return json_body_of(await request.get_data())
+
+    @app.before_request
+    async def check_request() -> None:
+        """Query and path parameters must be storable text; a body is read here, so that one
+        over the limit is a 413 on every route and none is left unread on the connection."""
+        validation.storable_params(dict(request.args.items(multi=True)), "query")
+        validation.storable_params({k: str(v) for k, v in (request.view_args or {}).items()}, "path")
+        if request.content_length or request.headers.get("Transfer-Encoding"):
+            await request.get_data()
 
     @app.after_request
     async def cors(response: Response) -> Response:
@@ -133,10 +148,27 @@ def create_app(node: Node) -> QuartTrio:
 
     async def caller() -> Principal:
         """The authenticated caller (tenant None when auth is off); raises Unauthorized."""
+        checked = request.scope.get(PRINCIPAL)
+        if isinstance(checked, Principal):
+            return checked  # authenticated by the body gate
         header = request.headers.get("Authorization")
         if header and keys.bearer(header) is None and node.auth.enabled:
             raise Unauthorized("the Authorization header must read 'Bearer <key>'")
         return await node.auth.authenticate(keys.bearer(header))
+
+    reads = ReadLimiter(node.limits.of)
+
+    async def reader() -> Principal:
+        """The caller of a read, within its tenant's read rate on this node (429 beyond it)."""
+        who = await caller()
+        if who.tenant is not None and (wait := reads.take(who.tenant, trio.current_time())) > 0:
+            node.metrics.inc("conveyor_reads_limited_total")
+            rate = node.limits.of(who.tenant).read_rate
+            raise Limited(
+                f"tenant {who.tenant} exceeded its read rate of {rate:g} requests/s on this node",
+                retry_after_ms=int(wait * 1000) + 1,
+            )
+        return who
 
     async def submit_once(who: Principal, jobs: list[NewJob], answer: dict[str, Any]) -> Any:
         """Submit, or with an Idempotency-Key, submit once: a request repeated with the same key
@@ -191,9 +223,9 @@ def create_app(node: Node) -> QuartTrio:
             return error(404, "Job not found")
         if job["status"] not in (Status.PENDING, Status.RUNNING):
             return error(409, f"Job is {job['status']}: only PENDING or RUNNING jobs can be cancelled")
-        # Redis first: a queued job leaves the ready queue before PostgreSQL calls it CANCELLED,
-        # so no executor can claim a job that is already cancelled.
-        await node.redis.cancel(job["id"])
+        # Redis first: a waiting job leaves the queues (held for us) before PostgreSQL calls it
+        # CANCELLED, so no executor can claim a job that is already cancelled.
+        verdict, attempt = await node.redis.cancel(job["id"], lease_ms=int(config.lease_seconds * 1000))
         row = await node.pg.cancel_job(job["id"], who.tenant)
         if row is None:  # it ended meanwhile: perhaps cancelled already, by its node
             row = await own_job(who, job_id)
@@ -202,10 +234,23 @@ def create_app(node: Node) -> QuartTrio:
                 return error(409, f"Job is {row['status']}: only PENDING or RUNNING jobs can be cancelled")
             return job_json(row)
         if row["status"] == Status.CANCELLED:
-            await publish(row)
+            await published_cancel(row, verdict, attempt)
             return job_json(row)
         # running: its node stops it, and the feed carries the CANCELLED when it is recorded
         return {**job_json(row), "cancelRequested": True}, 202
+
+    async def published_cancel(row: dict[str, Any], verdict: str, attempt: int) -> None:
+        """Publish a job's CANCELLED: by dropping the envelope we hold, or (no envelope) on its
+        own. A running one's end is published by its node, whose outcome PostgreSQL refuses."""
+        event = json.dumps(job_update(row))
+        try:
+            if verdict == "parked":
+                await node.redis.finish([Applied(row["id"], attempt, "done", 0, (event,))])
+            elif verdict == "absent":
+                await node.redis.publish([(row["tenant_id"], row["id"], event)])
+        except StoreUnavailable as exc:
+            # the held envelope's lease expires and the reaper publishes the end then
+            log.warning("CANCELLED of job %s not published yet: %s", row["id"], exc)
 
     @app.post("/jobs/<job_id>/retry")
     async def retry_job(job_id: str) -> Any:
@@ -230,20 +275,20 @@ def create_app(node: Node) -> QuartTrio:
 
     async def publish(row: dict[str, Any]) -> None:
         try:
-            await node.redis.publish([(row["tenant_id"], json.dumps(job_update(row)))])
+            await node.redis.publish([(row["tenant_id"], row["id"], json.dumps(job_update(row)))])
         except StoreUnavailable as exc:
             log.warning("event of job %s not published: %s", row["id"], exc)
 
     @app.get("/jobs")
     async def list_jobs() -> Any:
-        who = await caller()
+        who = await reader()
         tenant, status, job_type, limit, offset = validation.parse_list_query(request.args, who.tenant)
         rows, total = await node.pg.list_jobs(tenant, status, limit, offset, job_type)
         return {"jobs": [job_json(r) for r in rows], "total": total}
 
     @app.get("/jobs/<job_id>")
     async def get_job(job_id: str) -> Any:
-        who = await caller()
+        who = await reader()
         parsed = validation.parse_job_id(job_id)
         # another tenant's job is answered exactly as one that does not exist
         row = await node.pg.get_job(parsed, who.tenant) if parsed else None
@@ -291,6 +336,11 @@ def create_app(node: Node) -> QuartTrio:
         return body, 200 if ok else 503
 
     ws.register(app, node)
-    admin.register(app, node)
-    dashboard.register(app, node, caller, own_job)
-    return app
+    admin.register(app, node, json_body)
+    dashboard.register(app, node, caller, reader, own_job)
+    budget = ByteBudget(
+        config.body_budget_bytes,
+        max(config.body_budget_bytes // 4, config.max_body_bytes) if config.auth else config.body_budget_bytes,
+    )
+    node.body_budget = budget
+    return BodyGate(app, budget, node.auth, node.metrics, config.max_body_bytes)

@@ -26,7 +26,6 @@ STATIC = {
     "style.css": "text/css; charset=utf-8",
     "charts.js": "text/javascript; charset=utf-8",
 }
-JOB_EVENTS_SCAN = 10_000
 # The page runs only its own files, talks only to its own node, and is not framed by others.
 PAGE_HEADERS = {
     "Content-Security-Policy": (
@@ -46,6 +45,7 @@ def register(
     app: QuartTrio,
     node: Node,
     caller: Callable[[], Awaitable[Principal]],
+    reader: Callable[[], Awaitable[Principal]],
     own_job: Callable[[Principal, str], Awaitable[dict[str, Any] | None]],
 ) -> None:
     index = _static("index.html")
@@ -70,16 +70,16 @@ def register(
     @app.get("/stats")
     async def stats() -> Any:
         """Queue depth now, for the dashboard's chart: unfinished jobs, and how many run."""
-        tenant = parse_tenant_query(request.args, (await caller()).tenant)
+        tenant = parse_tenant_query(request.args, (await reader()).tenant)
         unfinished, running = await node.redis.depth(tenant)
         return {"tenantId": tenant, "unfinished": unfinished, "running": running,
                 "waiting": max(0, unfinished - running)}
 
     @app.get("/jobs/<job_id>/events")
     async def job_events(job_id: str) -> Any:
-        who = await caller()
+        who = await reader()
         job = await own_job(who, job_id)
         if job is None:
             return {"error": "Job not found"}, 404
-        found = await node.redis.job_events(job["tenant_id"], job["id"], JOB_EVENTS_SCAN)
+        found = await node.redis.job_events(job["tenant_id"], job["id"])
         return {"jobId": job["id"], "events": [json.loads(feed.with_id(i, d)) for i, d in found]}

@@ -36,8 +36,10 @@ from ..actors.broadcaster import CatchUp, Connection, FeedEvent, Subscriber
 from ..auth import Principal, Unauthorized
 from ..node import Node
 from ..stores import StoreUnavailable
+from . import wsfix
 
 log = logging.getLogger(__name__)
+wsfix.install()
 
 MAX_SUBSCRIPTIONS = 100
 CLOSE_TIMEOUT_S = 2.0
@@ -123,12 +125,15 @@ async def _upgrade_credentials(node: Node) -> Principal | None:
     if not node.auth.enabled:
         return Principal(None)
     header = websocket.headers.get("Authorization")
+    ticket = websocket.args.get("ticket")
+    if header and ticket is not None:
+        # two credentials that may name two tenants: which one the socket is would be a guess
+        raise Unauthorized("send one credential: an Authorization header or a ticket, not both")
     if header:
         key = keys.bearer(header)
         if key is None:
             raise Unauthorized("the Authorization header must read 'Bearer <key>'")
         return await node.auth.authenticate(key)
-    ticket = websocket.args.get("ticket")
     if ticket is not None:
         return await _redeem(node, ticket)
     return None
@@ -314,8 +319,8 @@ def _handle(
         return _message("ERROR", error="already authenticated")
     if kind in ("SUBSCRIBE", "UNSUBSCRIBE"):
         tenant = msg.get("tenantId", who.tenant)
-        if not isinstance(tenant, str) or not 1 <= len(tenant) <= 100:
-            return _message("ERROR", error=f"{kind} needs a tenantId of 1-100 characters")
+        if not keys.valid_tenant_id(tenant):
+            return _message("ERROR", error=f"{kind} needs a tenantId: it {keys.TENANT_ID_RULE}")
         if who.tenant is not None and tenant != who.tenant:
             return _message(
                 "ERROR", error=f"forbidden: this connection may subscribe to tenant {who.tenant} only"
@@ -326,7 +331,7 @@ def _handle(
             sub.offer(_Unsubscribe(tenant))
             return _message("UNSUBSCRIBED", tenantId=tenant)
         after = msg.get("lastEventId")
-        if after is not None and feed.parse_id(after) is None:
+        if after is not None and not feed.resumable(after):
             return _message("ERROR", error="lastEventId must be an eventId the feed sent, like \"1732950000000-0\"")
         if tenant not in tenants and len(tenants) >= MAX_SUBSCRIPTIONS:
             return _message("ERROR", error=f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection")

@@ -2,8 +2,10 @@
 -- Keys: <p>:job:<id> envelope hash, <p>:q:<tenant> ready list, <p>:ring / <p>:ringset tenants
 -- with ready work, <p>:delayed zset, <p>:leases zset, <p>:wake list, <p>:control stream (cancels),
 -- <p>:running:<tenant> set of the tenant's leased jobs, <p>:maxrun hash tenant -> running cap,
--- <p>:queued hash tenant -> unfinished jobs (envelopes), <p>:bucket:<tenant> submit rate bucket,
--- <p>:feed:<tenant> the tenant's retained job events, <p>:feedhead:<tenant> its newest event id.
+-- <p>:queued hash tenant -> unfinished jobs (envelopes), <p>:qbytes hash tenant -> bytes of their
+-- payloads, <p>:bucket:<tenant> submit rate bucket, <p>:feed:<tenant> the tenant's retained job
+-- events, <p>:feedhead:<tenant> its newest event id, <p>:jev:<tenant> and <p>:jev0:<tenant> the
+-- index of its jobs' events.
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -34,11 +36,24 @@ local function release(p, tenant, id)
   return 0
 end
 
--- A new envelope: write it and count it as the tenant's unfinished job.
+-- A new envelope: write it and count it (and its payload's bytes) as the tenant's unfinished job.
 local function create_envelope(p, id, tenant, type_, payload, attempts, max_attempts, timeout_ms)
   redis.call('HSET', p .. ':job:' .. id, 't', tenant, 'y', type_, 'p', payload, 'a', attempts,
              'm', max_attempts, 'o', timeout_ms)
   redis.call('HINCRBY', p .. ':queued', tenant, 1)
+  redis.call('HINCRBY', p .. ':qbytes', tenant, #payload)
+end
+
+-- The job is over for the dispatch index: delete its envelope and uncount it.
+local function drop_envelope(p, tenant, id)
+  local env = p .. ':job:' .. id
+  local size = redis.call('HSTRLEN', env, 'p')
+  redis.call('DEL', env)
+  redis.call('HINCRBY', p .. ':queued', tenant, -1)
+  -- an envelope written before the byte counter existed was never counted: never below 0
+  if redis.call('HINCRBY', p .. ':qbytes', tenant, -size) < 0 then
+    redis.call('HSET', p .. ':qbytes', tenant, 0)
+  end
 end
 
 -- Wake up to n idle fetchers (one token each; the list stays short).
@@ -54,24 +69,42 @@ end
 -- than feed_ms, dropped whole after feed_ms without events). Each entry names the event before it
 -- (field v), so that a reader can prove it missed none. A script calls emit per event, then
 -- close_feeds once: the feed's head, expiry and age trim are written once per tenant per call.
+-- Each tenant also keeps an index of its jobs' events, <p>:jev:<tenant>, a hash of job id ->
+-- its event ids (space-separated; field '#' counts the events it indexes). Once it holds
+-- feed_max events it becomes <p>:jev0:<tenant> (the one before goes) and a new one starts, so
+-- the index covers at least what the feed keeps and never much more.
 local feeds = {}
 
-local function emit(p, tenant, data, feed_max)
+local function emit(p, tenant, job, data, feed_max)
   local f = feeds[tenant]
   if not f then
-    f = {prev = redis.call('GET', p .. ':feedhead:' .. tenant) or '0-0'}
+    f = {prev = redis.call('GET', p .. ':feedhead:' .. tenant) or '0-0', jobs = {}, count = 0}
     feeds[tenant] = f
   end
   local id = redis.call('XADD', p .. ':feed:' .. tenant, 'MAXLEN', '~', feed_max, '*', 'd', data, 'v', f.prev)
   f.prev = id
+  local ids = f.jobs[job]
+  if ids then ids[#ids + 1] = id else f.jobs[job] = {id} end
+  f.count = f.count + 1
   return id
 end
 
-local function close_feeds(p, feed_ms, now)
+local function close_feeds(p, feed_max, feed_ms, now)
   for tenant, f in pairs(feeds) do
     local feed = p .. ':feed:' .. tenant
     redis.call('SET', p .. ':feedhead:' .. tenant, f.prev, 'PX', feed_ms)
     redis.call('PEXPIRE', feed, feed_ms)
     redis.call('XTRIM', feed, 'MINID', '~', now - feed_ms)
+    local index = p .. ':jev:' .. tenant
+    for job, ids in pairs(f.jobs) do
+      local had = redis.call('HGET', index, job)
+      local add = table.concat(ids, ' ')
+      redis.call('HSET', index, job, had and (had .. ' ' .. add) or add)
+    end
+    if redis.call('HINCRBY', index, '#', f.count) >= feed_max then
+      redis.call('RENAME', index, p .. ':jev0:' .. tenant)
+    else
+      redis.call('PEXPIRE', index, feed_ms)
+    end
   end
 end

@@ -28,8 +28,7 @@ while claimed < n and passed < redis.call('LLEN', ring) do
       local h = redis.call('HMGET', env, 't', 'y', 'p', 'm', 'o', 'c')
       if h[6] then
         -- cancelled while it was running, then put back (a retry, a lease expiry): drop it
-        redis.call('DEL', env)
-        redis.call('HINCRBY', p .. ':queued', tenant, -1)
+        drop_envelope(p, tenant, id)
       -- skip ids whose job finished (no envelope) or that already run (a duplicate dispatch)
       elseif h[1] and not redis.call('ZSCORE', leases, id) then
         local attempt = redis.call('HINCRBY', env, 'a', 1)

@@ -12,10 +12,10 @@ for i = 4, #ARGV, 7 do
   if redis.call('EXISTS', env) == 0 then
     create_envelope(p, id, tenant, ARGV[i + 2], ARGV[i + 3], 0, ARGV[i + 4], ARGV[i + 5])
     push_ready(p, tenant, id)
-    emit(p, tenant, ARGV[i + 6], feed_max)
+    emit(p, tenant, id, ARGV[i + 6], feed_max)
     count = count + 1
   end
 end
 wake(p, count)
-close_feeds(p, feed_ms, now)
+close_feeds(p, feed_max, feed_ms, now)
 return count

@@ -1,37 +1,48 @@
 -- Apply recorded outcomes in Redis, fenced by attempt, and publish their events.
--- ARGV: prefix, feed_max, feed_ms, n, then n groups of 4: id, attempt, action, delay_ms; then
--- groups of 2: tenant, event json.
+-- ARGV: prefix, feed_max, feed_ms, n, then n groups: id, attempt, action, delay_ms, k, then k
+-- events (json) of that outcome; then groups of 3 that are published unconditionally (starts and
+-- progress): tenant, job id, event json.
 -- Actions: done (drop lease and envelope), retry (to the delayed set), handback (to ready,
--- attempt not counted), none. An action on an attempt that is not the envelope's is ignored.
+-- attempt not counted), requeue (to ready: the reaper's take-back of an expired lease).
+-- An action applies only while the envelope is at that attempt, and an outcome's events are
+-- published only when its action applies. Because only this script deletes a leased envelope,
+-- a job's terminal event is published exactly once: by the call that dropped its envelope.
 local p, feed_max, feed_ms, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
 local to_wake = 0
-local last = 4 + 4 * n
-for i = 5, last, 4 do
-  local id, attempt, action = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+local i = 5
+local events = {}  -- tenant, job, data of the outcomes that applied, in order
+for _ = 1, n do
+  local id, attempt, action, delay_ms, k = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
   local env = p .. ':job:' .. id
   local h = redis.call('HMGET', env, 'a', 't')
-  if action ~= 'none' and h[1] == attempt then
+  if h[1] == attempt then
     local tenant = h[2]
     -- a released slot may let a capped tenant's next job run: wake a fetcher for it
     to_wake = to_wake + release(p, tenant, id)
     if action == 'done' then
-      redis.call('DEL', env)
-      redis.call('HINCRBY', p .. ':queued', tenant, -1)
+      drop_envelope(p, tenant, id)
     elseif action == 'retry' then
       redis.call('HDEL', env, 'n')
-      redis.call('ZADD', p .. ':delayed', now + tonumber(ARGV[i + 3]), id)
-    elseif action == 'handback' then
-      redis.call('HSET', env, 'a', tonumber(attempt) - 1)
+      redis.call('ZADD', p .. ':delayed', now + tonumber(delay_ms), id)
+    elseif action == 'handback' or action == 'requeue' then
+      if action == 'handback' then redis.call('HSET', env, 'a', tonumber(attempt) - 1) end
       redis.call('HDEL', env, 'n')
       push_ready(p, tenant, id)
       to_wake = to_wake + 1
     end
+    for j = 1, k do
+      events[#events + 1] = {tenant, id, ARGV[i + 4 + j]}
+    end
   end
+  i = i + 5 + k
 end
 wake(p, to_wake)
-for i = last + 1, #ARGV, 2 do
-  emit(p, ARGV[i], ARGV[i + 1], feed_max)
+for j = i, #ARGV, 3 do
+  emit(p, ARGV[j], ARGV[j + 1], ARGV[j + 2], feed_max)
 end
-close_feeds(p, feed_ms, now)
+for _, e in ipairs(events) do
+  emit(p, e[1], e[2], e[3], feed_max)
+end
+close_feeds(p, feed_max, feed_ms, now)
 return 1

@@ -2,9 +2,10 @@
 
 -- name: insert_jobs
 -- One statement per group-commit batch.
-INSERT INTO jobs (id, tenant_id, type, payload, max_attempts, timeout_ms)
+INSERT INTO jobs (id, tenant_id, type, payload, max_attempts, timeout_ms, payload_bytes)
 SELECT * FROM unnest(%(ids)s::uuid[], %(tenants)s::text[], %(types)s::text[],
-                     %(payloads)s::jsonb[], %(max_attempts)s::int[], %(timeouts)s::int[]);
+                     %(payloads)s::jsonb[], %(max_attempts)s::int[], %(timeouts)s::int[],
+                     %(payload_bytes)s::int[]);
 
 -- name: record_started
 -- Fenced by attempt: only a newer attempt may mark a non-terminal job RUNNING.
@@ -26,6 +27,7 @@ UPDATE jobs SET status = CASE WHEN jobs.cancel_requested AND u.status = 'PENDING
                 error = CASE WHEN jobs.cancel_requested AND u.status = 'PENDING'
                              THEN 'cancelled by request' ELSE u.error END,
                 result = u.result,
+                result_bytes = octet_length(u.result::text),
                 run_at = CASE WHEN u.status = 'PENDING'
                               THEN now() + make_interval(secs => u.delay_ms / 1000.0)
                               ELSE jobs.run_at END,
@@ -43,8 +45,17 @@ SELECT id::text, tenant_id, type, payload, status, attempts, max_attempts, timeo
 FROM jobs WHERE id = %(id)s;
 
 -- name: list_jobs
-SELECT id::text, tenant_id, type, payload, status, attempts, max_attempts, timeout_ms, error,
-       result, run_at, created_at, updated_at
+-- A page of a tenant's jobs. A payload or result larger than %(most)s bytes of JSON is left out
+-- (NULL, with *_omitted set), unread: a page stays small whatever its jobs carry.
+SELECT id::text, tenant_id, type,
+       CASE WHEN coalesce(payload_bytes, octet_length(payload::text)) <= %(most)s
+            THEN payload END AS payload,
+       coalesce(payload_bytes, octet_length(payload::text)) > %(most)s AS payload_omitted,
+       status, attempts, max_attempts, timeout_ms, error,
+       CASE WHEN coalesce(result_bytes, octet_length(result::text), 0) <= %(most)s
+            THEN result END AS result,
+       coalesce(result_bytes, octet_length(result::text), 0) > %(most)s AS result_omitted,
+       run_at, created_at, updated_at
 FROM jobs
 WHERE tenant_id = %(tenant)s AND (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(type)s::text IS NULL OR type = %(type)s::text)
@@ -79,11 +90,13 @@ FROM jobs WHERE id = %(id)s AND tenant_id = %(tenant)s;
 
 -- name: create_tenant
 -- Returns no row when the tenant already exists.
-INSERT INTO tenants (id, max_running, submit_rate, submit_burst, max_queued, max_websockets)
+INSERT INTO tenants (id, max_running, submit_rate, submit_burst, max_queued, max_websockets,
+                     max_queued_bytes, read_rate, read_burst)
 VALUES (%(id)s, %(max_running)s, %(submit_rate)s, %(submit_burst)s, %(max_queued)s,
-        %(max_websockets)s)
+        %(max_websockets)s, %(max_queued_bytes)s, %(read_rate)s, %(read_burst)s)
 ON CONFLICT (id) DO NOTHING
-RETURNING id, max_running, submit_rate, submit_burst, max_queued, max_websockets, created_at;
+RETURNING id, max_running, submit_rate, submit_burst, max_queued, max_websockets,
+          max_queued_bytes, read_rate, read_burst, created_at;
 
 -- name: update_tenant_limits
 -- Sets the given limits (NULL: back to the default); columns not given keep their value.
@@ -93,22 +106,29 @@ UPDATE tenants SET
     submit_burst   = CASE WHEN %(set_submit_burst)s THEN %(submit_burst)s ELSE submit_burst END,
     max_queued     = CASE WHEN %(set_max_queued)s THEN %(max_queued)s ELSE max_queued END,
     max_websockets = CASE WHEN %(set_max_websockets)s THEN %(max_websockets)s ELSE max_websockets END,
+    max_queued_bytes = CASE WHEN %(set_max_queued_bytes)s THEN %(max_queued_bytes)s
+                            ELSE max_queued_bytes END,
+    read_rate      = CASE WHEN %(set_read_rate)s THEN %(read_rate)s ELSE read_rate END,
+    read_burst     = CASE WHEN %(set_read_burst)s THEN %(read_burst)s ELSE read_burst END,
     updated_at     = now()
 WHERE id = %(id)s
-RETURNING id, max_running, submit_rate, submit_burst, max_queued, max_websockets, created_at;
+RETURNING id, max_running, submit_rate, submit_burst, max_queued, max_websockets,
+          max_queued_bytes, read_rate, read_burst, created_at;
 
 -- name: list_tenants
 SELECT t.id, t.max_running, t.submit_rate, t.submit_burst, t.max_queued, t.max_websockets,
-       t.created_at,
+       t.max_queued_bytes, t.read_rate, t.read_burst, t.created_at,
        (SELECT count(*) FROM api_keys k WHERE k.tenant_id = t.id AND k.revoked_at IS NULL)
            AS active_keys
 FROM tenants t ORDER BY t.id;
 
 -- name: tenant_overrides
 -- The tenants with at least one limit of their own, read by every node's tenancy loop.
-SELECT id, max_running, submit_rate, submit_burst, max_queued, max_websockets
+SELECT id, max_running, submit_rate, submit_burst, max_queued, max_websockets,
+       max_queued_bytes, read_rate, read_burst
 FROM tenants
-WHERE num_nonnulls(max_running, submit_rate, submit_burst, max_queued, max_websockets) > 0;
+WHERE num_nonnulls(max_running, submit_rate, submit_burst, max_queued, max_websockets,
+                   max_queued_bytes, read_rate, read_burst) > 0;
 
 -- name: create_key
 INSERT INTO api_keys (id, tenant_id, name, digest)
@@ -182,3 +202,8 @@ SELECT id::text, tenant_id, type, payload, status, attempts, max_attempts, timeo
        updated_at
 FROM jobs
 WHERE id = ANY(%(ids)s::uuid[]) AND status IN ('PENDING', 'RUNNING');
+
+-- name: job_states
+-- What the feed says of these jobs (their JOB_UPDATE), for outcomes that PostgreSQL refused.
+SELECT id::text, tenant_id, status, attempts, max_attempts, error, updated_at
+FROM jobs WHERE id = ANY(%(ids)s::uuid[]);

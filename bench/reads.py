@@ -1,0 +1,148 @@
+"""One tenant's heavy reads against everyone else's latency (issue 11).
+
+Usage: python bench/reads.py [--seconds S] [--readers N] [--ignore-retry-after] [--read-rate R]
+A node with auth on; tenant A holds jobs with large payloads and a full feed (10,000 events).
+First idle, then while N readers of A (half GET /jobs/{id}/events, half GET /jobs?limit=100)
+read as fast as they may, a probe measures GET /health and tenant B's POST /jobs, one request at
+a time. Prints p50/p99 of each phase and the ratio loaded/idle. Readers honour 429 Retry-After
+as a client library does; --ignore-retry-after makes them hammer on regardless. --read-rate sets
+CONVEYOR_TENANT_READ_RATE (0: no read limit). Needs the local PostgreSQL and Redis; creates and
+drops its own database and Redis key prefix, and kills the node it starts by its PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import trio
+from throughput import bench_key, started_node
+
+
+def quantiles(values: list[float]) -> tuple[float, float]:
+    q = statistics.quantiles(values, n=100)
+    return q[49], q[98]
+
+
+async def seed(client: httpx.AsyncClient, a: dict[str, str]) -> list[str]:
+    """A's jobs: 100 with ~700 KB payloads (what made lists 100 MB), then enough small ones for
+    a full feed of 10,000 events."""
+    ids: list[str] = []
+    blob = "x" * 700_000
+    for _ in range(100):
+        r = await client.post("/jobs", json={"type": "sleep", "payload": {"delayMs": 0, "blob": blob}}, headers=a)
+        r.raise_for_status()
+        ids.append(r.json()["jobId"])
+    small = [{"type": "sleep", "payload": {"delayMs": 0}}] * 1000
+    for _ in range(4):
+        r = await client.post("/jobs/batch", json={"jobs": small}, headers=a)
+        r.raise_for_status()
+        ids += r.json()["jobIds"]
+    return ids
+
+
+async def probe(client: httpx.AsyncClient, b: dict[str, str], seconds: float) -> tuple[list[float], list[float]]:
+    """GET /health and B's POST /jobs, one after the other, for `seconds`: their latencies in ms."""
+    health, submit = [], []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        (await client.get("/health")).raise_for_status()
+        t1 = time.perf_counter()
+        r = await client.post("/jobs", json={"type": "sleep", "payload": {"delayMs": 0}}, headers=b)
+        r.raise_for_status()
+        t2 = time.perf_counter()
+        health.append((t1 - t0) * 1000)
+        submit.append((t2 - t1) * 1000)
+        await trio.sleep(0.02)
+    return health, submit
+
+
+async def reader(
+    url: str, a: dict[str, str], ids: list[str], kind: str, stop: trio.Event, honour: bool, seen: Counter[str]
+) -> None:
+    rng = random.Random()
+    async with httpx.AsyncClient(base_url=url, timeout=60, headers=a) as client:
+        while not stop.is_set():
+            if kind == "events":
+                r = await client.get(f"/jobs/{rng.choice(ids)}/events")
+            else:
+                r = await client.get("/jobs", params={"limit": 100, "offset": rng.randrange(0, 4000)})
+            seen[f"{kind} {r.status_code}"] += 1
+            seen[f"{kind} bytes"] += len(r.content)
+            if r.status_code == 429 and honour:
+                await trio.sleep(float(r.headers.get("Retry-After", "1")) * rng.uniform(1, 2))  # with jitter, as clients do
+
+
+async def readers(url: str, a: dict[str, str], ids: list[str], n: int, seconds: float, honour: bool) -> Counter[str]:
+    """n readers of A for `seconds` (run in a process of their own: see `run`)."""
+    stop = trio.Event()
+    seen: Counter[str] = Counter()
+    async with trio.open_nursery() as nursery:
+        for i in range(n):
+            nursery.start_soon(reader, url, a, ids, "events" if i % 2 == 0 else "list", stop, honour, seen)
+        await trio.sleep(seconds)
+        stop.set()
+    return seen
+
+
+async def run(url: str, a: dict[str, str], b: dict[str, str], args: argparse.Namespace) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        ids = await seed(client, a)
+        await trio.sleep(2)  # the seed jobs run
+        idle = await probe(client, b, args.seconds)
+        # the readers get a process of their own, so that their client work does not sit in the
+        # probe's event loop and count as the node's latency
+        spec = json.dumps({"url": url, "a": a, "ids": ids, "n": args.readers, "seconds": args.seconds + 2,
+                           "honour": not args.ignore_retry_after})
+        done: list[bytes] = []
+
+        async def read_as_a() -> None:
+            cmd = [sys.executable, str(Path(__file__)), "--as-readers"]
+            done.append((await trio.run_process(cmd, stdin=spec.encode(), capture_stdout=True)).stdout)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_as_a)
+            await trio.sleep(1)
+            loaded = await probe(client, b, args.seconds)
+        seen = Counter(json.loads(done[0]))
+    for name, i in (("GET /health     ", 0), ("B's POST /jobs  ", 1)):
+        (p50_idle, p99_idle), (p50_load, p99_load) = quantiles(idle[i]), quantiles(loaded[i])
+        print(f"{name} idle p50 {p50_idle:6.1f} ms p99 {p99_idle:6.1f} ms | "
+              f"with readers p50 {p50_load:6.1f} ms p99 {p99_load:6.1f} ms | p99 ratio {p99_load / p99_idle:4.2f}")
+    for kind in ("events", "list"):
+        total = sum(n for k, n in seen.items() if k.startswith(kind) and not k.endswith("bytes"))
+        ok = seen[f"{kind} 200"]
+        print(f"A's {kind:6} reads: {total} in {args.seconds + 2:.0f} s, {ok} answered 200, "
+              f"{seen[f'{kind} 429']} refused 429, {seen[f'{kind} bytes'] / max(1, total) / 1024:.0f} KiB per answer")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--readers", type=int, default=32)
+    parser.add_argument("--ignore-retry-after", action="store_true")
+    parser.add_argument("--read-rate", help="CONVEYOR_TENANT_READ_RATE for the node (default: its default)")
+    parser.add_argument("--as-readers", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.as_readers:
+        spec = json.loads(sys.stdin.read())
+        seen = trio.run(readers, spec["url"], spec["a"], spec["ids"], spec["n"], spec["seconds"], spec["honour"])
+        print(json.dumps(seen))
+        return
+    settings = {"CONVEYOR_TENANT_READ_RATE": args.read_rate} if args.read_rate is not None else {}
+    with started_node(16, auth=True, **settings) as (url, database_url):
+        a = {"Authorization": f"Bearer {bench_key(database_url, 'tenant-a')}"}
+        b = {"Authorization": f"Bearer {bench_key(database_url, 'tenant-b')}"}
+        trio.run(run, url, a, b, args)
+
+
+if __name__ == "__main__":
+    main()
