@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -23,7 +24,14 @@ from pathlib import Path
 
 import httpx
 import trio
-from throughput import bench_key, started_node
+from throughput import NODE_PIDS, bench_key, started_node
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used (from /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def quantiles(values: list[float]) -> tuple[float, float]:
@@ -97,7 +105,10 @@ async def run(url: str, a: dict[str, str], b: dict[str, str], args: argparse.Nam
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         ids = await seed(client, a)
         await trio.sleep(2)  # the seed jobs run
+        pid = NODE_PIDS[-1]
+        cpu0 = cpu_seconds(pid)
         idle = await probe(client, b, args.seconds)
+        cpu1 = cpu_seconds(pid)
         # the readers get a process of their own, so that their client work does not sit in the
         # probe's event loop and count as the node's latency
         spec = json.dumps({"url": url, "a": a, "ids": ids, "n": args.readers, "seconds": args.seconds + 2,
@@ -112,11 +123,14 @@ async def run(url: str, a: dict[str, str], b: dict[str, str], args: argparse.Nam
             nursery.start_soon(read_as_a)
             await trio.sleep(1)
             loaded = await probe(client, b, args.seconds)
+            cpu2 = cpu_seconds(pid)
         seen = Counter(json.loads(done[0]))
     for name, i in (("GET /health     ", 0), ("B's POST /jobs  ", 1)):
         (p50_idle, p99_idle), (p50_load, p99_load) = quantiles(idle[i]), quantiles(loaded[i])
         print(f"{name} idle p50 {p50_idle:6.1f} ms p99 {p99_idle:6.1f} ms | "
               f"with readers p50 {p50_load:6.1f} ms p99 {p99_load:6.1f} ms | p99 ratio {p99_load / p99_idle:4.2f}")
+    print(f"node CPU: idle {100 * (cpu1 - cpu0) / args.seconds:.0f} %, with readers "
+          f"{100 * (cpu2 - cpu1) / args.seconds:.0f} % of a core")
     for kind in ("events", "list"):
         total = sum(n for k, n in seen.items() if k.startswith(kind) and not k.endswith("bytes"))
         ok = seen[f"{kind} 200"]

@@ -27,6 +27,7 @@ import httpx
 import psycopg
 import redis
 
+NODE_PIDS: list[int] = []  # of the nodes started_node runs, for benchmarks that read /proc
 ADMIN_URL = os.environ.get("CONVEYOR_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -59,6 +60,7 @@ def started_node(concurrency: int, auth: bool, **settings: str) -> Iterator[tupl
         [sys.executable, "-m", "conveyor", "serve", "--port", "0"],
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )
+    NODE_PIDS.append(proc.pid)
     try:
         deadline = time.monotonic() + 30
         while True:

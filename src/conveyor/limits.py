@@ -136,8 +136,9 @@ class ReadLimiter:
         self.limits_of = limits_of
         self._buckets: dict[str, _Bucket] = {}
 
-    def take(self, tenant: str, now: float) -> float:
-        """Take one read for the tenant: 0.0 when allowed, else the seconds until it would be."""
+    def take(self, tenant: str, now: float, cost: int = 1) -> float:
+        """Take `cost` reads for the tenant: 0.0 when allowed, else the seconds until they would
+        be (a cost above the burst is charged as the whole burst)."""
         lim = self.limits_of(tenant)
         if lim.read_rate <= 0:
             return 0.0
@@ -148,10 +149,11 @@ class ReadLimiter:
             bucket = self._buckets[tenant] = _Bucket(float(lim.read_burst), now)
         bucket.tokens = min(lim.read_burst, bucket.tokens + (now - bucket.at) * lim.read_rate)
         bucket.at = now
-        if bucket.tokens >= 1:
-            bucket.tokens -= 1
+        cost = min(cost, lim.read_burst)
+        if bucket.tokens >= cost:
+            bucket.tokens -= cost
             return 0.0
-        return (1 - bucket.tokens) / lim.read_rate
+        return (cost - bucket.tokens) / lim.read_rate
 
     def _forget_full(self, now: float) -> None:
         """Drop the buckets that have refilled: forgetting them changes nothing."""

@@ -7,7 +7,7 @@ field. Nothing here touches a store; a rejected request has cost nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from . import keys, storable
@@ -53,10 +53,11 @@ def storable_body(body: Any) -> Any:
     return body
 
 
-def storable_params(params: Mapping[str, str], what: str) -> None:
-    """Query or path parameters: names and values must be storable text."""
+def storable_params(params: Iterable[tuple[str, str]], what: str) -> None:
+    """Query or path parameters (every pair, repeated names too): names and values must be
+    storable text."""
     errors = []
-    for name, value in params.items():
+    for name, value in params:
         if (why := storable.text_problem(name)) is not None:
             errors.append(FieldError(f"a {what} parameter's name", why))
         elif (why := storable.text_problem(value)) is not None:

@@ -213,7 +213,8 @@ def test_hostile_bytes(target: Target, http: httpx.Client, raw: bytes, path: str
     route=st.sampled_from([
         ("GET", "/jobs?{q}"), ("GET", "/jobs/{s}"), ("GET", "/jobs/{s}/events"), ("GET", "/stats?{q}"),
         ("POST", "/jobs/{s}/cancel"), ("POST", "/jobs/{s}/retry"), ("GET", "/job-types?{q}"),
-        ("GET", "/dashboard/{s}"), ("GET", "/{s}"), ("POST", "/ws/tickets?{q}"),
+        ("GET", "/dashboard/{s}"), ("GET", "/{s}"), ("POST", "/ws/tickets?{q}"), ("GET", "/health?{q}"),
+        ("GET", "/health/ready?{q}"), ("GET", "/metrics?{q}"), ("OPTIONS", "/jobs/{s}"), ("GET", "/?{q}"),
     ]),
     segment=segments, query=queries, body=st.none() | values,
 )
@@ -338,7 +339,7 @@ def test_the_reported_cases_are_refused_naming_the_field(target: Target, http: h
     batch = b'{"jobs":[' + json.dumps(good).encode() + b"," + NAMED_BODIES["NaN in a payload"] + b"]}"
     r = target.check(http.post("/jobs/batch", content=batch, headers=headers))
     assert r.status_code == 400 and r.json()["details"][0]["field"] == "jobs[1].payload.x"
-    for path in ("/jobs?type=%00", "/jobs?status=%00", "/jobs?tenantId=%00", "/stats?tenantId=a%00",
+    for path in ("/jobs?type=%00", "/jobs?type=ok&type=%00", "/jobs?type=%00&type=ok", "/jobs?status=%00", "/jobs?tenantId=%00", "/stats?tenantId=a%00",
                  "/jobs?%00=1", "/jobs/%00", "/jobs/%ed%a0%80/events"):
         r = target.check(http.get(path, headers=target.headers()))
         assert r.status_code in (400, 403, 404), (path, r.text)

@@ -116,6 +116,19 @@ async def test_list_filters_pages_and_orders_newest_first(node: Node, tenant: st
             assert other == {"jobs": [], "total": 0}
 
 
+async def test_a_list_leaves_out_large_payloads_and_results(node: Node, tenant: str) -> None:
+    big = {"tenantId": tenant, "type": "sleep", "payload": {"delayMs": 0, "blob": "x" * 20_000}}
+    with trio.fail_after(20):
+        async with httpx.AsyncClient(base_url=base_url(node)) as client:
+            big_id = (await client.post("/jobs", json=big)).json()["jobId"]
+            small_id = (await client.post("/jobs", json={"tenantId": tenant, **SLEEP})).json()["jobId"]
+            listed = {j["id"]: j for j in (await client.get("/jobs", params={"tenantId": tenant})).json()["jobs"]}
+            whole = (await client.get(f"/jobs/{big_id}")).json()
+    assert listed[big_id]["payload"] is None and listed[big_id]["payloadOmitted"] is True
+    assert "payloadOmitted" not in listed[small_id] and listed[small_id]["payload"] == SLEEP["payload"]
+    assert whole["payload"]["blob"] == "x" * 20_000 and "payloadOmitted" not in whole
+
+
 async def test_validation_errors_name_the_field_and_store_nothing(node: Node, tenant: str) -> None:
     cases: list[tuple[Any, str]] = [
         ({"type": "sleep", "payload": {"delayMs": 1}}, "tenantId"),

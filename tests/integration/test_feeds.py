@@ -236,3 +236,35 @@ async def test_a_running_job_reports_progress_throttled(start_node: Any, tenant:
     progress = [m["progress"] for m in reports]
     assert progress == sorted(progress) and 0 <= progress[0] < progress[-1] < 100
     assert reports[-1]["message"].endswith("of 2000 ms") and reports[-1]["attempts"] == 1
+
+
+async def test_a_jobs_events_are_found_by_index_and_the_index_stays_bounded(start_node: Any, tenant: str) -> None:
+    node: Node = await start_node(feed_retention_events=60)
+    with trio.fail_after(30):
+        async with httpx.AsyncClient(base_url=base_url(node)) as client:
+            ids = []
+            for _ in range(60):  # 180 events: three times what the feed keeps
+                r = await client.post("/jobs", json={"tenantId": tenant, "type": "sleep", "payload": {"delayMs": 0}})
+                ids.append(r.json()["jobId"])
+            await wait_until(lambda: all_completed(client, ids[-5:]))
+            await wait_until(lambda: events_of(client, ids[-1], 3))
+            newest = (await client.get(f"/jobs/{ids[-1]}/events")).json()["events"]
+            oldest = (await client.get(f"/jobs/{ids[0]}/events")).json()["events"]
+    assert [e["status"] for e in newest] == ["PENDING", "RUNNING", "COMPLETED"]
+    assert all(e["jobId"] == ids[-1] for e in newest)
+    assert oldest == []  # trimmed from the feed: nothing to show, and found without a scan
+    client_ = node.redis.client
+    p = node.config.redis_prefix
+    # two generations of the index, each of at most about what the feed keeps
+    indexed = sum(int(client_.hget(f"{p}:{gen}:{tenant}", "#") or 0) for gen in ("jev", "jev0"))
+    assert indexed <= 2 * 60 + 3 * 3, indexed
+    assert client_.hlen(f"{p}:jev:{tenant}") + client_.hlen(f"{p}:jev0:{tenant}") <= 2 * 60
+
+
+async def all_completed(client: httpx.AsyncClient, ids: list[str]) -> bool:
+    statuses = [(await client.get(f"/jobs/{job_id}")).json()["status"] for job_id in ids]
+    return statuses == ["COMPLETED"] * len(ids)
+
+
+async def events_of(client: httpx.AsyncClient, job_id: str, n: int) -> bool:
+    return len((await client.get(f"/jobs/{job_id}/events")).json()["events"]) >= n

@@ -171,3 +171,54 @@ async def test_websocket_cap_per_tenant(start_node: Any) -> None:
         await wait_until(lambda: node.hub.open_for("sockets") == 0)
         async with open_websocket_url(ws_url(node), extra_headers=header) as again:
             assert (await next_message(again))["type"] == "CONNECTED"
+
+
+async def test_read_rate_per_tenant_with_list_pages_counted_by_size(start_node: Any) -> None:
+    node: Node = await start_node(auth=True, admin_key=ADMIN_KEY)
+    key = await new_tenant(node, "reader", readRate=1, readBurst=10)
+    other = await new_tenant(node, "bystander")
+    await wait_until(lambda: node.limits.of("reader").read_burst == 10)
+    with trio.fail_after(20):
+        async with httpx.AsyncClient(base_url=base_url(node)) as client:
+            job_id = (await client.post("/jobs", json={"type": "sleep", "payload": {"delayMs": 0}},
+                                        headers=bearer(key))).json()["jobId"]
+            assert (await client.get("/jobs?limit=100", headers=bearer(key))).status_code == 200  # 5 of 10
+            for path in (f"/jobs/{job_id}", f"/jobs/{job_id}/events", "/stats", "/jobs?limit=20", "/jobs"):
+                assert (await client.get(path, headers=bearer(key))).status_code == 200, path
+            refused = await client.get(f"/jobs/{job_id}", headers=bearer(key))
+            assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+            assert "read rate of 1 requests/s" in refused.json()["error"]
+            # another tenant reads on, and writes were never counted
+            assert (await client.get("/jobs", headers=bearer(other))).status_code == 200
+            r = await client.post("/jobs", json={"type": "sleep", "payload": {"delayMs": 0}}, headers=bearer(key))
+            assert r.status_code == 201
+    assert node.metrics.value("conveyor_reads_limited_total") == 1
+
+
+async def test_queue_quota_in_bytes(start_node: Any) -> None:
+    node: Node = await start_node(auth=True, admin_key=ADMIN_KEY, concurrency=1)
+    key = await new_tenant(node, "bytes", maxQueuedBytes=50_000, maxRunning=1)
+    await wait_until(lambda: node.limits.of("bytes").max_queued_bytes == 50_000)
+
+    def job(size: int) -> dict[str, Any]:
+        return {"type": "sleep", "payload": {"delayMs": 20_000, "blob": "x" * size}}
+
+    with trio.fail_after(20):
+        async with httpx.AsyncClient(base_url=base_url(node)) as client:
+            assert (await client.post("/jobs/batch", json={"jobs": [job(10_000)] * 4}, headers=bearer(key))).status_code == 201
+            refused = await client.post("/jobs", json=job(20_000), headers=bearer(key))
+            assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+            assert "bytes of payload (limit 50000)" in refused.json()["error"]
+            never = await client.post("/jobs", json=job(60_000), headers=bearer(key))
+            assert never.status_code == 429 and "Retry-After" not in never.headers
+            assert (await client.post("/jobs", json=job(5_000), headers=bearer(key))).status_code == 201
+            # cancelling gives the bytes back
+            listed = (await client.get("/jobs", headers=bearer(key))).json()["jobs"]
+            for queued in listed:
+                await client.post(f"/jobs/{queued['id']}/cancel", headers=bearer(key))
+            async def released() -> bool:
+                key = f"{node.config.redis_prefix}:qbytes"
+                return await trio.to_thread.run_sync(node.redis.client.hget, key, "bytes") == "0"
+
+            await wait_until(released, interval=0.05)
+            assert (await client.post("/jobs", json=job(20_000), headers=bearer(key))).status_code == 201

@@ -134,3 +134,38 @@ async def _ok(part: Sequence[int], calls: list[list[int]]) -> list[int]:
 
 def test_halves() -> None:
     assert halves([1, 2, 3]) == [[1], [2, 3]] and halves([1]) == []
+
+
+async def test_a_tenants_reads_wait_behind_its_own_only(autojump_clock: Any) -> None:
+    from conveyor.limits import Limited
+    from conveyor.metrics import Metrics
+    from conveyor.web.reads import READS_AT_ONCE, TenantReads
+
+    config = Config(tenant_read_rate=1000.0, tenant_read_burst=1000)
+    reads = TenantReads(lambda tenant: defaults(config), Metrics())
+    inside: list[str] = []
+    release = trio.Event()
+
+    async def read(tenant: str) -> None:
+        async with reads.read(tenant):
+            inside.append(tenant)
+            await release.wait()
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(READS_AT_ONCE + 3):
+            nursery.start_soon(read, "flood")
+        await trio.testing.wait_all_tasks_blocked()
+        assert inside == ["flood"] * READS_AT_ONCE  # the rest of the flood waits
+        nursery.start_soon(read, "other")
+        await trio.testing.wait_all_tasks_blocked()
+        assert inside.count("other") == 1  # not behind the flood
+        release.set()
+    assert inside.count("flood") == READS_AT_ONCE + 3 and reads._slots == {}
+
+    limited = TenantReads(lambda tenant: defaults(Config(tenant_read_rate=1.0, tenant_read_burst=1)), Metrics())
+    async with limited.read("a"):
+        pass
+    with pytest.raises(Limited) as refused:
+        async with limited.read("a"):
+            pass
+    assert refused.value.retry_after_ms == 1001 and "read rate of 1" in str(refused.value)

@@ -10,6 +10,8 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,16 +24,17 @@ from .. import keys, storable, tenants, validation
 from ..actors.writer import AlreadySubmitted
 from ..auth import Principal, Unauthorized
 from ..handlers import FieldError
-from ..limits import Limited, ReadLimiter
+from ..limits import Limited
 from ..metrics import render
 from ..model import NewJob, Status
 from ..node import Busy, Node
 from ..stores import StoreUnavailable
-from ..stores.postgres import IdempotencyKey
+from ..stores.postgres import DataRefused, IdempotencyKey
 from ..stores.redis import Applied
 from ..wire import iso, job_json, job_update
 from . import admin, dashboard, ws
 from .bodies import PRINCIPAL, BodyGate, ByteBudget
+from .reads import TenantReads, list_cost
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +72,8 @@ def create_app(node: Node) -> BodyGate:
     async def check_request() -> None:
         """Query and path parameters must be storable text; a body is read here, so that one
         over the limit is a 413 on every route and none is left unread on the connection."""
-        validation.storable_params(dict(request.args.items(multi=True)), "query")
-        validation.storable_params({k: str(v) for k, v in (request.view_args or {}).items()}, "path")
+        validation.storable_params(request.args.items(multi=True), "query")
+        validation.storable_params(((k, str(v)) for k, v in (request.view_args or {}).items()), "path")
         if request.content_length or request.headers.get("Transfer-Encoding"):
             await request.get_data()
 
@@ -117,6 +120,12 @@ def create_app(node: Node) -> BodyGate:
     async def conflict(exc: tenants.Conflict) -> Response:
         return error(409, str(exc))
 
+    @app.errorhandler(DataRefused)
+    async def refused(exc: DataRefused) -> Response:
+        # a value the rules let through and PostgreSQL did not: the caller's input, not an outage
+        log.warning("400: %s", exc)
+        return error(400, "Validation failed", [{"field": "request", "message": f"cannot be stored: {exc}"}])
+
     @app.errorhandler(StoreUnavailable)
     async def unavailable(exc: StoreUnavailable) -> Response:
         log.warning("503: %s", exc)
@@ -156,19 +165,18 @@ def create_app(node: Node) -> BodyGate:
             raise Unauthorized("the Authorization header must read 'Bearer <key>'")
         return await node.auth.authenticate(keys.bearer(header))
 
-    reads = ReadLimiter(node.limits.of)
+    tenant_reads = TenantReads(node.limits.of, node.metrics)
 
-    async def reader() -> Principal:
-        """The caller of a read, within its tenant's read rate on this node (429 beyond it)."""
-        who = await caller()
-        if who.tenant is not None and (wait := reads.take(who.tenant, trio.current_time())) > 0:
-            node.metrics.inc("conveyor_reads_limited_total")
-            rate = node.limits.of(who.tenant).read_rate
-            raise Limited(
-                f"tenant {who.tenant} exceeded its read rate of {rate:g} requests/s on this node",
-                retry_after_ms=int(wait * 1000) + 1,
-            )
-        return who
+    @asynccontextmanager
+    async def reading(cost: int = 1, who: Principal | None = None) -> AsyncIterator[Principal]:
+        """Within: a read by the caller (authenticated here unless given), within its tenant's
+        bounds on this node (reads.py)."""
+        who = who or await caller()
+        if who.tenant is None:
+            yield who
+        else:
+            async with tenant_reads.read(who.tenant, cost):
+                yield who
 
     async def submit_once(who: Principal, jobs: list[NewJob], answer: dict[str, Any]) -> Any:
         """Submit, or with an Idempotency-Key, submit once: a request repeated with the same key
@@ -281,17 +289,18 @@ def create_app(node: Node) -> BodyGate:
 
     @app.get("/jobs")
     async def list_jobs() -> Any:
-        who = await reader()
+        who = await caller()
         tenant, status, job_type, limit, offset = validation.parse_list_query(request.args, who.tenant)
-        rows, total = await node.pg.list_jobs(tenant, status, limit, offset, job_type)
+        async with reading(list_cost(limit), who):
+            rows, total = await node.pg.list_jobs(tenant, status, limit, offset, job_type)
         return {"jobs": [job_json(r) for r in rows], "total": total}
 
     @app.get("/jobs/<job_id>")
     async def get_job(job_id: str) -> Any:
-        who = await reader()
         parsed = validation.parse_job_id(job_id)
-        # another tenant's job is answered exactly as one that does not exist
-        row = await node.pg.get_job(parsed, who.tenant) if parsed else None
+        async with reading() as who:
+            # another tenant's job is answered exactly as one that does not exist
+            row = await node.pg.get_job(parsed, who.tenant) if parsed else None
         if row is None:
             return error(404, "Job not found")
         return job_json(row)
@@ -337,7 +346,7 @@ def create_app(node: Node) -> BodyGate:
 
     ws.register(app, node)
     admin.register(app, node, json_body)
-    dashboard.register(app, node, caller, reader, own_job)
+    dashboard.register(app, node, caller, reading, own_job)
     budget = ByteBudget(
         config.body_budget_bytes,
         max(config.body_budget_bytes // 4, config.max_body_bytes) if config.auth else config.body_budget_bytes,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from importlib import resources
 from typing import Any
 
@@ -45,7 +46,7 @@ def register(
     app: QuartTrio,
     node: Node,
     caller: Callable[[], Awaitable[Principal]],
-    reader: Callable[[], Awaitable[Principal]],
+    reading: Callable[[], AbstractAsyncContextManager[Principal]],
     own_job: Callable[[Principal, str], Awaitable[dict[str, Any] | None]],
 ) -> None:
     index = _static("index.html")
@@ -70,16 +71,17 @@ def register(
     @app.get("/stats")
     async def stats() -> Any:
         """Queue depth now, for the dashboard's chart: unfinished jobs, and how many run."""
-        tenant = parse_tenant_query(request.args, (await reader()).tenant)
-        unfinished, running = await node.redis.depth(tenant)
+        async with reading() as who:
+            tenant = parse_tenant_query(request.args, who.tenant)
+            unfinished, running = await node.redis.depth(tenant)
         return {"tenantId": tenant, "unfinished": unfinished, "running": running,
                 "waiting": max(0, unfinished - running)}
 
     @app.get("/jobs/<job_id>/events")
     async def job_events(job_id: str) -> Any:
-        who = await reader()
-        job = await own_job(who, job_id)
-        if job is None:
-            return {"error": "Job not found"}, 404
-        found = await node.redis.job_events(job["tenant_id"], job["id"])
+        async with reading() as who:
+            job = await own_job(who, job_id)
+            if job is None:
+                return {"error": "Job not found"}, 404
+            found = await node.redis.job_events(job["tenant_id"], job["id"])
         return {"jobId": job["id"], "events": [json.loads(feed.with_id(i, d)) for i, d in found]}
