@@ -134,7 +134,7 @@ def target(template_database: str, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="module")
 def http(target: Target) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=target.url, timeout=30) as client:
+    with httpx.Client(base_url=target.url, timeout=10) as client:
         yield client
 
 
@@ -367,6 +367,17 @@ def test_a_ticket_request_with_a_large_body_is_413_and_the_connection_goes_on(
     assert http.get("/health", timeout=5).status_code == 200
     r = target.check(http.post("/ws/tickets", headers=target.headers()))
     assert r.status_code == 201
+
+
+def test_early_answers_to_requests_with_a_body_never_stall_the_connection(target: Target) -> None:
+    # a 400 given before the body was read, on a kept-alive connection, again and again: quart
+    # used to hear the client's disconnect while hypercorn was still closing the response, and
+    # about 1 connection in 50 then never answered again
+    body = json.dumps([{}, {}, [], "x"]).encode()
+    with httpx.Client(base_url=target.url, timeout=5, headers=target.headers()) as client:
+        for path in ["/health?%00=1", "/jobs/%00", "/jobs?type=%00"] * 100:
+            assert target.check(client.request("GET", path, content=body)).status_code == 400
+    target.assert_clean()
 
 
 def test_websocket_refusals_the_attacker_found(target: Target, http: httpx.Client) -> None:
