@@ -13,6 +13,7 @@ drops its own database and Redis key prefix, and kills the node it starts by its
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -89,30 +90,37 @@ async def reader(
                 await trio.sleep(float(r.headers.get("Retry-After", "1")) * rng.uniform(1, 2))  # with jitter, as clients do
 
 
-async def readers(url: str, a: dict[str, str], ids: list[str], n: int, seconds: float, honour: bool) -> Counter[str]:
+async def readers(
+    url: str, a: dict[str, str], ids: list[str], n: int, seconds: float, honour: bool, kinds: list[str]
+) -> Counter[str]:
     """n readers of A for `seconds` (run in a process of their own: see `run`)."""
     stop = trio.Event()
     seen: Counter[str] = Counter()
     async with trio.open_nursery() as nursery:
         for i in range(n):
-            nursery.start_soon(reader, url, a, ids, "events" if i % 2 == 0 else "list", stop, honour, seen)
+            nursery.start_soon(reader, url, a, ids, kinds[i % len(kinds)], stop, honour, seen)
         await trio.sleep(seconds)
         stop.set()
     return seen
 
 
-async def run(url: str, a: dict[str, str], b: dict[str, str], args: argparse.Namespace) -> None:
+async def run(
+    url: str, a: dict[str, str], b: dict[str, str], args: argparse.Namespace, readers_url: str
+) -> None:
+    """Probe the node at url; A's readers read the node at readers_url (the same one, or with
+    --control another node on the same machine, PostgreSQL and Redis)."""
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        ids = await seed(client, a)
+        async with httpx.AsyncClient(base_url=readers_url, timeout=60) as seeding:
+            ids = await seed(seeding, a)
         await trio.sleep(2)  # the seed jobs run
-        pid = NODE_PIDS[-1]
+        pid = NODE_PIDS[0]
         cpu0 = cpu_seconds(pid)
         idle = await probe(client, b, args.seconds)
         cpu1 = cpu_seconds(pid)
         # the readers get a process of their own, so that their client work does not sit in the
         # probe's event loop and count as the node's latency
-        spec = json.dumps({"url": url, "a": a, "ids": ids, "n": args.readers, "seconds": args.seconds + 2,
-                           "honour": not args.ignore_retry_after})
+        spec = json.dumps({"url": readers_url, "a": a, "ids": ids, "n": args.readers, "seconds": args.seconds + 2,
+                           "honour": not args.ignore_retry_after, "kinds": args.kinds.split(",")})
         done: list[bytes] = []
 
         async def read_as_a() -> None:
@@ -125,6 +133,11 @@ async def run(url: str, a: dict[str, str], b: dict[str, str], args: argparse.Nam
             loaded = await probe(client, b, args.seconds)
             cpu2 = cpu_seconds(pid)
         seen = Counter(json.loads(done[0]))
+    if args.verbose:
+        for name, i in (("health", 0), ("submit", 1)):
+            for phase, values in (("idle", idle[i]), ("loaded", loaded[i])):
+                q = statistics.quantiles(values, n=100)
+                print(f"  {name} {phase}: n={len(values)} p90 {q[89]:.1f} p95 {q[94]:.1f} p99 {q[98]:.1f} max {max(values):.1f}")
     for name, i in (("GET /health     ", 0), ("B's POST /jobs  ", 1)):
         (p50_idle, p99_idle), (p50_load, p99_load) = quantiles(idle[i]), quantiles(loaded[i])
         print(f"{name} idle p50 {p50_idle:6.1f} ms p99 {p99_idle:6.1f} ms | "
@@ -143,19 +156,31 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--readers", type=int, default=32)
     parser.add_argument("--ignore-retry-after", action="store_true")
+    parser.add_argument("--kinds", default="events,list", help="what the readers read (events, list or both)")
     parser.add_argument("--read-rate", help="CONVEYOR_TENANT_READ_RATE for the node (default: its default)")
+    parser.add_argument("--verbose", action="store_true", help="more quantiles of each phase")
+    parser.add_argument(
+        "--control", action="store_true",
+        help="A's readers read another node (same machine and stores): what the machine, not the node, adds",
+    )
     parser.add_argument("--as-readers", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.as_readers:
         spec = json.loads(sys.stdin.read())
-        seen = trio.run(readers, spec["url"], spec["a"], spec["ids"], spec["n"], spec["seconds"], spec["honour"])
+        seen = trio.run(
+            readers, spec["url"], spec["a"], spec["ids"], spec["n"], spec["seconds"], spec["honour"], spec["kinds"]
+        )
         print(json.dumps(seen))
         return
     settings = {"CONVEYOR_TENANT_READ_RATE": args.read_rate} if args.read_rate is not None else {}
-    with started_node(16, auth=True, **settings) as (url, database_url):
-        a = {"Authorization": f"Bearer {bench_key(database_url, 'tenant-a')}"}
+    with contextlib.ExitStack() as nodes:
+        url, database_url = nodes.enter_context(started_node(16, auth=True, **settings))
         b = {"Authorization": f"Bearer {bench_key(database_url, 'tenant-b')}"}
-        trio.run(run, url, a, b, args)
+        readers_url, readers_db = url, database_url
+        if args.control:
+            readers_url, readers_db = nodes.enter_context(started_node(16, auth=True, **settings))
+        a = {"Authorization": f"Bearer {bench_key(readers_db, 'tenant-a')}"}
+        trio.run(run, url, a, b, args, readers_url)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import trio
 
 from tests.faults.conftest import Cluster
 
-RSS_BOUND_MB = 400  # docs/reliability.md states it; measured peaks were 282-294 MB
+RSS_BOUND_MB = 400  # docs/reliability.md states it; measured peaks were 296-300 MB
 CONCURRENT = 250
 
 

@@ -28,7 +28,7 @@ from ..auth import Authenticator, Unauthorized
 from ..metrics import Metrics
 from ..stores import StoreUnavailable
 
-WAIT_S = 2.0
+WAIT_S = 5.0
 DRAIN_S = 10.0  # how long the rest of a body that was answered without it may take to arrive
 PRINCIPAL = "conveyor.principal"  # the ASGI scope key under which the gate leaves the caller
 
