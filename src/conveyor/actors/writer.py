@@ -93,7 +93,9 @@ async def run_writer(
                 writes.append(submit)
             try:
                 taken, refused = await _insert(pg, writes, retain_s)
-            except StoreUnavailable as exc:
+            except Exception as exc:
+                if not isinstance(exc, StoreUnavailable):  # a bug: its submitters get a 500
+                    log.exception("insert of %d submissions failed", len(writes))
                 for submit in batch:
                     _answer(submit.reply, exc)
                 continue
