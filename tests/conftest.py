@@ -23,6 +23,7 @@ import trio
 
 from conveyor.config import Config
 from conveyor.node import Node, run_node
+from conveyor.stores import PostgresStore, RedisStore
 from conveyor.stores.postgres import migrate_sync
 
 ADMIN_URL = os.environ.get("CONVEYOR_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -70,6 +71,17 @@ def redis_prefix() -> Iterator[str]:
     for i in range(0, len(keys), 500):
         client.delete(*keys[i : i + 500])
     client.close()
+
+
+@pytest.fixture
+async def stores(database_url: str, redis_prefix: str) -> AsyncIterator[tuple[PostgresStore, RedisStore]]:
+    """This test's stores, for tests that drive actors and scripts without a node."""
+    pg = PostgresStore(database_url, pool_size=2)
+    await pg.open()
+    redis = RedisStore(REDIS_URL, prefix=redis_prefix, pool_size=4)
+    yield pg, redis
+    await pg.close()
+    await redis.close()
 
 
 @pytest.fixture

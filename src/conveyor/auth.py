@@ -72,6 +72,14 @@ class Authenticator:
             raise Unauthorized("invalid or revoked API key")
         return Principal(entry.tenant, key_id)
 
+    async def from_header(self, header: str | None) -> Principal:
+        """The caller named by an `Authorization` header (absent: no key); raises Unauthorized,
+        also for a header that is not `Bearer <key>`. With auth off, anyone (tenant None)."""
+        key = keys.bearer(header)
+        if header and key is None and self.enabled:
+            raise Unauthorized("the Authorization header must read 'Bearer <key>'")
+        return await self.authenticate(key)
+
     async def active_tenant(self, key_id: str) -> str | None:
         """The tenant of a key that is not revoked, or None (for tickets issued by that key)."""
         entry = await self._entry(key_id)

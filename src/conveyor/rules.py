@@ -34,25 +34,29 @@ def after_failure(attempt: int, max_attempts: int) -> Outcome:
     return Outcome.RETRY if attempt < max_attempts else Outcome.FAILED
 
 
+_STATUS = {
+    Outcome.COMPLETED: Status.COMPLETED,
+    Outcome.FAILED: Status.FAILED,
+    Outcome.RETRY: Status.PENDING,
+    Outcome.HANDBACK: Status.PENDING,
+    Outcome.REQUEUED: Status.PENDING,
+    Outcome.CANCELLED: Status.CANCELLED,
+}
+_INDEX_ACTION = {
+    Outcome.COMPLETED: "done",
+    Outcome.FAILED: "done",
+    Outcome.RETRY: "retry",
+    Outcome.HANDBACK: "handback",
+    Outcome.REQUEUED: "requeue",
+    Outcome.CANCELLED: "done",
+}
+
+
 def status_of(outcome: Outcome) -> Status:
     """The PostgreSQL status an outcome is recorded as."""
-    return {
-        Outcome.COMPLETED: Status.COMPLETED,
-        Outcome.FAILED: Status.FAILED,
-        Outcome.RETRY: Status.PENDING,
-        Outcome.HANDBACK: Status.PENDING,
-        Outcome.REQUEUED: Status.PENDING,
-        Outcome.CANCELLED: Status.CANCELLED,
-    }[outcome]
+    return _STATUS[outcome]
 
 
 def index_action(outcome: Outcome) -> str:
     """What the dispatch index does with an outcome that PostgreSQL accepted (finish.lua)."""
-    return {
-        Outcome.COMPLETED: "done",
-        Outcome.FAILED: "done",
-        Outcome.RETRY: "retry",
-        Outcome.HANDBACK: "handback",
-        Outcome.REQUEUED: "requeue",
-        Outcome.CANCELLED: "done",
-    }[outcome]
+    return _INDEX_ACTION[outcome]

@@ -5,11 +5,9 @@ one the rules missed would, so that what is shown is the stores' and actors' sid
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import attrs
-import pytest
 import trio
 
 from conveyor.actors.recorder import record_batch
@@ -18,20 +16,8 @@ from conveyor.config import Config
 from conveyor.limits import defaults
 from conveyor.metrics import Metrics
 from conveyor.model import Finished, NewJob, Outcome
-from conveyor.stores import PostgresStore, RedisStore
 from conveyor.validation import Invalid
-from tests.conftest import REDIS_URL
 from tests.integration.test_fencing_fairness import events_for, leftovers, new_job, submit_and_start
-
-
-@pytest.fixture
-async def stores(database_url: str, redis_prefix: str) -> AsyncIterator[tuple[PostgresStore, RedisStore]]:
-    pg = PostgresStore(database_url, pool_size=2)
-    await pg.open()
-    redis = RedisStore(REDIS_URL, prefix=redis_prefix, pool_size=4)
-    yield pg, redis
-    await pg.close()
-    await redis.close()
 
 
 def unstorable(tenant: str) -> NewJob:

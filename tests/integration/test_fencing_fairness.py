@@ -9,28 +9,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
 import trio
 
 from conveyor.actors.recorder import record_batch
 from conveyor.model import Envelope, Finished, NewJob, Outcome, Started
 from conveyor.stores import PostgresStore, RedisStore
-from tests.conftest import REDIS_URL
 from tests.helpers import base_url, wait_until
-
-
-@pytest.fixture
-async def stores(database_url: str, redis_prefix: str) -> AsyncIterator[tuple[PostgresStore, RedisStore]]:
-    pg = PostgresStore(database_url, pool_size=2)
-    await pg.open()
-    redis = RedisStore(REDIS_URL, prefix=redis_prefix, pool_size=4)
-    yield pg, redis
-    await pg.close()
-    await redis.close()
 
 
 def new_job(tenant: str) -> NewJob:

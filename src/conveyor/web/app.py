@@ -160,10 +160,7 @@ def create_app(node: Node) -> BodyGate:
         checked = request.scope.get(PRINCIPAL)
         if isinstance(checked, Principal):
             return checked  # authenticated by the body gate
-        header = request.headers.get("Authorization")
-        if header and keys.bearer(header) is None and node.auth.enabled:
-            raise Unauthorized("the Authorization header must read 'Bearer <key>'")
-        return await node.auth.authenticate(keys.bearer(header))
+        return await node.auth.from_header(request.headers.get("Authorization"))
 
     tenant_reads = TenantReads(node.limits.of, node.metrics)
 

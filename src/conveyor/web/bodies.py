@@ -23,7 +23,6 @@ from typing import Any
 import attrs
 import trio
 
-from .. import keys
 from ..auth import Authenticator, Unauthorized
 from ..metrics import Metrics
 from ..stores import StoreUnavailable
@@ -244,10 +243,7 @@ class BodyGate:
             if name == b"authorization":
                 header = value.decode("latin-1")
         try:
-            key = keys.bearer(header)
-            if header and key is None:
-                raise Unauthorized("the Authorization header must read 'Bearer <key>'")
-            principal = await self.auth.authenticate(key)
+            principal = await self.auth.from_header(header)
         except Unauthorized as exc:
             self.metrics.inc("conveyor_auth_failures_total")
             await _refuse(send, body, 401, f"Unauthorized: {exc}",

@@ -39,7 +39,6 @@ from ..stores import StoreUnavailable
 from . import wsfix
 
 log = logging.getLogger(__name__)
-wsfix.install()
 
 MAX_SUBSCRIPTIONS = 100
 CLOSE_TIMEOUT_S = 2.0
@@ -74,6 +73,7 @@ class _Closer:
 
 def register(app: QuartTrio, node: Node) -> None:
     config = node.config
+    wsfix.install()  # protocol errors answered with a close code (see wsfix)
 
     @app.websocket("/ws")
     async def feed() -> Response | None:
@@ -130,10 +130,7 @@ async def _upgrade_credentials(node: Node) -> Principal | None:
         # two credentials that may name two tenants: which one the socket is would be a guess
         raise Unauthorized("send one credential: an Authorization header or a ticket, not both")
     if header:
-        key = keys.bearer(header)
-        if key is None:
-            raise Unauthorized("the Authorization header must read 'Bearer <key>'")
-        return await node.auth.authenticate(key)
+        return await node.auth.from_header(header)
     if ticket is not None:
         return await _redeem(node, ticket)
     return None
