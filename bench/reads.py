@@ -57,6 +57,14 @@ async def seed(client: httpx.AsyncClient, a: dict[str, str]) -> list[str]:
     return ids
 
 
+async def settled(client: httpx.AsyncClient, a: dict[str, str]) -> None:
+    """Wait until A's seed jobs have all finished, so that "idle" is idle."""
+    with trio.fail_after(120):
+        while (await client.get("/stats", headers=a)).json()["unfinished"]:  # noqa: ASYNC110  (a node's state)
+            await trio.sleep(0.2)
+    await trio.sleep(1)
+
+
 async def probe(client: httpx.AsyncClient, b: dict[str, str], seconds: float) -> tuple[list[float], list[float]]:
     """GET /health and B's POST /jobs, one after the other, for `seconds`: their latencies in ms."""
     health, submit = [], []
@@ -112,7 +120,7 @@ async def run(
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         async with httpx.AsyncClient(base_url=readers_url, timeout=60) as seeding:
             ids = await seed(seeding, a)
-        await trio.sleep(2)  # the seed jobs run
+            await settled(seeding, a)
         pid = NODE_PIDS[0]
         cpu0 = cpu_seconds(pid)
         idle = await probe(client, b, args.seconds)

@@ -1,4 +1,4 @@
-# Sourced by .ci/run and scripts/stack: starts the local PostgreSQL and Redis if they are not
+# Sourced by .ci/run: starts the local PostgreSQL and Redis if they are not
 # running (Debian's cluster, and a Redis that keeps nothing on disk), then waits for both.
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start

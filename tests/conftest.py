@@ -1,6 +1,7 @@
 """Test rules for conveyor (read before adding a test).
 
-- Real services: PostgreSQL and Redis on loopback. Each session migrates a template database;
+- Real services: PostgreSQL and Redis on loopback, the machine's or embedded ones started for
+  the session (tests/services.py, CONVEYOR_TEST_SERVICES). Each session migrates a template database;
   each test gets a fresh copy of it (so the jobs a test counts, and those a node's reconciler
   finds, are its own) and a fresh Redis key prefix; both are dropped afterwards.
 - Nodes listen on loopback, port 0. Processes a test starts are killed by the PID it started.
@@ -10,7 +11,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -25,9 +25,11 @@ from conveyor.config import Config
 from conveyor.node import Node, run_node
 from conveyor.stores import PostgresStore, RedisStore
 from conveyor.stores.postgres import migrate_sync
+from tests import services
 
-ADMIN_URL = os.environ.get("CONVEYOR_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+SERVICES = services.choose()  # the machine's PostgreSQL and Redis, or embedded ones (tests/services.py)
+ADMIN_URL = SERVICES.admin_url
+REDIS_URL = SERVICES.redis_url
 
 
 def _db_url(name: str) -> str:

@@ -1,6 +1,9 @@
 """The `conveyor` command: `serve` runs a node, `migrate` applies the schema, `tenants` and
 `keys` manage tenants and their API keys (JSON on stdout; a new key is shown once), `watch`
-tails a tenant's feed.
+tails a tenant's feed, `services` runs the embedded servers alone.
+
+Without DATABASE_URL or REDIS_URL, every command uses the embedded PostgreSQL and Valkey of
+CONVEYOR_DATA_DIR (starting them, or joining those a running node owns).
 
 Signals: the first SIGINT/SIGTERM drains the node (exit 0), a second one cancels at once.
 Invalid configuration prints one line naming the setting and exits with code 2.
@@ -20,8 +23,10 @@ import trio
 
 from . import config as config_mod
 from . import feed, tenants, watch
+from .embedded import DataDirError, EmbeddedError, embedded_services
+from .handlers import build_registry
 from .limits import FIELDS
-from .node import run_node, tune_allocator
+from .node import CannotListen, run_node, tune_allocator
 from .stores import PostgresStore, StoreUnavailable
 from .stores.postgres import migrate_sync
 from .supervision import SupervisorGaveUp
@@ -45,12 +50,35 @@ async def serve(config: config_mod.Config) -> None:
                         nursery.cancel_scope.cancel()
 
             nursery.start_soon(watch_signals)
-            await run_node(config, draining=draining)
+            build_registry(config)  # a bad handler module is a configuration error: before anything starts
+            # embedded servers (for an unset URL) start before the tree and stop after it
+            async with embedded_services(config) as config:
+                await run_node(config, draining=draining)
             nursery.cancel_scope.cancel()
+
+
+async def services(config: config_mod.Config) -> None:
+    """`conveyor services`: the embedded servers alone, until SIGINT or SIGTERM."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with embedded_services(config) as config:
+            print(json.dumps({"DATABASE_URL": config.database_url, "REDIS_URL": config.redis_url}), flush=True)
+            async for _ in signals:
+                break
+
+
+async def migrate(config: config_mod.Config) -> list[int]:
+    async with embedded_services(config, needs=("postgres",)) as config:
+        return await trio.to_thread.run_sync(migrate_sync, config.database_url)
 
 
 async def manage(config: config_mod.Config, args: argparse.Namespace) -> object:
     """One `tenants` or `keys` command against PostgreSQL; returns what to print."""
+    async with embedded_services(config, needs=("postgres",)) as config:
+        await trio.to_thread.run_sync(migrate_sync, config.database_url)
+        return await _manage(config, args)
+
+
+async def _manage(config: config_mod.Config, args: argparse.Namespace) -> object:
     pg = PostgresStore(config.database_url, pool_size=1, timeout=5)
     await pg.open()
     try:
@@ -78,12 +106,16 @@ async def manage(config: config_mod.Config, args: argparse.Namespace) -> object:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="conveyor", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="conveyor", description=" ".join(__doc__.split("\n\n")[0].split()))
     sub = parser.add_subparsers(dest="command", required=True)
     serve_p = sub.add_parser("serve", help="run a node: HTTP API, WebSocket feed and executors")
     serve_p.add_argument("--host", help="address to bind (default 127.0.0.1, or CONVEYOR_HOST)")
     serve_p.add_argument("--port", type=int, help="port to bind (default 3000, or CONVEYOR_PORT)")
     sub.add_parser("migrate", help="apply pending database migrations and exit")
+    sub.add_parser(
+        "services",
+        help="run the embedded PostgreSQL and Valkey of CONVEYOR_DATA_DIR in the foreground (prints their URLs)",
+    )
     watch_p = sub.add_parser(
         "watch", help="tail a tenant's live feed, resuming across reconnects (key: CONVEYOR_API_KEY)"
     )
@@ -143,32 +175,43 @@ def main(argv: list[str] | None = None) -> int:
     gave_up: list[BaseException] = []
     bad_config: list[BaseException] = []
     refused: list[tuple[int, str]] = []
+    embedded: list[BaseException] = []
     try:
         if args.command == "migrate":
-            applied = migrate_sync(config.database_url)
+            applied = trio.run(migrate, config)
             print(f"applied migrations: {applied or 'none pending'}")
+        elif args.command == "services":
+            trio.run(services, config)
         elif args.command in ("tenants", "keys"):
-            migrate_sync(config.database_url)
             print(json.dumps(trio.run(manage, config, args), indent=2))
         else:
             tune_allocator()
             trio.run(serve, config)
     except* (StoreUnavailable, psycopg.OperationalError) as group:
-        unavailable = list(group.exceptions)
+        unavailable = _leaves(group)
+    except* DataDirError as group:
+        bad_config = _leaves(group)
+    except* EmbeddedError as group:
+        embedded = _leaves(group)
+    except* CannotListen as group:
+        refused = [(1, _one_line(e)) for e in _leaves(group)]
     except* SupervisorGaveUp as group:
-        gave_up = list(group.exceptions)
+        gave_up = _leaves(group)
     except* config_mod.ConfigError as group:
-        bad_config = list(group.exceptions)
+        bad_config = _leaves(group)
     except* Invalid as group:
-        refused = [(2, _invalid_line(e)) for e in group.exceptions]
+        refused = [(2, _invalid_line(e)) for e in _leaves(group)]
     except* (tenants.NotFound, tenants.Conflict) as group:
-        refused = [(1, _one_line(e)) for e in group.exceptions]
+        refused = [(1, _one_line(e)) for e in _leaves(group)]
     if refused:
         print(f"conveyor: {refused[0][1]}", file=sys.stderr)
         return refused[0][0]
     if bad_config:
         print(f"conveyor: invalid configuration: {_one_line(bad_config[0])}", file=sys.stderr)
         return 2
+    if embedded:
+        print(f"conveyor: embedded services: {_one_line(embedded[0])}", file=sys.stderr)
+        return 1
     if unavailable:
         print(f"conveyor: PostgreSQL unavailable: {_one_line(unavailable[0])}", file=sys.stderr)
         return 1
@@ -176,6 +219,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"conveyor: node stopped: {_one_line(gave_up[0])}", file=sys.stderr)
         return 1
     return 0
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions in a group, however deeply nurseries nested it."""
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return found
 
 
 def _invalid_line(exc: BaseException) -> str:

@@ -20,8 +20,10 @@ class ConfigError(ValueError):
 
 @attrs.frozen
 class Config:
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/conveyor"
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = ""  # unset: the embedded PostgreSQL of data_dir
+    redis_url: str = ""  # unset: the embedded Valkey of data_dir
+    data_dir: str = ""  # unset: the user's data directory (platformdirs), e.g. ~/.local/share/conveyor
+    embedded: str = "auto"
     host: str = "127.0.0.1"
     port: int = 3000
     redis_prefix: str = "conveyor"
@@ -113,6 +115,13 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
+def _embedded(name: str, raw: str) -> str:
+    value = raw.lower()
+    if value not in ("auto", "on", "off"):
+        raise ConfigError(f"{name} must be auto, on or off, got {raw!r}")
+    return value
+
+
 def _zero_or_more(what: str) -> Callable[[str, str], float]:
     """A finite number >= 0; `what` says what it is and what 0 means."""
 
@@ -173,8 +182,10 @@ def _modules(name: str, raw: str) -> tuple[str, ...]:
 
 # environment variable -> (Config field, parser, description for the README table)
 SETTINGS: dict[str, tuple[str, Callable[[str, str], Any], str]] = {
-    "DATABASE_URL": ("database_url", _url(("postgresql", "postgres")), "PostgreSQL connection URL"),
-    "REDIS_URL": ("redis_url", _url(("redis", "rediss", "unix")), "Redis connection URL"),
+    "DATABASE_URL": ("database_url", _url(("postgresql", "postgres")), "PostgreSQL connection URL (unset: an embedded PostgreSQL)"),
+    "REDIS_URL": ("redis_url", _url(("redis", "rediss", "unix")), "Redis connection URL (unset: an embedded Valkey)"),
+    "CONVEYOR_DATA_DIR": ("data_dir", _text, "where the embedded servers keep their data (unset: the user's data directory, ~/.local/share/conveyor)"),
+    "CONVEYOR_EMBEDDED": ("embedded", _embedded, "embedded servers for an unset URL: auto (on a loopback bind only), on, or off"),
     "CONVEYOR_HOST": ("host", _text, "address to bind (overridden by --host)"),
     "CONVEYOR_PORT": ("port", _port, "port to bind (overridden by --port; 0 picks a free one)"),
     "CONVEYOR_REDIS_PREFIX": ("redis_prefix", _prefix, "prefix of every Redis key"),
@@ -247,6 +258,14 @@ def check(config: Config) -> None:
         raise ConfigError("CONVEYOR_BODY_BUDGET_BYTES must not be smaller than CONVEYOR_MAX_BODY_BYTES")
     if config.backoff_cap_ms < config.backoff_base_ms:
         raise ConfigError("CONVEYOR_BACKOFF_CAP_MS must not be smaller than CONVEYOR_BACKOFF_BASE_MS")
+    unset = [name for name, url in (("DATABASE_URL", config.database_url), ("REDIS_URL", config.redis_url)) if not url]
+    if unset and config.embedded == "off":
+        raise ConfigError(f"{' and '.join(unset)} not set, and CONVEYOR_EMBEDDED=off")
+    if unset and config.embedded == "auto" and not is_loopback(config.host):
+        raise ConfigError(
+            f"{' and '.join(unset)} not set: a node on {config.host!r} would keep its jobs in embedded "
+            f"servers on this machine; set {' and '.join(unset)}, or CONVEYOR_EMBEDDED=on if that is what you want"
+        )
     if not config.auth and not is_loopback(config.host):
         raise ConfigError(
             f"CONVEYOR_AUTH=off is allowed only on a loopback address (127.0.0.1, ::1, localhost), "

@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 SUBMIT_TIMEOUT_S = 30.0
 
 
+class CannotListen(Exception):
+    """The HTTP address cannot be bound (in use, or not this machine's)."""
+
+
 class Busy(Exception):
     """The node cannot take more work right now (503)."""
 
@@ -270,12 +274,19 @@ async def _serve(
         app = create_app(node)
         try:
             async with trio.open_nursery() as nursery:
-                node.urls = await nursery.start(
-                    functools.partial(
-                        hypercorn_serve, cast(Any, app), hypercorn_config(config),
-                        shutdown_trigger=draining.wait,
+                try:
+                    node.urls = await nursery.start(
+                        functools.partial(
+                            hypercorn_serve, cast(Any, app), hypercorn_config(config),
+                            shutdown_trigger=draining.wait,
+                        )
                     )
-                )
+                except* OSError as group:  # before it serves: the address is taken or not ours
+                    exc: BaseException = group
+                    while isinstance(exc, BaseExceptionGroup):
+                        exc = exc.exceptions[0]
+                    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                    raise CannotListen(f"cannot listen on {config.host}:{config.port}: {why}") from None
                 task_status.started()
         finally:
             http_done.set()

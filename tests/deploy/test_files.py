@@ -32,8 +32,11 @@ def test_development_compose_runs_postgres_16_and_redis_7_with_aof() -> None:
     assert services["postgres"]["ports"] == ["5432:5432"] and services["redis"]["ports"] == ["6379:6379"]
     for service in services.values():
         assert service["healthcheck"]["test"][0] == "CMD"
-    # the ports are the ones the default configuration and the test suite expect
-    assert ":5432/" in Config().database_url and ":6379/" in Config().redis_url
+    # the ports are the ones the test suite tries first (tests/services.py); a node needs the URLs
+    # set to use them (unset, it runs embedded servers)
+    chooser = (ROOT / "tests" / "services.py").read_text()
+    assert "127.0.0.1:5432" in chooser and "127.0.0.1:6379" in chooser
+    assert Config().database_url == "" and Config().redis_url == ""
 
 
 def test_production_compose_is_consistent() -> None:

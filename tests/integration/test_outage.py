@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import trio
@@ -15,9 +16,10 @@ from tests.tcp_proxy import TcpProxy
 async def test_postgres_down_means_503_quickly_and_nothing_runs(
     nursery: trio.Nursery, start_node: Any, database_url: str, tenant: str
 ) -> None:
-    proxy = TcpProxy(5432)
+    server = urlsplit(database_url)
+    proxy = TcpProxy(server.port or 5432)
     await proxy.start(nursery)
-    proxied = database_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    proxied = urlunsplit(server._replace(netloc=f"{server.username}@127.0.0.1:{proxy.port}"))
     node = await start_node(database_url=proxied)
     job = {"tenantId": tenant, "type": "sleep", "payload": {"delayMs": 0}}
     with trio.fail_after(60):

@@ -16,14 +16,32 @@ def test_defaults() -> None:
     assert config.max_body_bytes == 1024 * 1024
 
 
+EXTERNAL = {"DATABASE_URL": "postgresql://u@db/x", "REDIS_URL": "redis://cache:6379/1"}
+
+
 def test_auth_is_on_by_default_and_off_only_on_loopback() -> None:
     assert from_env({}).auth is True
     for host in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
         assert from_env({"CONVEYOR_AUTH": "off"}, host=host).auth is False
     for host in ("0.0.0.0", "::", "10.1.2.3", "example.com"):
         with pytest.raises(ConfigError, match="CONVEYOR_AUTH=off is allowed only on a loopback"):
-            from_env({"CONVEYOR_AUTH": "off", "CONVEYOR_HOST": host})
-    assert from_env({"CONVEYOR_HOST": "0.0.0.0"}).auth is True
+            from_env({**EXTERNAL, "CONVEYOR_AUTH": "off", "CONVEYOR_HOST": host})
+    assert from_env({**EXTERNAL, "CONVEYOR_HOST": "0.0.0.0"}).auth is True
+
+
+def test_embedded_servers_for_unset_urls_on_loopback_only_unless_meant() -> None:
+    assert from_env({}).database_url == "" and from_env({}).redis_url == ""  # embedded ones
+    for host in ("0.0.0.0", "10.1.2.3"):
+        with pytest.raises(ConfigError, match="DATABASE_URL and REDIS_URL not set: a node on .* CONVEYOR_EMBEDDED=on"):
+            from_env({}, host=host)
+        with pytest.raises(ConfigError, match="^REDIS_URL not set"):
+            from_env({"DATABASE_URL": EXTERNAL["DATABASE_URL"]}, host=host)
+        assert from_env({"CONVEYOR_EMBEDDED": "on"}, host=host).embedded == "on"
+    with pytest.raises(ConfigError, match="DATABASE_URL not set, and CONVEYOR_EMBEDDED=off"):
+        from_env({"CONVEYOR_EMBEDDED": "off", "REDIS_URL": EXTERNAL["REDIS_URL"]})
+    with pytest.raises(ConfigError, match="CONVEYOR_EMBEDDED must be auto, on or off"):
+        from_env({"CONVEYOR_EMBEDDED": "yes please"})
+    assert from_env({**EXTERNAL, "CONVEYOR_EMBEDDED": "off"}, host="0.0.0.0").embedded == "off"
 
 
 def test_reads_security_settings() -> None:
@@ -86,10 +104,11 @@ def test_invalid_setting_names_the_setting(name: str, value: str) -> None:
 
 
 def run_cli(*args: str, **env: str) -> tuple[int, list[str]]:
-    """Run `conveyor` with only these settings; returns its exit code and stderr lines."""
+    """Run `conveyor` with only these settings (and a data directory that is never used: each
+    case fails before it would start an embedded server); returns its exit code and stderr lines."""
     proc = subprocess.run(
         [sys.executable, "-m", "conveyor", *args],
-        env={"PATH": "/usr/bin:/bin", **env},
+        env={"PATH": "/usr/bin:/bin", "CONVEYOR_DATA_DIR": "/nonexistent/conveyor-test", **env},
         capture_output=True,
         text=True,
         timeout=60,
@@ -103,10 +122,12 @@ def run_cli(*args: str, **env: str) -> tuple[int, list[str]]:
         (("migrate",), {"CONVEYOR_CONCURRENCY": "lots"}, 2, "CONVEYOR_CONCURRENCY"),
         (("serve", "--port", "0"), {"CONVEYOR_HANDLER_MODULES": "no_such_module_here"}, 2,
          "CONVEYOR_HANDLER_MODULES"),
-        (("serve", "--port", "0"), {"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x"}, 1,
+        (("serve", "--port", "0"), {**EXTERNAL, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x"}, 1,
          "conveyor: PostgreSQL unavailable:"),
-        (("serve", "--host", "0.0.0.0", "--port", "0"), {"CONVEYOR_AUTH": "off"}, 2,
+        (("serve", "--host", "0.0.0.0", "--port", "0"), {**EXTERNAL, "CONVEYOR_AUTH": "off"}, 2,
          "CONVEYOR_AUTH=off is allowed only on a loopback address"),
+        (("serve", "--host", "0.0.0.0", "--port", "0"), {}, 2,
+         "conveyor: invalid configuration: DATABASE_URL and REDIS_URL not set: a node on '0.0.0.0'"),
     ],
 )
 def test_cli_failures_exit_with_one_clear_line(
