@@ -201,6 +201,10 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     # a request waiting for the body budget holds at most this many chunks of its body (64 KiB
     # each) in hypercorn; the rest stays in the kernel, pushing back on the client
     hc.max_app_queue_size = 2
+    # connections the kernel queues until the node accepts them (hypercorn's default, 100,
+    # overflowed under 250 clients at once: the kernel then drops handshakes, and clients see
+    # retransmission delays or, on a loaded machine, a connection closed without an answer)
+    hc.backlog = 2048
     hc.accesslog = None
     hc.include_server_header = False
     return hc

@@ -254,6 +254,60 @@ async def test_two_nodes_on_one_data_dir_share_the_servers(tmp_path: Path) -> No
         await b.kill()
 
 
+async def test_a_dead_server_is_restarted_readiness_says_so_and_a_second_signal_still_stops_them(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    node = Serve([sys.executable, "-m", "conveyor"], dev_env(data, CONVEYOR_RECONCILE_SECONDS="1"), tmp_path / "n.log")
+    try:
+        with trio.fail_after(180):
+            url = await node.start()
+            assert node.proc is not None
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+
+                async def ready() -> int:
+                    return (await client.get("/health/ready")).status_code
+
+                assert await ready() == 200
+                # Valkey dies: readiness says so (its ping fails at once) until it is back
+                valkey = int((data / "valkey" / "valkey.pid").read_text())
+                os.kill(valkey, signal.SIGKILL)
+
+                async def redis_down() -> bool:
+                    r = await client.get("/health/ready")
+                    return r.status_code == 503 and r.json()["checks"]["redis"]["ok"] is False
+
+                await wait_until(redis_down, interval=0.02)
+                await wait_until(lambda: _is(ready(), 200), interval=0.1)
+                # PostgreSQL's postmaster dies: it is started again, and jobs run
+                postmaster = int((data / "postgres" / "postmaster.pid").read_text().split()[0])
+                os.kill(postmaster, signal.SIGKILL)
+                await wait_until(lambda: "embedded PostgreSQL is back" in node.log.read_text(), interval=0.1)
+                await wait_until(lambda: _is(ready(), 200), interval=0.1)
+                await submit(client, "after", 1, 10)
+                await wait_until(lambda: _is(completed(client, "after"), 1), interval=0.1)
+                log = node.log.read_text()
+                assert f"embedded Valkey (pid {valkey}) exited with signal SIGKILL" in log, log
+                assert f"embedded PostgreSQL (pid {postmaster}) exited with signal SIGKILL" in log, log
+                # a long job holds the drain; the second signal stops at once, servers included
+                await submit(client, "long", 1, 60_000)
+
+                async def running() -> bool:
+                    return bool((await client.get("/stats", params={"tenantId": "long"})).json()["running"])
+
+                await wait_until(running, interval=0.05)
+                started = descendants(node.proc.pid)
+                node.proc.send_signal(signal.SIGINT)
+                await wait_until(lambda: "draining" in node.log.read_text())
+                node.proc.send_signal(signal.SIGINT)
+                with trio.fail_after(30):
+                    await node.wait()
+                await wait_until(lambda: not any(alive(p) for p in started))
+                assert "second signal: stopping now" in node.log.read_text()
+    finally:
+        await node.kill()
+
+
 def one_line(env: dict[str, str], *args: str) -> tuple[int, list[str]]:
     done = subprocess.run(
         [sys.executable, "-m", "conveyor", "serve", *args], env={**env, "CONVEYOR_LOG_LEVEL": "ERROR"},

@@ -151,14 +151,19 @@ def init_valkey(root: Path) -> None:
 def live_pid(pid_path: Path, command: str) -> int | None:
     """The pid in a server's pid file if that process is alive and is `command`, else None.
 
-    A pid file left by a server that was killed names a dead process, or one the kernel has
-    since given to something else; such a file is removed so that it never stops a start."""
+    A pid file whose process is gone is left alone: the server handles that itself (PostgreSQL
+    also checks that no orphaned backend still holds the old shared memory, which is why its file
+    must not be deleted). One whose pid the kernel has since given to another program is removed,
+    as the server would refuse to start over it."""
     try:
         pid = int(pid_path.read_text().split()[0])
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
     except (OSError, ValueError, IndexError):
-        comm, pid = "", 0
-    if pid and command.startswith(comm):
+        return None
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None  # gone
+    if command.startswith(comm):
         return pid
     pid_path.unlink(missing_ok=True)
     return None

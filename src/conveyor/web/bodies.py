@@ -28,7 +28,7 @@ from ..metrics import Metrics
 from ..stores import StoreUnavailable
 
 WAIT_S = 5.0
-DRAIN_S = 30.0  # how long the rest of a refused body may take to arrive (10 s was too short for 200 refused 1 MiB bodies on a loaded 2-core machine: the answer was cut off)
+DRAIN_S = 10.0  # how long the rest of a body that was answered without it may take to arrive
 PRINCIPAL = "conveyor.principal"  # the ASGI scope key under which the gate leaves the caller
 
 Scope = dict[str, Any]
