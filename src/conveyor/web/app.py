@@ -1,12 +1,11 @@
 """HTTP routes: submit, list and get jobs, health and readiness, CORS as the reference.
 
-Handlers validate with the pure rules in validation.py and never write to a store themselves:
-submissions go to the writer actor (Node.submit), which is what makes group commit possible.
+Handlers parse with the pure rules in validation.py and render with wire.py; every job operation
+is the jobs service's (jobs.py), so no handler here touches a store for a job.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -20,18 +19,24 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from .. import keys, storable, tenants, validation
-from ..actors.writer import AlreadySubmitted
+from .. import storable, tenants, validation
 from ..auth import Principal, Unauthorized
 from ..handlers import FieldError
+from ..jobs import (
+    TICKET_TTL_MS,
+    IdempotencyInUse,
+    IdempotencyMismatch,
+    JobConflict,
+    JobNotFound,
+    Jobs,
+)
 from ..limits import Limited
 from ..metrics import render
-from ..model import NewJob, Status
+from ..model import NewJob
 from ..node import Busy, Node
 from ..stores import StoreUnavailable
-from ..stores.postgres import DataRefused, IdempotencyKey
-from ..stores.redis import Applied
-from ..wire import iso, job_json, job_update
+from ..stores.postgres import DataRefused
+from ..wire import iso, job_json
 from . import admin, dashboard, ws
 from .bodies import PRINCIPAL, BodyGate, ByteBudget
 from .reads import TenantReads, list_cost
@@ -120,6 +125,19 @@ def create_app(node: Node) -> BodyGate:
     async def conflict(exc: tenants.Conflict) -> Response:
         return error(409, str(exc))
 
+    @app.errorhandler(JobNotFound)
+    async def job_not_found(exc: JobNotFound) -> Response:
+        return error(404, str(exc))
+
+    @app.errorhandler(JobConflict)
+    @app.errorhandler(IdempotencyInUse)
+    async def job_conflict(exc: Exception) -> Response:
+        return error(409, str(exc))
+
+    @app.errorhandler(IdempotencyMismatch)
+    async def idempotency_mismatch(exc: IdempotencyMismatch) -> Response:
+        return error(422, str(exc))
+
     @app.errorhandler(DataRefused)
     async def refused(exc: DataRefused) -> Response:
         # a value the rules let through and PostgreSQL did not: the caller's input, not an outage
@@ -163,6 +181,7 @@ def create_app(node: Node) -> BodyGate:
         return await node.auth.from_header(request.headers.get("Authorization"))
 
     tenant_reads = TenantReads(node.limits.of, node.metrics)
+    job_ops = Jobs(config, node.pg, node.redis, node.submit)
 
     @asynccontextmanager
     async def reading(cost: int = 1, who: Principal | None = None) -> AsyncIterator[Principal]:
@@ -175,87 +194,41 @@ def create_app(node: Node) -> BodyGate:
             async with tenant_reads.read(who.tenant, cost):
                 yield who
 
-    async def submit_once(who: Principal, jobs: list[NewJob], answer: dict[str, Any]) -> Any:
-        """Submit, or with an Idempotency-Key, submit once: a request repeated with the same key
-        (and the same body) gets the first one's answer and creates nothing."""
+    async def submit(who: Principal, jobs: list[NewJob], answer: dict[str, Any]) -> Any:
         key = request.headers.get("Idempotency-Key")
-        if key is None:
-            await node.submit(jobs)
-            return answer, 201
-        if not IDEMPOTENCY_KEY_RE.fullmatch(key):
-            raise validation.Invalid(
-                "Validation failed",
-                [FieldError("Idempotency-Key", "must be 1-255 printable ASCII characters")],
-            )
-        tenant = who.tenant or jobs[0].tenant_id
-        raw = await request.get_data()
-        body = raw if isinstance(raw, bytes) else raw.encode()
-        digest = hashlib.sha256(request.path.encode() + b"\n" + body).hexdigest()
-        for _ in range(2):
-            stored = await node.pg.idempotent_response(tenant, key, retain_s=config.idempotency_seconds)
-            if stored is not None:
-                if stored["request_digest"] != digest:
-                    return error(422, "Idempotency-Key was already used for a different request")
-                return stored["response"], 201, {"Idempotent-Replayed": "true"}
-            try:
-                await node.submit(jobs, IdempotencyKey(tenant, key, digest, answer))
-                return answer, 201
-            except AlreadySubmitted:
-                continue  # a concurrent request with this key won: answer what it answered
-        return error(409, "Idempotency-Key is in use by a request that has not finished")
+        idempotency = None
+        if key is not None:
+            if not IDEMPOTENCY_KEY_RE.fullmatch(key):
+                raise validation.Invalid(
+                    "Validation failed",
+                    [FieldError("Idempotency-Key", "must be 1-255 printable ASCII characters")],
+                )
+            raw = await request.get_data()
+            idempotency = (key, request.path.encode() + b"\n" + (raw if isinstance(raw, bytes) else raw.encode()))
+        done = await job_ops.submit(who.tenant or jobs[0].tenant_id, jobs, answer, idempotency)
+        if done.replayed:
+            return done.answer, 201, {"Idempotent-Replayed": "true"}
+        return done.answer, 201
 
     @app.post("/jobs")
     async def create_job() -> Any:
         who = await caller()
         job = validation.parse_submission(await json_body(), registry, config, who.tenant)
-        return await submit_once(who, [job], {"jobId": job.id})
+        return await submit(who, [job], {"jobId": job.id})
 
     @app.post("/jobs/batch")
     async def create_jobs() -> Any:
         who = await caller()
         jobs = validation.parse_batch(await json_body(), registry, config, who.tenant)
-        return await submit_once(who, jobs, {"jobIds": [job.id for job in jobs]})
-
-    async def own_job(who: Principal, job_id: str) -> dict[str, Any] | None:
-        parsed = validation.parse_job_id(job_id)
-        return await node.pg.get_job(parsed, who.tenant) if parsed else None
+        return await submit(who, jobs, {"jobIds": [job.id for job in jobs]})
 
     @app.post("/jobs/<job_id>/cancel")
     async def cancel_job(job_id: str) -> Any:
         who = await caller()
-        job = await own_job(who, job_id)
-        if job is None:
-            return error(404, "Job not found")
-        if job["status"] not in (Status.PENDING, Status.RUNNING):
-            return error(409, f"Job is {job['status']}: only PENDING or RUNNING jobs can be cancelled")
-        # Redis first: a waiting job leaves the queues (held for us) before PostgreSQL calls it
-        # CANCELLED, so no executor can claim a job that is already cancelled.
-        verdict, attempt = await node.redis.cancel(job["id"], lease_ms=int(config.lease_seconds * 1000))
-        row = await node.pg.cancel_job(job["id"], who.tenant)
-        if row is None:  # it ended meanwhile: perhaps cancelled already, by its node
-            row = await own_job(who, job_id)
-            assert row is not None
-            if row["status"] != Status.CANCELLED:
-                return error(409, f"Job is {row['status']}: only PENDING or RUNNING jobs can be cancelled")
-            return job_json(row)
-        if row["status"] == Status.CANCELLED:
-            await published_cancel(row, verdict, attempt)
-            return job_json(row)
-        # running: its node stops it, and the feed carries the CANCELLED when it is recorded
-        return {**job_json(row), "cancelRequested": True}, 202
-
-    async def published_cancel(row: dict[str, Any], verdict: str, attempt: int) -> None:
-        """Publish a job's CANCELLED: by dropping the envelope we hold, or (no envelope) on its
-        own. A running one's end is published by its node, whose outcome PostgreSQL refuses."""
-        event = json.dumps(job_update(row))
-        try:
-            if verdict == "parked":
-                await node.redis.finish([Applied(row["id"], attempt, "done", 0, (event,))])
-            elif verdict == "absent":
-                await node.redis.publish([(row["tenant_id"], row["id"], event)])
-        except StoreUnavailable as exc:
-            # the held envelope's lease expires and the reaper publishes the end then
-            log.warning("CANCELLED of job %s not published yet: %s", row["id"], exc)
+        done = await job_ops.cancel(job_id, who.tenant)
+        if done.requested:  # running: its node stops it, and the feed carries the end
+            return {**job_json(done.row), "cancelRequested": True}, 202
+        return job_json(done.row)
 
     @app.post("/jobs/<job_id>/retry")
     async def retry_job(job_id: str) -> Any:
@@ -265,41 +238,21 @@ def create_app(node: Node) -> BodyGate:
         if budget is None or not validation.is_int_in(budget, 1, validation.MAX_ATTEMPTS_LIMIT):
             raise validation.Invalid("Validation failed", [FieldError(
                 "maxAttempts", f"must be an integer from 1 to {validation.MAX_ATTEMPTS_LIMIT}")])
-        job = await own_job(who, job_id)
-        if job is None:
-            return error(404, "Job not found")
-        row = await node.pg.retry_job(job["id"], who.tenant, budget)
-        if row is None:
-            return error(409, f"Job is {job['status']}: only FAILED or CANCELLED jobs can be retried")
-        try:
-            await node.redis.reconcile([{**row, "due_in_ms": 0}])
-        except StoreUnavailable as exc:
-            log.warning("retried job %s not dispatched yet (the reconciler will): %s", row["id"], exc)
-        await publish(row)
-        return job_json(row)
-
-    async def publish(row: dict[str, Any]) -> None:
-        try:
-            await node.redis.publish([(row["tenant_id"], row["id"], json.dumps(job_update(row)))])
-        except StoreUnavailable as exc:
-            log.warning("event of job %s not published: %s", row["id"], exc)
+        return job_json(await job_ops.retry(job_id, who.tenant, budget))
 
     @app.get("/jobs")
     async def list_jobs() -> Any:
         who = await caller()
         tenant, status, job_type, limit, offset = validation.parse_list_query(request.args, who.tenant)
         async with reading(list_cost(limit), who):
-            rows, total = await node.pg.list_jobs(tenant, status, limit, offset, job_type)
+            rows, total = await job_ops.page(tenant, status, limit, offset, job_type)
         return {"jobs": [job_json(r) for r in rows], "total": total}
 
     @app.get("/jobs/<job_id>")
     async def get_job(job_id: str) -> Any:
-        parsed = validation.parse_job_id(job_id)
         async with reading() as who:
             # another tenant's job is answered exactly as one that does not exist
-            row = await node.pg.get_job(parsed, who.tenant) if parsed else None
-        if row is None:
-            return error(404, "Job not found")
+            row = await job_ops.get(job_id, who.tenant)
         return job_json(row)
 
     @app.post("/ws/tickets")
@@ -307,9 +260,8 @@ def create_app(node: Node) -> BodyGate:
         who = await caller()
         if who.tenant is None or who.key_id is None:
             return error(404, "auth is off on this node: connect to /ws without a ticket")
-        ticket, digest = keys.new_ticket()
-        await node.redis.put_ticket(digest, f"{who.tenant} {who.key_id}", ws.TICKET_TTL_MS)
-        return {"ticket": ticket, "expiresInSeconds": ws.TICKET_TTL_MS // 1000}, 201
+        ticket = await job_ops.ticket(who.tenant, who.key_id)
+        return {"ticket": ticket, "expiresInSeconds": TICKET_TTL_MS // 1000}, 201
 
     @app.get("/health")
     async def health() -> Any:
@@ -343,7 +295,7 @@ def create_app(node: Node) -> BodyGate:
 
     ws.register(app, node)
     admin.register(app, node, json_body)
-    dashboard.register(app, node, caller, reading, own_job)
+    dashboard.register(app, node, caller, reading, job_ops)
     budget = ByteBudget(
         config.body_budget_bytes,
         max(config.body_budget_bytes // 4, config.max_body_bytes) if config.auth else config.body_budget_bytes,

@@ -8,7 +8,6 @@ tenant's feed over a WebSocket (a ticket from POST /ws/tickets), resuming with i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from importlib import resources
@@ -17,8 +16,8 @@ from typing import Any
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from .. import feed
 from ..auth import Principal
+from ..jobs import Jobs
 from ..node import Node
 from ..validation import parse_tenant_query
 
@@ -47,7 +46,7 @@ def register(
     node: Node,
     caller: Callable[[], Awaitable[Principal]],
     reading: Callable[[], AbstractAsyncContextManager[Principal]],
-    own_job: Callable[[Principal, str], Awaitable[dict[str, Any] | None]],
+    jobs: Jobs,
 ) -> None:
     index = _static("index.html")
     assets = {name: (_static(name), kind) for name, kind in STATIC.items()}
@@ -73,15 +72,12 @@ def register(
         """Queue depth now, for the dashboard's chart: unfinished jobs, and how many run."""
         async with reading() as who:
             tenant = parse_tenant_query(request.args, who.tenant)
-            unfinished, running = await node.redis.depth(tenant)
+            unfinished, running = await jobs.depth(tenant)
         return {"tenantId": tenant, "unfinished": unfinished, "running": running,
                 "waiting": max(0, unfinished - running)}
 
     @app.get("/jobs/<job_id>/events")
     async def job_events(job_id: str) -> Any:
         async with reading() as who:
-            job = await own_job(who, job_id)
-            if job is None:
-                return {"error": "Job not found"}, 404
-            found = await node.redis.job_events(job["tenant_id"], job["id"])
-        return {"jobId": job["id"], "events": [json.loads(feed.with_id(i, d)) for i, d in found]}
+            found_id, events = await jobs.events(job_id, who.tenant)
+        return {"jobId": found_id, "events": events}

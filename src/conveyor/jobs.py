@@ -1,0 +1,171 @@
+"""Job operations: the one implementation of submit (with idempotency), get, list, cancel,
+retry, a job's events and WebSocket tickets, which the HTTP API and the dashboard call.
+
+It talks to the stores and to the writer (through `submit`, which is what makes group commit
+possible); callers (web/) only parse requests and render what it returns, and never touch a
+store. Outcomes that are answers, not failures, are exceptions the web layer maps to a status:
+JobNotFound (404), JobConflict (409), IdempotencyMismatch (422), IdempotencyInUse (409).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+
+from . import feed, keys
+from .actors.writer import AlreadySubmitted
+from .config import Config
+from .model import NewJob, Status
+from .stores import PostgresStore, RedisStore, StoreUnavailable
+from .stores.postgres import IdempotencyKey
+from .stores.redis import Applied
+from .validation import parse_job_id
+from .wire import job_update
+
+log = logging.getLogger(__name__)
+
+TICKET_TTL_MS = 30_000  # a WebSocket ticket is good for one connection within this time
+
+
+class JobNotFound(Exception):
+    """No such job for this caller (another tenant's job is answered exactly the same)."""
+
+
+class JobConflict(Exception):
+    """The job is in a state that does not allow the operation; the message says which."""
+
+
+class IdempotencyMismatch(Exception):
+    """An Idempotency-Key was used before for a different request."""
+
+
+class IdempotencyInUse(Exception):
+    """An Idempotency-Key belongs to a request that has not finished."""
+
+
+@attrs.frozen
+class Submitted:
+    answer: dict[str, Any]  # what the first request with this key was answered
+    replayed: bool = False
+
+
+@attrs.frozen
+class CancelOutcome:
+    row: dict[str, Any]
+    requested: bool  # True: the job runs, its node stops it and the feed carries the end
+
+
+Submit = Callable[[list[NewJob], IdempotencyKey | None], Awaitable[None]]
+
+
+@attrs.define
+class Jobs:
+    config: Config
+    pg: PostgresStore
+    redis: RedisStore
+    submit_to_writer: Submit
+
+    async def submit(
+        self, tenant: str, jobs: list[NewJob], answer: dict[str, Any], idempotency: tuple[str, bytes] | None
+    ) -> Submitted:
+        """Submit, or with an idempotency (key, request digest input), submit once: a request
+        repeated with the same key (and the same request) gets the first one's answer and
+        creates nothing."""
+        if idempotency is None:
+            await self.submit_to_writer(jobs, None)
+            return Submitted(answer)
+        key, request = idempotency
+        digest = hashlib.sha256(request).hexdigest()
+        for _ in range(2):
+            stored = await self.pg.idempotent_response(tenant, key, retain_s=self.config.idempotency_seconds)
+            if stored is not None:
+                if stored["request_digest"] != digest:
+                    raise IdempotencyMismatch("Idempotency-Key was already used for a different request")
+                return Submitted(stored["response"], replayed=True)
+            try:
+                await self.submit_to_writer(jobs, IdempotencyKey(tenant, key, digest, answer))
+                return Submitted(answer)
+            except AlreadySubmitted:
+                continue  # a concurrent request with this key won: answer what it answered
+        raise IdempotencyInUse("Idempotency-Key is in use by a request that has not finished")
+
+    async def get(self, job_id: str, tenant: str | None) -> dict[str, Any]:
+        """The caller's job (tenant None: any tenant's, with auth off); JobNotFound if none."""
+        parsed = parse_job_id(job_id)
+        row = await self.pg.get_job(parsed, tenant) if parsed else None
+        if row is None:
+            raise JobNotFound("Job not found")
+        return row
+
+    async def page(
+        self, tenant: str, status: str | None, limit: int, offset: int, job_type: str | None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """A page of a tenant's jobs, newest first, and how many there are."""
+        return await self.pg.list_jobs(tenant, status, limit, offset, job_type)
+
+    async def depth(self, tenant: str) -> tuple[int, int]:
+        """A tenant's unfinished jobs and how many of them run, from the dispatch index."""
+        return await self.redis.depth(tenant)
+
+    async def cancel(self, job_id: str, tenant: str | None) -> CancelOutcome:
+        job = await self.get(job_id, tenant)
+        if job["status"] not in (Status.PENDING, Status.RUNNING):
+            raise JobConflict(f"Job is {job['status']}: only PENDING or RUNNING jobs can be cancelled")
+        # Redis first: a waiting job leaves the queues (held for us) before PostgreSQL calls it
+        # CANCELLED, so no executor can claim a job that is already cancelled.
+        verdict, attempt = await self.redis.cancel(job["id"], lease_ms=int(self.config.lease_seconds * 1000))
+        row = await self.pg.cancel_job(job["id"], tenant)
+        if row is None:  # it ended meanwhile: perhaps cancelled already, by its node
+            row = await self.get(job_id, tenant)
+            if row["status"] != Status.CANCELLED:
+                raise JobConflict(f"Job is {row['status']}: only PENDING or RUNNING jobs can be cancelled")
+            return CancelOutcome(row, requested=False)
+        if row["status"] == Status.CANCELLED:
+            await self._publish_cancel(row, verdict, attempt)
+            return CancelOutcome(row, requested=False)
+        return CancelOutcome(row, requested=True)
+
+    async def _publish_cancel(self, row: dict[str, Any], verdict: str, attempt: int) -> None:
+        """Publish a job's CANCELLED: by dropping the envelope we hold, or (no envelope) on its
+        own. A running one's end is published by its node, whose outcome PostgreSQL refuses."""
+        event = json.dumps(job_update(row))
+        try:
+            if verdict == "parked":
+                await self.redis.finish([Applied(row["id"], attempt, "done", 0, (event,))])
+            elif verdict == "absent":
+                await self.redis.publish([(row["tenant_id"], row["id"], event)])
+        except StoreUnavailable as exc:
+            # the held envelope's lease expires and the reaper publishes the end then
+            log.warning("CANCELLED of job %s not published yet: %s", row["id"], exc)
+
+    async def retry(self, job_id: str, tenant: str | None, max_attempts: int) -> dict[str, Any]:
+        job = await self.get(job_id, tenant)
+        row = await self.pg.retry_job(job["id"], tenant, max_attempts)
+        if row is None:
+            raise JobConflict(f"Job is {job['status']}: only FAILED or CANCELLED jobs can be retried")
+        try:
+            await self.redis.reconcile([{**row, "due_in_ms": 0}])
+        except StoreUnavailable as exc:
+            log.warning("retried job %s not dispatched yet (the reconciler will): %s", row["id"], exc)
+        try:
+            await self.redis.publish([(row["tenant_id"], row["id"], json.dumps(job_update(row)))])
+        except StoreUnavailable as exc:
+            log.warning("event of job %s not published: %s", row["id"], exc)
+        return row
+
+    async def events(self, job_id: str, tenant: str | None) -> tuple[str, list[dict[str, Any]]]:
+        """A job's id and its events, oldest first, each with its feed eventId."""
+        job = await self.get(job_id, tenant)
+        found = await self.redis.job_events(job["tenant_id"], job["id"])
+        return job["id"], [json.loads(feed.with_id(i, d)) for i, d in found]
+
+    async def ticket(self, tenant: str, key_id: str) -> str:
+        """A one-use WebSocket ticket for a key's tenant, valid for TICKET_TTL_MS."""
+        ticket, digest = keys.new_ticket()
+        await self.redis.put_ticket(digest, f"{tenant} {key_id}", TICKET_TTL_MS)
+        return ticket
