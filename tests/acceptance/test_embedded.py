@@ -254,6 +254,26 @@ async def test_two_nodes_on_one_data_dir_share_the_servers(tmp_path: Path) -> No
         await b.kill()
 
 
+async def test_nodes_started_together_on_a_new_data_dir_all_serve(tmp_path: Path) -> None:
+    """One initialises and owns; the others wait for its database, not just its server (as
+    scripts/stack starts them)."""
+    data = tmp_path / "data"
+    nodes = [Serve([sys.executable, "-m", "conveyor"], dev_env(data), tmp_path / f"{i}.log") for i in range(3)]
+    try:
+        with trio.fail_after(120):
+            async with trio.open_nursery() as nursery:
+                for node in nodes:
+                    nursery.start_soon(node.start)
+            for node in nodes:
+                async with httpx.AsyncClient(base_url=node.url, timeout=30) as client:
+                    await submit(client, "together", 1, 1)
+            async with httpx.AsyncClient(base_url=nodes[0].url, timeout=30) as client:
+                await wait_until(lambda: _is(completed(client, "together"), 3), interval=0.1)
+    finally:
+        for node in nodes:
+            await node.kill()
+
+
 async def test_a_dead_server_is_restarted_readiness_says_so_and_a_second_signal_still_stops_them(
     tmp_path: Path,
 ) -> None:

@@ -109,7 +109,8 @@ async def joined(root: Path, found: list[Server], lock: Any) -> bool:
     """Wait until the owner's servers answer: True, or False if the lock came free meanwhile."""
     with trio.move_on_after(START_S):
         for server in found:
-            while not await answers(server):
+            # the owner's database, not just its server: the owner makes it after its server answers
+            while not await answers(server, database=servers.DATABASE):
                 if locked(lock):
                     return False
                 await trio.sleep(0.1)
@@ -261,9 +262,9 @@ async def ready(server: Server, proc: subprocess.Popen[bytes]) -> bool:
     return False
 
 
-async def answers(server: Server) -> bool:
+async def answers(server: Server, database: str = "postgres") -> bool:
     if server.key == "postgres":
-        return await trio.to_thread.run_sync(pg_answers, server.port)
+        return await trio.to_thread.run_sync(pg_answers, server.port, database)
     try:
         with trio.fail_after(1):
             stream = await trio.open_tcp_stream("127.0.0.1", server.port)
@@ -274,9 +275,9 @@ async def answers(server: Server) -> bool:
         return False
 
 
-def pg_answers(port: int) -> bool:
+def pg_answers(port: int, database: str) -> bool:
     try:
-        with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", connect_timeout=1):
+        with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname=database, connect_timeout=1):
             return True
     except psycopg.OperationalError:
         return False
