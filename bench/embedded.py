@@ -27,6 +27,8 @@ from pathlib import Path
 import httpx
 import throughput
 
+from conveyor.embedded.servers import free_port
+
 
 def descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
@@ -113,14 +115,6 @@ def starts(k: int) -> None:
     print(f"start to /health: cold (new data dir) median {statistics.median(cold):.2f} s "
           f"(min {min(cold):.2f}, max {max(cold):.2f}); warm median {statistics.median(warm):.2f} s "
           f"(min {min(warm):.2f}, max {max(warm):.2f}); {k} of each")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def main() -> None:

@@ -60,7 +60,7 @@ class CancelOutcome:
     requested: bool  # True: the job runs, its node stops it and the feed carries the end
 
 
-Submit = Callable[[list[NewJob], IdempotencyKey | None], Awaitable[None]]
+ToWriter = Callable[[list[NewJob], IdempotencyKey | None], Awaitable[None]]  # Node.submit
 
 
 @attrs.define
@@ -68,7 +68,7 @@ class Jobs:
     config: Config
     pg: PostgresStore
     redis: RedisStore
-    submit_to_writer: Submit
+    submit_to_writer: ToWriter
 
     async def submit(
         self, tenant: str, jobs: list[NewJob], answer: dict[str, Any], idempotency: tuple[str, bytes] | None
