@@ -15,7 +15,7 @@ from conveyor.actors.batches import halves, write_isolating
 from conveyor.config import Config
 from conveyor.limits import ReadLimiter, defaults
 from conveyor.stores.postgres import DataRefused
-from conveyor.web.bodies import ByteBudget
+from conveyor.web.bodies import SETTLE_S, ByteBudget, _Body
 
 
 async def test_budget_serves_in_order_within_the_total(autojump_clock: Any) -> None:
@@ -73,6 +73,40 @@ async def test_a_grant_and_a_deadline_at_once_leave_nothing_held(autojump_clock:
         if reserved:
             budget.give("b", reserved)
     assert budget.used == 0 and budget.statistics().waiting == 0
+
+
+async def test_an_answer_before_the_end_of_its_request_says_it_closes(autojump_clock: Any) -> None:
+    # hypercorn closes a connection whose request was not read to its end when the answer ends:
+    # the answer must say so, or a client reuses the connection and sees it dropped
+    for end_after in (SETTLE_S / 2, SETTLE_S * 2, None):
+        arrived: trio.MemorySendChannel[dict[str, Any]]
+        arrived, incoming = trio.open_memory_channel[dict[str, Any]](4)
+        body = _Body(incoming.receive)
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        async def client(end_after: float | None) -> None:
+            await arrived.send({"type": "http.request", "body": b"x", "more_body": True})
+            if end_after is not None:
+                await trio.sleep(end_after)
+                await arrived.send({"type": "http.request", "body": b"", "more_body": False})
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client, end_after)
+
+            async def reader() -> None:
+                while True:
+                    await body.receive()
+
+            nursery.start_soon(reader)
+            await body.answer(send)({"type": "http.response.start", "status": 400, "headers": [(b"a", b"b")]})
+            await body.answer(send)({"type": "http.response.body", "body": b"", "more_body": False})
+            nursery.cancel_scope.cancel()
+        closes = (b"connection", b"close") in sent[0]["headers"]
+        assert closes == (end_after is None or end_after > SETTLE_S), (end_after, sent[0])
+        assert (b"a", b"b") in sent[0]["headers"] and sent[1]["type"] == "http.response.body"
 
 
 def test_read_limiter_is_a_token_bucket_per_tenant() -> None:
