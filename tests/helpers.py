@@ -8,8 +8,10 @@ from typing import Any
 import trio
 
 from conveyor import tenants
-from conveyor.actors.tenancy import refresh
+from conveyor.model import NewJob
 from conveyor.node import Node
+from conveyor.stores import RedisStore
+from conveyor.wire import created_events
 
 
 def base_url(node: Node) -> str:
@@ -37,7 +39,7 @@ async def new_tenant(node: Node, tenant: str, **limits: Any) -> str:
     """Create a tenant (with limit overrides, wire names) and one API key; returns the key."""
     await tenants.create_tenant(node.pg, {"id": tenant, **limits}, node.config)
     created = await tenants.create_key(node.pg, tenant, "test")
-    await refresh(node.pg, node.redis, node.limits, node.auth, node.hub)
+    await node.tenants.refresh()
     return str(created["key"])
 
 
@@ -101,3 +103,8 @@ class ResumingFeed:
             except (ConnectionClosed, HandshakeError, OSError):
                 self.subscribed = False
                 await trio.sleep(0.1)
+
+
+async def dispatch(redis: RedisStore, jobs: list[NewJob]) -> int:
+    """Put jobs in the dispatch index as the writer does after their commit."""
+    return await redis.enqueue(jobs, created_events(jobs))

@@ -26,7 +26,8 @@ from . import feed, tenants, watch
 from .embedded import DataDirError, EmbeddedError, embedded_services
 from .handlers import build_registry
 from .limits import FIELDS
-from .node import CannotListen, run_node, tune_allocator
+from .node import CannotListen, run_node
+from .process import tune_allocator
 from .stores import PostgresStore, StoreUnavailable
 from .stores.postgres import migrate_sync
 from .supervision import SupervisorGaveUp

@@ -169,3 +169,21 @@ class Jobs:
         ticket, digest = keys.new_ticket()
         await self.redis.put_ticket(digest, f"{tenant} {key_id}", TICKET_TTL_MS)
         return ticket
+
+    async def redeem_ticket(self, ticket: str) -> tuple[str, str] | None:
+        """The (tenant, key id) a ticket was issued for, once; None when it is not (or no
+        longer) a ticket."""
+        value = await self.redis.take_ticket(keys.digest(ticket)) if len(ticket) <= 128 else None
+        if not value:
+            return None
+        tenant, _, key_id = value.partition(" ")
+        return tenant, key_id
+
+    async def feed_head(self, tenant: str) -> str:
+        """The id of the newest event in a tenant's feed ('0-0': none)."""
+        return (await self.redis.feed_heads([tenant]))[tenant]
+
+    async def read_feed(self, tenant: str, after: str, count: int) -> tuple[str, list[tuple[str, str, str]]]:
+        """Up to count events of a tenant's feed after an id, as (id, event json, previous id),
+        and the feed's newest id, read at one instant."""
+        return await self.redis.read_feed(tenant, after, count)

@@ -120,6 +120,23 @@ def parse_overrides(body: Mapping[str, Any]) -> tuple[dict[str, Any], list[Field
     return values, errors
 
 
+class TenantLimitsView:
+    """Effective limits per tenant: the overrides read from PostgreSQL over the defaults."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.defaults = defaults(config)
+        self._overrides: dict[str, TenantLimits] = {}
+
+    def of(self, tenant: str) -> TenantLimits:
+        return self._overrides.get(tenant, self.defaults)
+
+    def replace(self, rows: list[dict[str, Any]]) -> dict[str, int]:
+        """Take a fresh set of override rows; returns the running caps that are overridden."""
+        self._overrides = {row["id"]: resolve(self.config, row) for row in rows}
+        return {row["id"]: row["max_running"] for row in rows if row["max_running"] is not None}
+
+
 @attrs.define
 class _Bucket:
     tokens: float

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
+Sample = tuple[str, tuple[tuple[str, str], ...], float]  # a metric: name, labels, value
+
 
 class Metrics:
     def __init__(self) -> None:

@@ -9,50 +9,44 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import secrets
-import socket
-from typing import Any, cast
+from typing import Any
 
 import attrs
 import psycopg
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
-from .actors.broadcaster import Hub, run_broadcaster
+from .actors.broadcaster import run_broadcaster
 from .actors.executor import run_executor
 from .actors.fetcher import run_fetcher
 from .actors.heartbeat import run_heartbeat
 from .actors.maintenance import run_reaper, run_reconciler, run_scheduler
 from .actors.pool import CancelReason, ExecutorPool
 from .actors.recorder import run_recorder
-from .actors.tenancy import TenantLimitsView, run_tenancy
-from .actors.writer import AlreadySubmitted, Submit, run_writer
+from .actors.tenancy import run_tenancy
+from .actors.writer import Submit, run_writer, submit_through
 from .auth import Authenticator
 from .config import Config, check
+from .failures import Busy, StoreUnavailable
 from .handlers import Registry, build_registry
-from .limits import Limited
-from .metrics import Metrics
+from .hub import Hub
+from .jobs import Jobs
+from .limits import TenantLimitsView
+from .metrics import Metrics, Sample
 from .model import Envelope, Flush, NewJob
+from .process import default_node_id, process_samples
 from .progress import Flusher
-from .stores import PostgresStore, RedisStore, StoreUnavailable
+from .stores import PostgresStore, RedisStore
 from .stores.postgres import IdempotencyKey, migrate_sync
 from .supervision import ChildSpec, Restart, Strategy, Supervisor
-from .validation import Invalid
+from .tenants import Tenants
+from .web.app import body_budget, create_app
+from .web.bodies import BodyGate, ByteBudget
+from .web.context import Services
+from .web.server import CannotListen, serve_http
+
+__all__ = ["Busy", "CannotListen", "Node", "run_node"]
 
 log = logging.getLogger(__name__)
-
-SUBMIT_TIMEOUT_S = 30.0
-
-
-class CannotListen(Exception):
-    """The HTTP address cannot be bound (in use, or not this machine's)."""
-
-
-class Busy(Exception):
-    """The node cannot take more work right now (503)."""
-
 
 @attrs.define
 class Node:
@@ -68,29 +62,21 @@ class Node:
     records: trio.MemorySendChannel[Any]
     auth: Authenticator
     limits: TenantLimitsView
+    tenants: Tenants
+    jobs: Jobs = attrs.field(init=False)
     tree: Supervisor | None = None
-    body_budget: Any = None  # the web layer's ByteBudget, for the gauges
+    body_budget: ByteBudget | None = None  # the web layer's, for the gauges
     urls: list[str] = attrs.Factory(list)
     metrics: Metrics = attrs.Factory(Metrics)
 
-    async def submit(self, jobs: list[NewJob], idempotency: IdempotencyKey | None = None) -> None:
-        """Have the writer commit and dispatch jobs; returns once their rows are committed.
+    def __attrs_post_init__(self) -> None:
+        self.jobs = Jobs(self.config, self.pg, self.redis, self.submit)
 
-        Raises AlreadySubmitted when the idempotency key was taken by an earlier request."""
+    async def submit(self, jobs: list[NewJob], idempotency: IdempotencyKey | None = None) -> None:
+        """Have the writer commit and dispatch jobs (actors/writer.py), unless the node drains."""
         if self.draining.is_set():
             raise Busy("node is shutting down")
-        reply_send, reply_recv = trio.open_memory_channel[BaseException | None](1)
-        try:
-            self.submissions.send_nowait(Submit(tuple(jobs), reply_send, idempotency))
-        except trio.WouldBlock:
-            raise Busy("too many submissions waiting to be written") from None
-        async with reply_recv:
-            with trio.fail_after(SUBMIT_TIMEOUT_S):
-                failure = await reply_recv.receive()
-        if isinstance(failure, StoreUnavailable | Limited | AlreadySubmitted | Invalid):
-            raise failure  # the writer's answer, as it gave it
-        if failure is not None:
-            raise RuntimeError(f"submission failed: {failure!r}")
+        await submit_through(self.submissions, jobs, idempotency)
 
     def control(self, kind: str, fields: dict[str, str]) -> None:
         """A control entry from the control stream: cancel a job if it runs here."""
@@ -111,9 +97,22 @@ class Node:
             "supervisor": self.tree.status() if self.tree else None,
         }
 
-    def samples(self) -> list[tuple[str, tuple[tuple[str, str], ...], float]]:
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready: both stores answer within 2 s, the tree is whole and the node does not drain."""
+        checks: dict[str, Any] = {}
+        for name, ping in (("postgres", self.pg.ping), ("redis", self.redis.ping)):
+            try:
+                with trio.fail_after(2):
+                    await ping()
+                checks[name] = {"ok": True}
+            except (StoreUnavailable, trio.TooSlowError) as exc:
+                checks[name] = {"ok": False, "error": str(exc) or "timed out"}
+        tree_ok = self.tree is not None and self.tree.healthy()
+        return all(c["ok"] for c in checks.values()) and tree_ok and not self.draining.is_set(), checks
+
+    def samples(self) -> list[Sample]:
         """Every metric of this node as (name, labels, value), counters and gauges."""
-        out: list[tuple[str, tuple[tuple[str, str], ...], float]] = [
+        out: list[Sample] = [
             (name, labels, value) for (name, labels), value in sorted(self.metrics.counters.items())
         ]
 
@@ -145,69 +144,6 @@ class Node:
                 ("conveyor_body_budget_waiting", (), budget.waiting),
             ]
         return out
-
-
-def process_samples() -> list[tuple[str, tuple[tuple[str, str], ...], float]]:
-    """Resident memory, open descriptors and live trio tasks: what a leak would show in."""
-    out: list[tuple[str, tuple[tuple[str, str], ...], float]] = []
-    try:
-        with open("/proc/self/statm") as statm:
-            rss_pages = int(statm.read().split()[1])
-        out.append(("process_resident_memory_bytes", (), rss_pages * os.sysconf("SC_PAGE_SIZE")))
-        out.append(("process_open_fds", (), len(os.listdir("/proc/self/fd"))))
-    except OSError:
-        pass  # not Linux: no /proc
-
-    def tasks(task: trio.lowlevel.Task) -> int:
-        return 1 + sum(tasks(child) for n in task.child_nurseries for child in n.child_tasks)
-
-    root = trio.lowlevel.current_root_task()
-    if root is not None:
-        out.append(("conveyor_trio_tasks", (), tasks(root)))
-    return out
-
-
-MMAP_THRESHOLD = 256 * 1024
-
-
-def tune_allocator() -> None:
-    """Have glibc's malloc map every block of MMAP_THRESHOLD bytes or more on its own, and give it
-    back to the system when freed. By default the threshold grows with the blocks freed (up to
-    32 MiB), and the memory of a burst of large request bodies stayed with the process (issue 11
-    saw 2 GB resident after 250 concurrent 1 MiB submissions). Not glibc: nothing to do."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    m_mmap_threshold = -3
-    if not mallopt(m_mmap_threshold, MMAP_THRESHOLD):
-        log.warning("could not set malloc's mmap threshold; memory after large requests may stay high")
-
-
-def default_node_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-def hypercorn_config(config: Config) -> HypercornConfig:
-    hc = HypercornConfig()
-    hc.bind = [f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"]
-    hc.graceful_timeout = 5.0
-    hc.websocket_max_message_size = 64 * 1024
-    # a request waiting for the body budget holds at most this many chunks of its body (64 KiB
-    # each) in hypercorn; the rest stays in the kernel, pushing back on the client
-    hc.max_app_queue_size = 2
-    # connections the kernel queues until the node accepts them (hypercorn's default, 100,
-    # overflowed under 250 clients at once: the kernel then drops handshakes, and clients see
-    # retransmission delays or, on a loaded machine, a connection closed without an answer)
-    hc.backlog = 2048
-    hc.accesslog = None
-    hc.include_server_header = False
-    return hc
 
 
 async def run_node(
@@ -242,84 +178,79 @@ async def run_node(
             await redis.close()
 
 
-async def _serve(
-    config: Config,
-    draining: trio.Event,
-    pg: PostgresStore,
-    redis: RedisStore,
-    registry: Registry,
-    task_status: trio.TaskStatus[Node],
-) -> None:
-    from .web.app import create_app  # the web layer imports Node from here
+@attrs.frozen
+class _Channels:
+    """The channels between actors, owned by the node for its life: actors get clones, so a
+    restarted actor finds its channels intact."""
 
-    # Channels are owned here, for the life of the node: actors get clones, so a restarted
-    # actor finds its channels intact.
-    submit_send, submit_recv = trio.open_memory_channel[Submit](config.writer_queue)
-    jobs_send, jobs_recv = trio.open_memory_channel[Envelope](config.concurrency)
-    records_send, records_recv = trio.open_memory_channel[Any](config.concurrency * 4)
-    node = Node(
+    submit_send: trio.MemorySendChannel[Submit]
+    submit_recv: trio.MemoryReceiveChannel[Submit]
+    jobs_send: trio.MemorySendChannel[Envelope]
+    jobs_recv: trio.MemoryReceiveChannel[Envelope]
+    records_send: trio.MemorySendChannel[Any]
+    records_recv: trio.MemoryReceiveChannel[Any]
+
+    @classmethod
+    def open(cls, config: Config) -> _Channels:
+        return cls(
+            *trio.open_memory_channel[Submit](config.writer_queue),
+            *trio.open_memory_channel[Envelope](config.concurrency),
+            *trio.open_memory_channel[Any](config.concurrency * 4),
+        )
+
+
+def _node(
+    config: Config, draining: trio.Event, pg: PostgresStore, redis: RedisStore, registry: Registry,
+    channels: _Channels,
+) -> Node:
+    auth = Authenticator(pg, enabled=config.auth)
+    limits = TenantLimitsView(config)
+    hub = Hub()
+    return Node(
         config=config,
         node_id=config.node_id or default_node_id(),
         pg=pg,
         redis=redis,
         registry=registry,
         pool=ExecutorPool(config.concurrency),
-        hub=Hub(),
+        hub=hub,
         draining=draining,
-        submissions=submit_send,
-        records=records_send,
-        auth=Authenticator(pg, enabled=config.auth),
-        limits=TenantLimitsView(config),
+        submissions=channels.submit_send,
+        records=channels.records_send,
+        auth=auth,
+        limits=limits,
+        tenants=Tenants(config, pg, redis, limits, auth, hub),
     )
-    lease_ms = int(config.lease_seconds * 1000)
-    http_done = trio.Event()
 
-    async def http(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        app = create_app(node)
-        try:
-            async with trio.open_nursery() as nursery:
-                try:
-                    node.urls = await nursery.start(
-                        functools.partial(
-                            hypercorn_serve, cast(Any, app), hypercorn_config(config),
-                            shutdown_trigger=draining.wait,
-                        )
-                    )
-                except* OSError as group:  # before it serves: the address is taken or not ours
-                    exc: BaseException = group
-                    while isinstance(exc, BaseExceptionGroup):
-                        exc = exc.exceptions[0]
-                    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                    raise CannotListen(f"cannot listen on {config.host}:{config.port}: {why}") from None
-                task_status.started()
-        finally:
-            http_done.set()
+
+def _pipeline(node: Node, ch: _Channels) -> Supervisor:
+    """Claim, run and record jobs, and carry their events to this node's WebSockets."""
+    config, pg, redis = node.config, node.pg, node.redis
+    lease_ms = int(config.lease_seconds * 1000)
 
     async def executors(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
-            flusher = Flusher(records_send.clone(), config.progress_interval_ms / 1000)
+            flusher = Flusher(ch.records_send.clone(), config.progress_interval_ms / 1000)
             await nursery.start(flusher.run)
             for _ in range(config.concurrency):
                 await nursery.start(
-                    run_executor, jobs_recv.clone(), records_send.clone(), node.pool,
+                    run_executor, ch.jobs_recv.clone(), ch.records_send.clone(), node.pool,
                     node.registry, config, node.metrics, flusher,
                 )
             task_status.started()
 
     # Actors that use channels are started through a lambda, so that each incarnation gets
     # fresh clones of the node's channel ends; the others through functools.partial.
-    pipeline = Supervisor(
+    return Supervisor(
         "pipeline",
         [
-            ChildSpec(
-                "broadcaster", functools.partial(run_broadcaster, redis, node.hub, node.control)
-            ),
-            ChildSpec("recorder", lambda **kw: run_recorder(pg, redis, records_recv.clone(), node.pool, **kw)),
+            ChildSpec("broadcaster", functools.partial(run_broadcaster, redis, node.hub, node.control)),
+            ChildSpec("recorder", lambda **kw: run_recorder(pg, redis, ch.records_recv.clone(), node.pool, **kw)),
             ChildSpec("executors", executors),
             ChildSpec(
                 "fetcher",
                 lambda **kw: run_fetcher(
-                    redis, node.pool, jobs_send.clone(), draining, node_id=node.node_id,
+                    redis, node.pool, ch.jobs_send.clone(), node.draining, node_id=node.node_id,
                     lease_ms=lease_ms, batch=config.concurrency,
                     max_running=config.tenant_max_running, **kw,
                 ),
@@ -334,23 +265,26 @@ async def _serve(
         intensity=5,
         period=10.0,
     )
-    maintenance = Supervisor(
+
+
+def _maintenance(node: Node, ch: _Channels) -> Supervisor:
+    """Timers and repairs: due retries, expired leases, tenants' limits and keys, and rows
+    PostgreSQL has that the dispatch index lost."""
+    config, pg, redis = node.config, node.pg, node.redis
+    return Supervisor(
         "maintenance",
         [
             ChildSpec("scheduler", functools.partial(run_scheduler, redis)),
             ChildSpec(
                 "reaper",
                 lambda **kw: run_reaper(
-                    redis, records_send.clone(), node.metrics, lease_ms=lease_ms,
+                    redis, ch.records_send.clone(), node.metrics, lease_ms=int(config.lease_seconds * 1000),
                     interval=min(1.0, config.lease_seconds / 10), **kw,
                 ),
             ),
             ChildSpec(
                 "tenancy",
-                functools.partial(
-                    run_tenancy, pg, redis, node.limits, node.auth, node.hub,
-                    interval=config.auth_refresh_seconds,
-                ),
+                functools.partial(run_tenancy, node.tenants.refresh, interval=config.auth_refresh_seconds),
             ),
             ChildSpec(
                 "reconciler",
@@ -364,18 +298,53 @@ async def _serve(
         intensity=10,
         period=10.0,
     )
+
+
+def _web(node: Node) -> BodyGate:
+    """The HTTP application, given the services and a view of this node (never the node's
+    stores)."""
+    config = node.config
+    node.body_budget = body_budget(config.body_budget_bytes, config.max_body_bytes, config.auth)
+    services = Services(
+        config=config, registry=node.registry, jobs=node.jobs, tenants=node.tenants, auth=node.auth,
+        limits=node.limits, hub=node.hub, metrics=node.metrics, node=node,
+    )
+    return create_app(services, node.body_budget)
+
+
+async def _serve(
+    config: Config,
+    draining: trio.Event,
+    pg: PostgresStore,
+    redis: RedisStore,
+    registry: Registry,
+    task_status: trio.TaskStatus[Node],
+) -> None:
+    ch = _Channels.open(config)
+    node = _node(config, draining, pg, redis, registry, ch)
+    http_done = trio.Event()
+
+    async def http(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        app = _web(node)
+        try:
+            async with trio.open_nursery() as nursery:
+                node.urls = await nursery.start(serve_http, app, config, draining)
+                task_status.started()
+        finally:
+            http_done.set()
+
     node.tree = Supervisor(
         "node",
         [
             ChildSpec(
                 "writer",
                 lambda **kw: run_writer(
-                    pg, redis, submit_recv.clone(), node.metrics, node.limits.of,
+                    pg, redis, ch.submit_recv.clone(), node.metrics, node.limits.of,
                     retain_s=config.idempotency_seconds, **kw,
                 ),
             ),
-            ChildSpec("pipeline", pipeline),
-            ChildSpec("maintenance", maintenance),
+            ChildSpec("pipeline", _pipeline(node, ch)),
+            ChildSpec("maintenance", _maintenance(node, ch)),
             # last, so the node only listens once everything behind the API is running;
             # transient, since it returns normally when the node drains
             ChildSpec("http", http, restart=Restart.TRANSIENT),

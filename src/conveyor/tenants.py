@@ -2,20 +2,30 @@
 the `conveyor tenants` / `conveyor keys` commands.
 
 Input is checked here (ids, names, limit overrides) before PostgreSQL sees it; a missing tenant
-or key raises NotFound, an existing tenant Conflict.
+or key raises NotFound, an existing tenant Conflict. The functions work on PostgreSQL alone (the
+CLI uses them); `Tenants` is a node's service around them, which also applies a change on its
+node at once: new limits, and a revoked key forgotten with its sockets closed.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from . import keys, limits
+from .auth import Authenticator
 from .config import Config
+from .failures import StoreUnavailable
 from .handlers import FieldError
-from .stores import PostgresStore
+from .hub import Hub
+from .stores import PostgresStore, RedisStore
 from .validation import Invalid
 from .wire import iso
+
+log = logging.getLogger(__name__)
+
+REVOKED_CLOSE = (4401, "API key revoked")
 
 MAX_KEY_NAME = 100
 
@@ -118,3 +128,61 @@ async def revoke_key(pg: PostgresStore, tenant: str, key_id: str) -> dict[str, A
     if row is None:
         raise NotFound(f"tenant {tenant} has no key {key_id}")
     return key_json(row)
+
+
+class Tenants:
+    """A node's tenant operations (the admin API's): the functions above, with each change
+    applied on this node at once, and `refresh`, which the tenancy actor calls."""
+
+    def __init__(
+        self, config: Config, pg: PostgresStore, redis: RedisStore,
+        view: limits.TenantLimitsView, auth: Authenticator, hub: Hub,
+    ) -> None:
+        self.config = config
+        self.pg = pg
+        self.redis = redis
+        self.view = view
+        self.auth = auth
+        self.hub = hub
+
+    async def refresh(self) -> None:
+        """Read the limit overrides and which trusted keys were revoked, and apply both."""
+        caps = self.view.replace(await self.pg.tenant_overrides())
+        revoked = await self.pg.revoked_keys(sorted(set(self.auth.cached_ids()) | self.hub.key_ids()))
+        if revoked:
+            self.auth.forget(revoked)
+            closed = self.hub.close_keys(revoked, *REVOKED_CLOSE)
+            log.info("revoked keys %s: closed %d sockets", ", ".join(sorted(revoked)), closed)
+        await self.redis.set_running_caps(caps)
+
+    async def _apply_now(self) -> None:
+        """Apply changed limits on this node now rather than at the next tenancy round."""
+        try:
+            await self.refresh()
+        except StoreUnavailable:
+            pass  # stored in PostgreSQL; the tenancy actor applies it once Redis answers
+
+    async def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        created = await create_tenant(self.pg, body, self.config)
+        await self._apply_now()
+        return created
+
+    async def all(self) -> list[dict[str, Any]]:
+        return await list_tenants(self.pg, self.config)
+
+    async def update_limits(self, tenant: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        updated = await update_limits(self.pg, tenant, body, self.config)
+        await self._apply_now()
+        return updated
+
+    async def create_key(self, tenant: str, name: Any = "") -> dict[str, Any]:
+        return await create_key(self.pg, tenant, name)
+
+    async def keys(self, tenant: str) -> list[dict[str, Any]]:
+        return await list_keys(self.pg, tenant)
+
+    async def revoke_key(self, tenant: str, key_id: str) -> dict[str, Any]:
+        revoked = await revoke_key(self.pg, tenant, key_id)
+        self.auth.forget({key_id})
+        self.hub.close_keys({key_id}, *REVOKED_CLOSE)
+        return revoked

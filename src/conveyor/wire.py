@@ -5,6 +5,8 @@ Pure functions from database rows to dicts; no I/O.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +57,12 @@ def job_update(row: dict[str, Any]) -> dict[str, Any]:
         "maxAttempts": row["max_attempts"],
         "updatedAt": iso(row["updated_at"]),
     }
+
+
+def created_events(jobs: Sequence[NewJob]) -> list[str]:
+    """The PENDING events of jobs just committed, as the JSON text the feeds carry."""
+    at = datetime.now(UTC)
+    return [json.dumps(job_created(job, at)) for job in jobs]
 
 
 def job_created(job: NewJob, at: datetime) -> dict[str, Any]:

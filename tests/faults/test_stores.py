@@ -15,7 +15,7 @@ import trio
 from conveyor.model import NewJob
 from conveyor.stores import PostgresStore, RedisStore
 from tests.faults.conftest import Cluster, submit_ledger
-from tests.helpers import wait_until
+from tests.helpers import dispatch, wait_until
 from tests.tcp_proxy import TcpProxy
 
 
@@ -123,8 +123,8 @@ async def test_a_job_dispatched_twice_runs_once(
     try:
         with trio.fail_after(60):
             await pg.insert_jobs([(None, jobs)])
-            assert await redis.enqueue(jobs) == 50
-            assert await redis.enqueue(jobs) == 0  # the second dispatch is refused outright
+            assert await dispatch(redis, jobs) == 50
+            assert await dispatch(redis, jobs) == 0  # the second dispatch is refused outright
             # and ids pushed into the ready queue again behind the script's back are skipped
             queue = redis.key("q", tenant)
             await trio.to_thread.run_sync(lambda: redis.client.rpush(queue, *[j.id for j in jobs] * 2))

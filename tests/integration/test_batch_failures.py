@@ -17,6 +17,7 @@ from conveyor.limits import defaults
 from conveyor.metrics import Metrics
 from conveyor.model import Finished, NewJob, Outcome
 from conveyor.validation import Invalid
+from tests.helpers import dispatch
 from tests.integration.test_fencing_fairness import events_for, leftovers, new_job, submit_and_start
 
 
@@ -107,7 +108,7 @@ async def test_a_held_job_cancelled_is_published_once(stores: Any, tenant: str) 
     with trio.fail_after(20):
         job = new_job(tenant)
         await pg.insert_jobs([(None, [job])])
-        await redis.enqueue([job])
+        await dispatch(redis, [job])
         verdict, attempt = await redis.cancel(job.id, lease_ms=60_000)
         assert (verdict, attempt) == ("parked", 0)
         assert await redis.claim(10, node="node-y", lease_ms=60_000) == []  # held: not claimable

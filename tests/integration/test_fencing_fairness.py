@@ -17,7 +17,7 @@ import trio
 from conveyor.actors.recorder import record_batch
 from conveyor.model import Envelope, Finished, NewJob, Outcome, Started
 from conveyor.stores import PostgresStore, RedisStore
-from tests.helpers import base_url, wait_until
+from tests.helpers import base_url, dispatch, wait_until
 
 
 def new_job(tenant: str) -> NewJob:
@@ -31,7 +31,7 @@ async def expire_lease(redis: RedisStore, job_id: str) -> None:
 async def submit_and_start(pg: PostgresStore, redis: RedisStore, job: NewJob, node: str) -> Envelope:
     """Commit and dispatch a job, claim it as `node` and record its start."""
     await pg.insert_jobs([(None, [job])])
-    await redis.enqueue([job])
+    await dispatch(redis, [job])
     (claimed,) = await redis.claim(1, node=node, lease_ms=60_000)
     await record_batch(pg, redis, [Started(claimed)])
     return claimed
@@ -117,8 +117,8 @@ async def test_duplicate_dispatch_runs_once(stores: Any, tenant: str) -> None:
     pg, redis = stores
     job = new_job(tenant)
     with trio.fail_after(10):
-        assert await redis.enqueue([job]) == 1
-        assert await redis.enqueue([job]) == 0  # already dispatched: skipped
+        assert await dispatch(redis, [job]) == 1
+        assert await dispatch(redis, [job]) == 0  # already dispatched: skipped
         # even if the id sits in the ready queue twice, only one claim gets it
         await trio.to_thread.run_sync(lambda: redis.client.rpush(redis.key("q", tenant), job.id))
         await trio.to_thread.run_sync(lambda: redis.client.rpush(redis.key("ring"), tenant))
@@ -131,9 +131,9 @@ async def test_claims_rotate_across_tenants(stores: Any) -> None:
     flood, single = f"flood-{uuid.uuid4().hex[:6]}", f"single-{uuid.uuid4().hex[:6]}"
     with trio.fail_after(60):
         for _ in range(10):
-            await redis.enqueue([new_job(flood) for _ in range(1000)])
+            await dispatch(redis, [new_job(flood) for _ in range(1000)])
         late = new_job(single)
-        await redis.enqueue([late])
+        await dispatch(redis, [late])
         # one claim round with two free slots: one job of each tenant
         claimed = await redis.claim(2, node="n", lease_ms=60_000)
         assert {c.tenant_id for c in claimed} == {flood, single}

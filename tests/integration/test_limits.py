@@ -18,7 +18,7 @@ from conveyor.node import Node
 from conveyor.stores import RedisStore
 from conveyor.stores.redis import Applied
 from tests.conftest import REDIS_URL
-from tests.helpers import ADMIN_KEY, base_url, bearer, new_tenant, wait_until
+from tests.helpers import ADMIN_KEY, base_url, bearer, dispatch, new_tenant, wait_until
 from tests.integration import probe_handlers
 from tests.integration.test_websocket import next_message, ws_url
 
@@ -43,7 +43,7 @@ def jobs_of(tenant: str, n: int) -> list[NewJob]:
 async def test_claims_pass_over_a_tenant_at_its_running_cap(redis_store: RedisStore) -> None:
     redis = redis_store
     with trio.fail_after(10):
-        await redis.enqueue(jobs_of("a", 50) + jobs_of("b", 3) + jobs_of("c", 50))
+        await dispatch(redis, jobs_of("a", 50) + jobs_of("b", 3) + jobs_of("c", 50))
         await redis.set_running_caps({"a": 2})  # a's own cap; the default (ARGV) caps c at 4
         first = await redis.claim(20, node="n1", lease_ms=60_000, max_running=4)
         counts = {t: sum(j.tenant_id == t for j in first) for t in "abc"}

@@ -79,34 +79,38 @@ async def test_an_answer_before_the_end_of_its_request_says_it_closes(autojump_c
     # hypercorn closes a connection whose request was not read to its end when the answer ends:
     # the answer must say so, or a client reuses the connection and sees it dropped
     for end_after in (SETTLE_S / 2, SETTLE_S * 2, None):
-        arrived: trio.MemorySendChannel[dict[str, Any]]
-        arrived, incoming = trio.open_memory_channel[dict[str, Any]](4)
-        body = _Body(incoming.receive)
-        sent: list[dict[str, Any]] = []
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        async def client(end_after: float | None) -> None:
-            await arrived.send({"type": "http.request", "body": b"x", "more_body": True})
-            if end_after is not None:
-                await trio.sleep(end_after)
-                await arrived.send({"type": "http.request", "body": b"", "more_body": False})
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(client, end_after)
-
-            async def reader() -> None:
-                while True:
-                    await body.receive()
-
-            nursery.start_soon(reader)
-            await body.answer(send)({"type": "http.response.start", "status": 400, "headers": [(b"a", b"b")]})
-            await body.answer(send)({"type": "http.response.body", "body": b"", "more_body": False})
-            nursery.cancel_scope.cancel()
+        sent = await _answer_early(end_after)
         closes = (b"connection", b"close") in sent[0]["headers"]
         assert closes == (end_after is None or end_after > SETTLE_S), (end_after, sent[0])
         assert (b"a", b"b") in sent[0]["headers"] and sent[1]["type"] == "http.response.body"
+
+
+async def _answer_early(end_after: float | None) -> list[dict[str, Any]]:
+    """Answer a request whose body's end comes end_after seconds later (None: never)."""
+    arrived, incoming = trio.open_memory_channel[dict[str, Any]](4)
+    body = _Body(incoming.receive)
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def client() -> None:
+        await arrived.send({"type": "http.request", "body": b"x", "more_body": True})
+        if end_after is not None:
+            await trio.sleep(end_after)
+            await arrived.send({"type": "http.request", "body": b"", "more_body": False})
+
+    async def reader() -> None:
+        while True:
+            await body.receive()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client)
+        nursery.start_soon(reader)
+        await body.answer(send)({"type": "http.response.start", "status": 400, "headers": [(b"a", b"b")]})
+        await body.answer(send)({"type": "http.response.body", "body": b"", "more_body": False})
+        nursery.cancel_scope.cancel()
+    return sent
 
 
 def test_read_limiter_is_a_token_bucket_per_tenant() -> None:

@@ -16,13 +16,15 @@ import attrs
 import trio
 
 from .. import faults
+from ..failures import Busy
 from ..handlers import FieldError
-from ..limits import TenantLimits, refusal
+from ..limits import Limited, TenantLimits, refusal
 from ..metrics import Metrics
 from ..model import NewJob
 from ..stores import PostgresStore, RedisStore, StoreUnavailable
 from ..stores.postgres import IdempotencyKey
 from ..validation import Invalid
+from ..wire import created_events
 from .batches import write_isolating
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,30 @@ class Submit:
 
 class AlreadySubmitted(Exception):
     """The submission's Idempotency-Key was taken by an earlier request: nothing was written."""
+
+
+SUBMIT_TIMEOUT_S = 30.0
+
+
+async def submit_through(
+    writer: trio.MemorySendChannel[Submit], jobs: list[NewJob], idempotency: IdempotencyKey | None
+) -> None:
+    """Have the writer commit and dispatch jobs; returns once their rows are committed.
+
+    Raises the writer's answer (StoreUnavailable, Limited, Invalid, or AlreadySubmitted when
+    the idempotency key was taken by an earlier request), and Busy when its queue is full."""
+    reply_send, reply_recv = trio.open_memory_channel[BaseException | None](1)
+    try:
+        writer.send_nowait(Submit(tuple(jobs), reply_send, idempotency))
+    except trio.WouldBlock:
+        raise Busy("too many submissions waiting to be written") from None
+    async with reply_recv:
+        with trio.fail_after(SUBMIT_TIMEOUT_S):
+            failure = await reply_recv.receive()
+    if isinstance(failure, StoreUnavailable | Limited | AlreadySubmitted | Invalid):
+        raise failure  # the writer's answer, as it gave it
+    if failure is not None:
+        raise RuntimeError(f"submission failed: {failure!r}")
 
 
 def _bytes(submit: Submit) -> int:
@@ -110,7 +136,7 @@ async def run_writer(
             faults.point("exit-after-commit")
             try:
                 if jobs:
-                    await redis.enqueue(jobs)
+                    await redis.enqueue(jobs, created_events(jobs))
             except Exception:
                 # The rows are committed, so the submit succeeded; the reconciler dispatches
                 # them from PostgreSQL once Redis answers again.

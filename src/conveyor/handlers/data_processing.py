@@ -12,7 +12,7 @@ import trio
 
 from ..config import Config
 from ..model import Envelope
-from . import FieldError, Handler, JobFailed, Registry
+from .base import FieldError, Handler, JobFailed, Registry
 
 OPERATIONS = ("count", "sum", "mean", "min", "max")
 MAX_RECORDS = 100_000

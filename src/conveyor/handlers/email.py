@@ -18,7 +18,7 @@ import trio
 
 from ..config import Config
 from ..model import Envelope
-from . import FieldError, Handler, JobFailed, Registry
+from .base import FieldError, Handler, JobFailed, Registry
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import trio
 from ..config import Config
 from ..model import Envelope
 from ..progress import report
-from . import FieldError, Handler, Registry
+from .base import FieldError, Handler, Registry
 
 PROGRESS_FROM_MS = 1000
 PROGRESS_STEP_S = 0.25

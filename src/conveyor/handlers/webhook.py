@@ -26,7 +26,7 @@ from ..config import Config
 from ..model import Envelope
 from ..netpolicy import Network, networks, refusal
 from ..storable import clean_text
-from . import FieldError, Handler, JobFailed, Registry
+from .base import FieldError, Handler, JobFailed, Registry
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 EXCERPT_BYTES = 2048

@@ -1,6 +1,7 @@
 """The stores: PostgreSQL (the truth) and Redis (the dispatch index), both behind threads."""
 
-from .postgres import PostgresStore, StoreUnavailable
+from ..failures import DataRefused, StoreUnavailable
+from .postgres import PostgresStore
 from .redis import RedisStore
 
-__all__ = ["PostgresStore", "RedisStore", "StoreUnavailable"]
+__all__ = ["DataRefused", "PostgresStore", "RedisStore", "StoreUnavailable"]

@@ -21,6 +21,7 @@ import trio
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from ..failures import DataRefused, StoreUnavailable
 from ..model import NewJob
 
 log = logging.getLogger(__name__)
@@ -32,15 +33,6 @@ LIMIT_COLUMNS = (
 )
 LIST_VALUE_BYTES = 16 * 1024  # a list leaves out payloads and results larger than this
 MIGRATION_LOCK = 0x636F6E76  # "conv": advisory lock key serialising migrations across nodes
-
-
-class StoreUnavailable(Exception):
-    """The store cannot be reached right now; callers answer 503 or retry later."""
-
-
-class DataRefused(Exception):
-    """The store refused the values of a write (not an outage): retrying them cannot help.
-    Callers that write a batch find the item it is about and answer or fail only that one."""
 
 
 @attrs.frozen

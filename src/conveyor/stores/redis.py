@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -16,10 +15,9 @@ import attrs
 import redis
 import trio
 
+from ..failures import StoreUnavailable
 from ..model import Envelope, NewJob
 from ..storable import dumps
-from ..wire import job_created
-from .postgres import StoreUnavailable
 
 T = TypeVar("T")
 
@@ -106,15 +104,12 @@ class RedisStore:
         """Connections the pool holds open now (it grows under load up to its size)."""
         return len(getattr(self.client.connection_pool, "_connections", ()))
 
-    async def enqueue(self, jobs: Sequence[NewJob]) -> int:
-        """Dispatch new jobs and publish their creation events (PENDING)."""
-        at = datetime.now(UTC)
+    async def enqueue(self, jobs: Sequence[NewJob], created: Sequence[str]) -> int:
+        """Dispatch new jobs and publish their creation events (PENDING, as JSON text, one per
+        job); returns how many were dispatched (a job dispatched before is skipped)."""
         args: list[Any] = [*self._feed]
-        for j in jobs:
-            args += [
-                j.id, j.tenant_id, j.type, j.payload_json, j.max_attempts, j.timeout_ms,
-                json.dumps(job_created(j, at)),
-            ]
+        for j, event in zip(jobs, created, strict=True):
+            args += [j.id, j.tenant_id, j.type, j.payload_json, j.max_attempts, j.timeout_ms, event]
         return int(await self._script("enqueue", args))
 
     async def claim(

@@ -31,8 +31,8 @@ import attrs
 import trio
 
 from ..auth import Authenticator, Unauthorized
+from ..failures import StoreUnavailable
 from ..metrics import Metrics
-from ..stores import StoreUnavailable
 
 WAIT_S = 5.0
 DRAIN_S = 10.0  # how long the rest of a body that was answered without it may take to arrive

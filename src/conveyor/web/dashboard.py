@@ -8,18 +8,16 @@ tenant's feed over a WebSocket (a ticket from POST /ws/tickets), resuming with i
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
 from importlib import resources
 from typing import Any
 
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from ..auth import Principal
-from ..jobs import Jobs
-from ..node import Node
 from ..validation import parse_tenant_query
+from .context import Services
+from .errors import error
+from .requests import Requests
 
 STATIC = {
     "app.js": "text/javascript; charset=utf-8",
@@ -41,13 +39,8 @@ def _static(name: str) -> bytes:
     return resources.files(__package__).joinpath("static", name).read_bytes()
 
 
-def register(
-    app: QuartTrio,
-    node: Node,
-    caller: Callable[[], Awaitable[Principal]],
-    reading: Callable[[], AbstractAsyncContextManager[Principal]],
-    jobs: Jobs,
-) -> None:
+def register(app: QuartTrio, svc: Services, req: Requests) -> None:
+    jobs = svc.jobs
     index = _static("index.html")
     assets = {name: (_static(name), kind) for name, kind in STATIC.items()}
 
@@ -58,19 +51,19 @@ def register(
     @app.get("/dashboard/<name>")
     async def asset(name: str) -> Any:
         if name not in assets:
-            return {"error": "Not found"}, 404
+            return error(404, "Not found")
         body, kind = assets[name]
         return Response(body, content_type=kind, headers={"Cache-Control": "no-cache", **PAGE_HEADERS})
 
     @app.get("/job-types")
     async def job_types() -> Any:
-        await caller()
-        return {"types": node.registry.names()}
+        await req.caller()
+        return {"types": svc.registry.names()}
 
     @app.get("/stats")
     async def stats() -> Any:
         """Queue depth now, for the dashboard's chart: unfinished jobs, and how many run."""
-        async with reading() as who:
+        async with req.reading() as who:
             tenant = parse_tenant_query(request.args, who.tenant)
             unfinished, running = await jobs.depth(tenant)
         return {"tenantId": tenant, "unfinished": unfinished, "running": running,
@@ -78,6 +71,6 @@ def register(
 
     @app.get("/jobs/<job_id>/events")
     async def job_events(job_id: str) -> Any:
-        async with reading() as who:
+        async with req.reading() as who:
             found_id, events = await jobs.events(job_id, who.tenant)
         return {"jobId": found_id, "events": events}

@@ -32,11 +32,12 @@ from quart import Response, websocket
 from quart_trio import QuartTrio
 
 from .. import feed, keys
-from ..actors.broadcaster import CatchUp, Connection, FeedEvent, Subscriber
 from ..auth import Principal, Unauthorized
-from ..node import Node
-from ..stores import StoreUnavailable
+from ..failures import StoreUnavailable
+from ..hub import CatchUp, Connection, FeedEvent, Subscriber
 from . import wsfix
+from .context import Services
+from .errors import error
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,6 @@ def _message(type_: str, **fields: Any) -> str:
     return json.dumps({"type": type_, **fields})
 
 
-def _refuse(status: int, message: str) -> Response:
-    return Response(json.dumps({"error": message}), status=status, mimetype="application/json")
-
-
 class _Closer:
     """Ends a connection from anywhere (drain, revocation, lag) with a close code and reason."""
 
@@ -70,58 +67,58 @@ class _Closer:
             self.scope.cancel()
 
 
-def register(app: QuartTrio, node: Node) -> None:
-    config = node.config
+def register(app: QuartTrio, svc: Services) -> None:
+    config = svc.config
     wsfix.install()  # protocol errors answered with a close code (see wsfix)
 
     @app.websocket("/ws")
     async def feed() -> Response | None:
         origin = websocket.headers.get("Origin")
         if config.ws_origins and origin is not None and origin.rstrip("/") not in config.ws_origins:
-            return _refuse(403, f"origin {origin} is not allowed")
+            return error(403, f"origin {origin} is not allowed")
         closer = _Closer()
         try:
-            who = await _upgrade_credentials(node)
+            who = await _upgrade_credentials(svc)
         except Unauthorized as exc:
-            node.metrics.inc("conveyor_auth_failures_total")
-            return _refuse(401, f"Unauthorized: {exc}")
+            svc.metrics.inc("conveyor_auth_failures_total")
+            return error(401, f"Unauthorized: {exc}")
         except StoreUnavailable:
-            return _refuse(503, "Storage unavailable, try again later")
-        if who is not None and _over_cap(node, who):
-            return _refuse(429, f"tenant {who.tenant} has too many open WebSockets")
+            return error(503, "Storage unavailable, try again later")
+        if who is not None and _over_cap(svc, who):
+            return error(429, f"tenant {who.tenant} has too many open WebSockets")
         conn = Connection(None, None, closer)
         if who is not None:
             conn = Connection(who.tenant, who.key_id, closer)
-            node.hub.attach(conn)  # counted before the first await, so the cap holds
+            svc.hub.attach(conn)  # counted before the first await, so the cap holds
         try:
             await websocket.accept()
             if who is None:
-                who = await _auth_message(node, closer)
-                if who is not None and _over_cap(node, who):
+                who = await _auth_message(svc, closer)
+                if who is not None and _over_cap(svc, who):
                     closer(TRY_AGAIN_LATER, "too many open WebSockets for this tenant")
                 elif who is not None:
                     conn = Connection(who.tenant, who.key_id, closer)
-                    node.hub.attach(conn)
+                    svc.hub.attach(conn)
             if who is not None and not closer.scope.cancel_called:
-                await _serve(node, who, closer)
+                await _serve(svc, who, closer)
         finally:
-            node.hub.detach(conn)
-        node.metrics.inc("conveyor_websocket_closed_total", code=str(closer.code))
+            svc.hub.detach(conn)
+        svc.metrics.inc("conveyor_websocket_closed_total", code=str(closer.code))
         with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
             await websocket.close(closer.code, closer.reason)
         return None
 
 
-def _over_cap(node: Node, who: Principal) -> bool:
+def _over_cap(svc: Services, who: Principal) -> bool:
     if who.tenant is None:
         return False
-    cap = node.limits.of(who.tenant).max_websockets
-    return cap > 0 and node.hub.open_for(who.tenant) >= cap
+    cap = svc.limits.of(who.tenant).max_websockets
+    return cap > 0 and svc.hub.open_for(who.tenant) >= cap
 
 
-async def _upgrade_credentials(node: Node) -> Principal | None:
+async def _upgrade_credentials(svc: Services) -> Principal | None:
     """Credentials carried by the upgrade request; None when the client must send AUTH."""
-    if not node.auth.enabled:
+    if not svc.auth.enabled:
         return Principal(None)
     header = websocket.headers.get("Authorization")
     ticket = websocket.args.get("ticket")
@@ -129,23 +126,23 @@ async def _upgrade_credentials(node: Node) -> Principal | None:
         # two credentials that may name two tenants: which one the socket is would be a guess
         raise Unauthorized("send one credential: an Authorization header or a ticket, not both")
     if header:
-        return await node.auth.from_header(header)
+        return await svc.auth.from_header(header)
     if ticket is not None:
-        return await _redeem(node, ticket)
+        return await _redeem(svc, ticket)
     return None
 
 
-async def _redeem(node: Node, ticket: str) -> Principal:
-    value = await node.redis.take_ticket(keys.digest(ticket)) if len(ticket) <= 128 else None
-    if not value:
+async def _redeem(svc: Services, ticket: str) -> Principal:
+    issued = await svc.jobs.redeem_ticket(ticket)
+    if issued is None:
         raise Unauthorized("invalid, expired or already used ticket")
-    tenant, _, key_id = value.partition(" ")
-    if await node.auth.active_tenant(key_id) != tenant:
+    tenant, key_id = issued
+    if await svc.auth.active_tenant(key_id) != tenant:
         raise Unauthorized("the key that issued this ticket was revoked")
     return Principal(tenant, key_id)
 
 
-async def _auth_message(node: Node, closer: _Closer) -> Principal | None:
+async def _auth_message(svc: Services, closer: _Closer) -> Principal | None:
     """Wait for the AUTH message; on failure close the socket (4401) and return None."""
     reason = "authentication timed out: send AUTH {apiKey} first"
     with trio.move_on_after(AUTH_TIMEOUT_S):
@@ -160,13 +157,13 @@ async def _auth_message(node: Node, closer: _Closer) -> Principal | None:
             reason = "AUTH needs an apiKey string"
         else:
             try:
-                return await node.auth.authenticate(msg["apiKey"])
+                return await svc.auth.authenticate(msg["apiKey"])
             except Unauthorized as exc:
                 reason = str(exc)
             except StoreUnavailable:
                 closer(TRY_AGAIN_LATER, "storage unavailable, try again later")
                 return None
-    node.metrics.inc("conveyor_auth_failures_total")
+    svc.metrics.inc("conveyor_auth_failures_total")
     closer(UNAUTHENTICATED, reason)
     return None
 
@@ -185,19 +182,19 @@ class _Unsubscribe:
     tenant: str
 
 
-async def _serve(node: Node, who: Principal, closer: _Closer) -> None:
+async def _serve(svc: Services, who: Principal, closer: _Closer) -> None:
     tenants: set[str] = set()
     with closer.scope:
         sub = Subscriber(
-            node.config.ws_send_queue,
+            svc.config.ws_send_queue,
             lambda: closer(1008, "send queue full: client is not reading its messages"),
         )
         heard = [trio.current_time()]  # when the client last sent anything
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_pump, node, sub, closer)
-                nursery.start_soon(_close_on_drain, node, closer)
-                nursery.start_soon(_heartbeat, node, sub, closer, heard)
+                nursery.start_soon(_pump, svc, sub, closer)
+                nursery.start_soon(_close_on_drain, svc, closer)
+                nursery.start_soon(_heartbeat, svc, sub, closer, heard)
                 connected: dict[str, Any] = {"message": "Connected to job updates"}
                 if who.tenant is not None:
                     connected["tenantId"] = who.tenant
@@ -205,15 +202,15 @@ async def _serve(node: Node, who: Principal, closer: _Closer) -> None:
                 while True:
                     raw = await websocket.receive()
                     heard[0] = trio.current_time()
-                    reply = _handle(raw, node, who, sub, tenants)
+                    reply = _handle(raw, svc, who, sub, tenants)
                     if reply is not None:
                         sub.offer(reply)
         finally:
             for tenant in tenants:
-                node.hub.unsubscribe(tenant, sub)
+                svc.hub.unsubscribe(tenant, sub)
 
 
-async def _pump(node: Node, sub: Subscriber, closer: _Closer) -> None:
+async def _pump(svc: Services, sub: Subscriber, closer: _Closer) -> None:
     """Send the connection's queue in order; the feed's cursors live here, one per tenant."""
     cursors: dict[str, feed.Cursor] = {}
     async with sub.receive:
@@ -230,39 +227,39 @@ async def _pump(node: Node, sub: Subscriber, closer: _Closer) -> None:
                         await websocket.send(feed.with_id(item.id, item.data))
                         cursor.last = item.id
                     elif verdict is feed.Verdict.GAP:
-                        await _catch_up(node, item.tenant, cursor)
+                        await _catch_up(svc, item.tenant, cursor)
                 elif isinstance(item, CatchUp):
                     if (cursor := cursors.get(item.tenant)) is not None:
-                        await _catch_up(node, item.tenant, cursor)
+                        await _catch_up(svc, item.tenant, cursor)
                 elif isinstance(item, _Subscribe):
-                    cursors[item.tenant] = await _position(node, item)
+                    cursors[item.tenant] = await _position(svc, item)
                 elif isinstance(item, _Unsubscribe):
                     cursors.pop(item.tenant, None)
                 if sub.lagged and sub.drained():
                     # events were dropped while the queue was full: read them from the feeds
                     sub.lagged = False
-                    node.metrics.inc("conveyor_websocket_catch_ups_total")
+                    svc.metrics.inc("conveyor_websocket_catch_ups_total")
                     for tenant, cursor in list(cursors.items()):
-                        await _catch_up(node, tenant, cursor)
+                        await _catch_up(svc, tenant, cursor)
         except StoreUnavailable:
             closer(TRY_AGAIN_LATER, "storage unavailable: reconnect and resume from your lastEventId")
 
 
-async def _position(node: Node, item: _Subscribe) -> feed.Cursor:
+async def _position(svc: Services, item: _Subscribe) -> feed.Cursor:
     if item.after is None:
-        head = (await node.redis.feed_heads([item.tenant]))[item.tenant]
+        head = await svc.jobs.feed_head(item.tenant)
         await websocket.send(_message("SUBSCRIBED", tenantId=item.tenant, lastEventId=head))
         return feed.Cursor(head)
     await websocket.send(_message("SUBSCRIBED", tenantId=item.tenant, lastEventId=item.after, resumed=True))
     cursor = feed.Cursor(item.after)
-    await _catch_up(node, item.tenant, cursor)
+    await _catch_up(svc, item.tenant, cursor)
     return cursor
 
 
-async def _catch_up(node: Node, tenant: str, cursor: feed.Cursor) -> None:
+async def _catch_up(svc: Services, tenant: str, cursor: feed.Cursor) -> None:
     """Send the feed's events after the cursor, a page per read, or RESYNC when some are gone."""
     while True:
-        head, entries = await node.redis.read_feed(tenant, cursor.last, CATCH_UP_PAGE)
+        head, entries = await svc.jobs.read_feed(tenant, cursor.last, CATCH_UP_PAGE)
         whole = feed.catch_up(cursor.last, head, entries)
         if whole is None:
             await websocket.send(_message(
@@ -279,11 +276,11 @@ async def _catch_up(node: Node, tenant: str, cursor: feed.Cursor) -> None:
             return
 
 
-async def _heartbeat(node: Node, sub: Subscriber, closer: _Closer, heard: list[float]) -> None:
+async def _heartbeat(svc: Services, sub: Subscriber, closer: _Closer, heard: list[float]) -> None:
     """PING the client every interval; close a socket that has sent nothing for the idle timeout
     (a client answers PING with PONG)."""
-    interval = node.config.ws_ping_seconds
-    idle = node.config.ws_idle_timeout_seconds
+    interval = svc.config.ws_ping_seconds
+    idle = svc.config.ws_idle_timeout_seconds
     while True:
         await trio.sleep(min(interval, idle) if idle > 0 else interval)
         if idle > 0 and trio.current_time() - heard[0] > idle:
@@ -292,13 +289,13 @@ async def _heartbeat(node: Node, sub: Subscriber, closer: _Closer, heard: list[f
         sub.offer(_message("PING"))
 
 
-async def _close_on_drain(node: Node, closer: _Closer) -> None:
-    await node.draining.wait()
+async def _close_on_drain(svc: Services, closer: _Closer) -> None:
+    await svc.node.draining.wait()
     closer(1001, "node is shutting down")
 
 
 def _handle(
-    raw: str | bytes, node: Node, who: Principal, sub: Subscriber, tenants: set[str]
+    raw: str | bytes, svc: Services, who: Principal, sub: Subscriber, tenants: set[str]
 ) -> str | None:
     try:
         msg = json.loads(raw)
@@ -323,7 +320,7 @@ def _handle(
             )
         if kind == "UNSUBSCRIBE":
             tenants.discard(tenant)
-            node.hub.unsubscribe(tenant, sub)
+            svc.hub.unsubscribe(tenant, sub)
             sub.offer(_Unsubscribe(tenant))
             return _message("UNSUBSCRIBED", tenantId=tenant)
         after = msg.get("lastEventId")
@@ -332,7 +329,7 @@ def _handle(
         if tenant not in tenants and len(tenants) >= MAX_SUBSCRIPTIONS:
             return _message("ERROR", error=f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection")
         tenants.add(tenant)
-        node.hub.subscribe(tenant, sub)  # live events queue up behind the marker
+        svc.hub.subscribe(tenant, sub)  # live events queue up behind the marker
         sub.offer(_Subscribe(tenant, after))
         return None  # the pump acknowledges, once the cursor is placed
     return _message(
