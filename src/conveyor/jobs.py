@@ -20,7 +20,7 @@ import attrs
 from . import feed, keys
 from .actors.writer import AlreadySubmitted
 from .config import Config
-from .model import NewJob, Status
+from .model import JobRecord, NewJob, Status
 from .stores import PostgresStore, RedisStore, StoreUnavailable
 from .stores.postgres import IdempotencyKey
 from .stores.redis import Applied
@@ -56,7 +56,7 @@ class Submitted:
 
 @attrs.frozen
 class CancelOutcome:
-    row: dict[str, Any]
+    job: JobRecord
     requested: bool  # True: the job runs, its node stops it and the feed carries the end
 
 
@@ -94,19 +94,20 @@ class Jobs:
                 continue  # a concurrent request with this key won: answer what it answered
         raise IdempotencyInUse("Idempotency-Key is in use by a request that has not finished")
 
-    async def get(self, job_id: str, tenant: str | None) -> dict[str, Any]:
+    async def get(self, job_id: str, tenant: str | None) -> JobRecord:
         """The caller's job (tenant None: any tenant's, with auth off); JobNotFound if none."""
         parsed = parse_job_id(job_id)
         row = await self.pg.get_job(parsed, tenant) if parsed else None
         if row is None:
             raise JobNotFound("Job not found")
-        return row
+        return JobRecord.from_row(row)
 
     async def page(
         self, tenant: str, status: str | None, limit: int, offset: int, job_type: str | None
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[list[JobRecord], int]:
         """A page of a tenant's jobs, newest first, and how many there are."""
-        return await self.pg.list_jobs(tenant, status, limit, offset, job_type)
+        rows, total = await self.pg.list_jobs(tenant, status, limit, offset, job_type)
+        return [JobRecord.from_row(row) for row in rows], total
 
     async def depth(self, tenant: str) -> tuple[int, int]:
         """A tenant's unfinished jobs and how many of them run, from the dispatch index."""
@@ -114,55 +115,57 @@ class Jobs:
 
     async def cancel(self, job_id: str, tenant: str | None) -> CancelOutcome:
         job = await self.get(job_id, tenant)
-        if job["status"] not in (Status.PENDING, Status.RUNNING):
-            raise JobConflict(f"Job is {job['status']}: only PENDING or RUNNING jobs can be cancelled")
+        if job.status not in (Status.PENDING, Status.RUNNING):
+            raise JobConflict(f"Job is {job.status}: only PENDING or RUNNING jobs can be cancelled")
         # Redis first: a waiting job leaves the queues (held for us) before PostgreSQL calls it
         # CANCELLED, so no executor can claim a job that is already cancelled.
-        verdict, attempt = await self.redis.cancel(job["id"], lease_ms=int(self.config.lease_seconds * 1000))
-        row = await self.pg.cancel_job(job["id"], tenant)
+        verdict, attempt = await self.redis.cancel(job.id, lease_ms=int(self.config.lease_seconds * 1000))
+        row = await self.pg.cancel_job(job.id, tenant)
         if row is None:  # it ended meanwhile: perhaps cancelled already, by its node
-            row = await self.get(job_id, tenant)
-            if row["status"] != Status.CANCELLED:
-                raise JobConflict(f"Job is {row['status']}: only PENDING or RUNNING jobs can be cancelled")
-            return CancelOutcome(row, requested=False)
-        if row["status"] == Status.CANCELLED:
-            await self._publish_cancel(row, verdict, attempt)
-            return CancelOutcome(row, requested=False)
-        return CancelOutcome(row, requested=True)
+            now = await self.get(job_id, tenant)
+            if now.status != Status.CANCELLED:
+                raise JobConflict(f"Job is {now.status}: only PENDING or RUNNING jobs can be cancelled")
+            return CancelOutcome(now, requested=False)
+        cancelled = JobRecord.from_row(row)
+        if cancelled.status == Status.CANCELLED:
+            await self._publish_cancel(cancelled, verdict, attempt)
+            return CancelOutcome(cancelled, requested=False)
+        return CancelOutcome(cancelled, requested=True)
 
-    async def _publish_cancel(self, row: dict[str, Any], verdict: str, attempt: int) -> None:
+    async def _publish_cancel(self, job: JobRecord, verdict: str, attempt: int) -> None:
         """Publish a job's CANCELLED: by dropping the envelope we hold, or (no envelope) on its
         own. A running one's end is published by its node, whose outcome PostgreSQL refuses."""
-        event = json.dumps(job_update(row))
+        event = json.dumps(job_update(job))
         try:
             if verdict == "parked":
-                await self.redis.finish([Applied(row["id"], attempt, "done", 0, (event,))])
+                await self.redis.finish([Applied(job.id, attempt, "done", 0, (event,))])
             elif verdict == "absent":
-                await self.redis.publish([(row["tenant_id"], row["id"], event)])
+                await self.redis.publish([(job.tenant_id, job.id, event)])
         except StoreUnavailable as exc:
             # the held envelope's lease expires and the reaper publishes the end then
-            log.warning("CANCELLED of job %s not published yet: %s", row["id"], exc)
+            log.warning("CANCELLED of job %s not published yet: %s", job.id, exc)
 
-    async def retry(self, job_id: str, tenant: str | None, max_attempts: int) -> dict[str, Any]:
+    async def retry(self, job_id: str, tenant: str | None, max_attempts: int) -> JobRecord:
         job = await self.get(job_id, tenant)
-        row = await self.pg.retry_job(job["id"], tenant, max_attempts)
+        row = await self.pg.retry_job(job.id, tenant, max_attempts)
         if row is None:
-            raise JobConflict(f"Job is {job['status']}: only FAILED or CANCELLED jobs can be retried")
+            raise JobConflict(f"Job is {job.status}: only FAILED or CANCELLED jobs can be retried")
         try:
             await self.redis.reconcile([{**row, "due_in_ms": 0}])
         except StoreUnavailable as exc:
             log.warning("retried job %s not dispatched yet (the reconciler will): %s", row["id"], exc)
+        retried = JobRecord.from_row(row)
         try:
-            await self.redis.publish([(row["tenant_id"], row["id"], json.dumps(job_update(row)))])
+            await self.redis.publish([(retried.tenant_id, retried.id, json.dumps(job_update(retried)))])
         except StoreUnavailable as exc:
-            log.warning("event of job %s not published: %s", row["id"], exc)
-        return row
+            log.warning("event of job %s not published: %s", retried.id, exc)
+        return retried
 
     async def events(self, job_id: str, tenant: str | None) -> tuple[str, list[dict[str, Any]]]:
         """A job's id and its events, oldest first, each with its feed eventId."""
         job = await self.get(job_id, tenant)
-        found = await self.redis.job_events(job["tenant_id"], job["id"])
-        return job["id"], [json.loads(feed.with_id(i, d)) for i, d in found]
+        found = await self.redis.job_events(job.tenant_id, job.id)
+        return job.id, [json.loads(feed.with_id(i, d)) for i, d in found]
 
     async def ticket(self, tenant: str, key_id: str) -> str:
         """A one-use WebSocket ticket for a key's tenant, valid for TICKET_TTL_MS."""

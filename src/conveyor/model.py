@@ -6,11 +6,15 @@ Plain attrs classes only; no I/O and no trio here, so every layer can import it.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import attrs
 
 from .storable import dumps
+
+CANCELLED_BY_REQUEST = "cancelled by request"  # the error of a job cancelled through the API
 
 
 class Status(enum.StrEnum):
@@ -91,3 +95,38 @@ class Flush:
     """Ask the recorder to report (by setting done) once everything sent before it is written."""
 
     done: Any  # trio.Event; typed loosely to keep trio out of this module
+
+
+Record = Started | Finished | Progress | Flush  # what the recorder's channel carries
+
+
+@attrs.frozen
+class JobRecord:
+    """A job as PostgreSQL holds it: what the jobs service returns and wire.py renders. A page
+    of a list may leave out a large payload or result (None, and the *_omitted flag set)."""
+
+    id: str
+    tenant_id: str
+    type: str
+    payload: Any
+    status: Status
+    attempts: int
+    max_attempts: int
+    timeout_ms: int
+    error: str | None
+    result: Any
+    run_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    payload_omitted: bool = False
+    result_omitted: bool = False
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> JobRecord:
+        return cls(
+            id=row["id"], tenant_id=row["tenant_id"], type=row["type"], payload=row["payload"],
+            status=Status(row["status"]), attempts=row["attempts"], max_attempts=row["max_attempts"],
+            timeout_ms=row["timeout_ms"], error=row["error"], result=row["result"], run_at=row["run_at"],
+            created_at=row["created_at"], updated_at=row["updated_at"],
+            payload_omitted=bool(row.get("payload_omitted")), result_omitted=bool(row.get("result_omitted")),
+        )

@@ -32,7 +32,7 @@ from .hub import Hub
 from .jobs import Jobs
 from .limits import TenantLimitsView
 from .metrics import Metrics, Sample
-from .model import Envelope, Flush, NewJob
+from .model import Envelope, Flush, NewJob, Record
 from .process import default_node_id, process_samples
 from .progress import Flusher
 from .stores import PostgresStore, RedisStore
@@ -59,7 +59,7 @@ class Node:
     hub: Hub
     draining: trio.Event
     submissions: trio.MemorySendChannel[Submit]
-    records: trio.MemorySendChannel[Any]
+    records: trio.MemorySendChannel[Record]
     auth: Authenticator
     limits: TenantLimitsView
     tenants: Tenants
@@ -187,15 +187,15 @@ class _Channels:
     submit_recv: trio.MemoryReceiveChannel[Submit]
     jobs_send: trio.MemorySendChannel[Envelope]
     jobs_recv: trio.MemoryReceiveChannel[Envelope]
-    records_send: trio.MemorySendChannel[Any]
-    records_recv: trio.MemoryReceiveChannel[Any]
+    records_send: trio.MemorySendChannel[Record]
+    records_recv: trio.MemoryReceiveChannel[Record]
 
     @classmethod
     def open(cls, config: Config) -> _Channels:
         return cls(
             *trio.open_memory_channel[Submit](config.writer_queue),
             *trio.open_memory_channel[Envelope](config.concurrency),
-            *trio.open_memory_channel[Any](config.concurrency * 4),
+            *trio.open_memory_channel[Record](config.concurrency * 4),
         )
 
 

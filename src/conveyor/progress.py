@@ -14,11 +14,10 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
 
 import trio
 
-from .model import Envelope, Progress
+from .model import Envelope, Progress, Record
 
 MAX_MESSAGE = 200
 
@@ -51,7 +50,7 @@ class Flusher:
     interval, the latest. One task for the whole node, so that a job that reports nothing costs
     nothing."""
 
-    def __init__(self, records: trio.MemorySendChannel[Any], interval_s: float) -> None:
+    def __init__(self, records: trio.MemorySendChannel[Record], interval_s: float) -> None:
         self.records = records
         self.interval_s = interval_s
         self.pending: dict[tuple[str, int], Progress] = {}

@@ -1,16 +1,18 @@
 """The JSON wire format: jobs and events with the reference system's camelCase names.
 
-Pure functions from database rows to dicts; no I/O.
+Pure functions from job records and rows to dicts; no I/O.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from .model import Envelope, NewJob
+import attrs
+
+from .model import Envelope, JobRecord, NewJob
 
 
 def iso(value: datetime | None) -> str | None:
@@ -20,33 +22,35 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def job_json(row: dict[str, Any]) -> dict[str, Any]:
-    """A job as the API shows it. A list's row may leave out a large payload or result: then it
-    is null and payloadOmitted / resultOmitted is true (GET /jobs/{id} has it)."""
+def job_json(job: JobRecord) -> dict[str, Any]:
+    """A job as the API shows it. A list's record may leave out a large payload or result: then
+    it is null and payloadOmitted / resultOmitted is true (GET /jobs/{id} has it)."""
     body = {
-        "id": row["id"],
-        "tenantId": row["tenant_id"],
-        "type": row["type"],
-        "payload": row["payload"],
-        "status": row["status"],
-        "attempts": row["attempts"],
-        "maxAttempts": row["max_attempts"],
-        "timeoutMs": row["timeout_ms"],
-        "error": row["error"],
-        "result": row["result"],
-        "runAt": iso(row["run_at"]),
-        "createdAt": iso(row["created_at"]),
-        "updatedAt": iso(row["updated_at"]),
+        "id": job.id,
+        "tenantId": job.tenant_id,
+        "type": job.type,
+        "payload": job.payload,
+        "status": job.status.value,
+        "attempts": job.attempts,
+        "maxAttempts": job.max_attempts,
+        "timeoutMs": job.timeout_ms,
+        "error": job.error,
+        "result": job.result,
+        "runAt": iso(job.run_at),
+        "createdAt": iso(job.created_at),
+        "updatedAt": iso(job.updated_at),
     }
-    if row.get("payload_omitted"):
+    if job.payload_omitted:
         body["payloadOmitted"] = True
-    if row.get("result_omitted"):
+    if job.result_omitted:
         body["resultOmitted"] = True
     return body
 
 
-def job_update(row: dict[str, Any]) -> dict[str, Any]:
-    """The reference's JOB_UPDATE WebSocket message, plus tenantId, attempts and timestamps."""
+def job_update(job: Mapping[str, Any] | JobRecord) -> dict[str, Any]:
+    """The reference's JOB_UPDATE WebSocket message, plus tenantId, attempts and timestamps, of a
+    job's record or of a row the recorder wrote (the columns of stores/sql's job_states)."""
+    row = attrs.asdict(job, recurse=False) if isinstance(job, JobRecord) else job
     return {
         "type": "JOB_UPDATE",
         "jobId": row["id"],

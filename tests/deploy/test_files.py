@@ -87,8 +87,8 @@ def test_dockerfile_is_multi_stage_non_root_and_checks_readiness() -> None:
 
 
 def test_the_readiness_route_the_healthchecks_call_exists() -> None:
-    app_source = (ROOT / "src" / "conveyor" / "web" / "app.py").read_text()
-    assert '@app.get("/health/ready")' in app_source
+    routes = (ROOT / "src" / "conveyor" / "web" / "health.py").read_text()
+    assert '@app.get("/health/ready")' in routes
 
 
 def unit_for_this_machine(tmp_path: Path, text: str) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from ..stores.postgres import DataRefused
+from ..failures import DataRefused
 
 T = TypeVar("T")
 R = TypeVar("R")

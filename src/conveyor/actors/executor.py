@@ -16,13 +16,12 @@ from .. import rules, storable
 from ..config import Config
 from ..handlers import JobFailed, Registry
 from ..metrics import Metrics
-from ..model import Envelope, Finished, Outcome, Started
+from ..model import CANCELLED_BY_REQUEST, Envelope, Finished, Outcome, Record, Started
 from ..progress import Flusher
 from .pool import CancelReason, ExecutorPool
 
 log = logging.getLogger(__name__)
 
-CANCELLED_ERROR = "cancelled by request"
 MAX_RESULT_BYTES = 1024 * 1024
 MAX_ERROR_CHARS = 4000
 
@@ -48,7 +47,7 @@ def result_problem(result: Any) -> str | None:
 
 async def run_executor(
     jobs: trio.MemoryReceiveChannel[Envelope],
-    records: trio.MemorySendChannel[Any],
+    records: trio.MemorySendChannel[Record],
     pool: ExecutorPool,
     registry: Registry,
     config: Config,
@@ -76,7 +75,7 @@ async def run_executor(
 
 async def execute(
     job: Envelope,
-    records: trio.MemorySendChannel[Any],
+    records: trio.MemorySendChannel[Record],
     pool: ExecutorPool,
     registry: Registry,
     config: Config,
@@ -113,7 +112,7 @@ async def execute(
         if reason is CancelReason.LOST:
             return Finished(job, Outcome.LOST)
         if reason is CancelReason.CANCEL:
-            return Finished(job, Outcome.CANCELLED, error=CANCELLED_ERROR)
+            return Finished(job, Outcome.CANCELLED, error=CANCELLED_BY_REQUEST)
         error = f"timed out after {job.timeout_ms} ms"
     if error is None:
         return Finished(job, Outcome.COMPLETED, result=result)

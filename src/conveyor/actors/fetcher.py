@@ -10,8 +10,9 @@ import logging
 
 import trio
 
+from ..failures import StoreUnavailable
 from ..model import Envelope
-from ..stores import RedisStore, StoreUnavailable
+from ..stores.protocols import Dispatch
 from .pool import ExecutorPool
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ WAKE_BLOCK_S = 1
 
 
 async def run_fetcher(
-    redis: RedisStore,
+    redis: Dispatch,
     pool: ExecutorPool,
     jobs: trio.MemorySendChannel[Envelope],
     draining: trio.Event,
@@ -67,7 +68,7 @@ async def run_fetcher(
                 await _idle_wait(redis, draining)
 
 
-async def _idle_wait(redis: RedisStore, draining: trio.Event) -> None:
+async def _idle_wait(redis: Dispatch, draining: trio.Event) -> None:
     if draining.is_set():
         return
     try:

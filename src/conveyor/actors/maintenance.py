@@ -12,8 +12,9 @@ from typing import Any
 import trio
 
 from ..metrics import Metrics
-from ..model import Finished, Outcome
+from ..model import CANCELLED_BY_REQUEST, Finished, Outcome, Record
 from ..stores import PostgresStore, RedisStore, StoreUnavailable
+from .retry import retrying
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +31,7 @@ async def run_scheduler(
     """Moves due retries from the delayed set to the ready queues."""
     task_status.started()
     while True:
-        try:
-            moved, next_due_ms = await redis.promote(PROMOTE_LIMIT)
-        except StoreUnavailable as exc:
-            log.warning("scheduler: %s", exc)
-            await trio.sleep(1.0)
-            continue
+        moved, next_due_ms = await retrying("scheduler: promote", redis.promote, PROMOTE_LIMIT, first=1.0, cap=1.0)
         if moved >= PROMOTE_LIMIT:
             continue
         wait = max_sleep if next_due_ms < 0 else min(max_sleep, next_due_ms / 1000)
@@ -44,7 +40,7 @@ async def run_scheduler(
 
 async def run_reaper(
     redis: RedisStore,
-    records: trio.MemorySendChannel[Any],
+    records: trio.MemorySendChannel[Record],
     metrics: Metrics,
     *,
     lease_ms: int,
@@ -66,7 +62,7 @@ async def run_reaper(
                 if verdict == "requeued":
                     msg = Finished(job, Outcome.REQUEUED, error=f"lease expired (attempt {job.attempt})")
                 elif verdict == "cancelled":
-                    msg = Finished(job, Outcome.CANCELLED, error="cancelled by request")
+                    msg = Finished(job, Outcome.CANCELLED, error=CANCELLED_BY_REQUEST)
                 else:
                     msg = Finished(
                         job, Outcome.FAILED,

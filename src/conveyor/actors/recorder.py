@@ -22,13 +22,14 @@ from typing import Any
 import trio
 
 from .. import faults, rules, storable
-from ..model import TERMINAL, Finished, Flush, Outcome, Progress, Started
-from ..stores import PostgresStore, RedisStore, StoreUnavailable
-from ..stores.postgres import DataRefused
+from ..failures import DataRefused
+from ..model import TERMINAL, Finished, Flush, Outcome, Progress, Record, Started
+from ..stores.protocols import Dispatch, JobRows
 from ..stores.redis import Applied
 from ..wire import job_progress, job_update
 from .batches import write_isolating
 from .pool import ExecutorPool
+from .retry import retrying
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,9 @@ MAX_BATCH = 2000
 
 
 async def run_recorder(
-    pg: PostgresStore,
-    redis: RedisStore,
-    records: trio.MemoryReceiveChannel[Any],
+    pg: JobRows,
+    redis: Dispatch,
+    records: trio.MemoryReceiveChannel[Record],
     pool: ExecutorPool,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -65,18 +66,7 @@ async def run_recorder(
                     msg.done.set()
 
 
-async def _retrying(what: str, fn: Any, *args: Any) -> Any:
-    delay = 0.05
-    while True:
-        try:
-            return await fn(*args)
-        except StoreUnavailable as exc:
-            log.warning("recorder: %s failed, retrying in %.2fs: %s", what, delay, exc)
-            await trio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
-
-async def record_batch(pg: PostgresStore, redis: RedisStore, batch: list[Any]) -> None:
+async def record_batch(pg: JobRows, redis: Dispatch, batch: list[Any]) -> None:
     starts: dict[tuple[str, int], Started] = {}
     finishes: dict[tuple[str, int], Finished] = {}
     progress: dict[tuple[str, int], Progress] = {}
@@ -94,7 +84,7 @@ async def record_batch(pg: PostgresStore, redis: RedisStore, batch: list[Any]) -
     ]
     if not starts and not finishes:
         if reports:
-            await _retrying("Redis publish", redis.publish, reports)
+            await retrying("recorder: Redis publish", redis.publish, reports)
         return
     # Coalesce: an attempt that started and finished in this batch is written once, finished.
     start_rows = [key for key in starts if key not in finishes]
@@ -103,7 +93,7 @@ async def record_batch(pg: PostgresStore, redis: RedisStore, batch: list[Any]) -
     refused = [f.job.id for f in finishes.values() if f.job.id not in written]
     ended: dict[str, dict[str, Any]] = {}
     if refused:
-        states = await _retrying("PostgreSQL read", pg.job_states, refused)
+        states = await retrying("recorder: PostgreSQL read", pg.job_states, refused)
         ended = {row["id"]: row for row in states if row["status"] in TERMINAL}
     outcomes = [
         _applied(f, written.get(f.job.id), ended.get(f.job.id), starts) for f in finishes.values()
@@ -111,7 +101,7 @@ async def record_batch(pg: PostgresStore, redis: RedisStore, batch: list[Any]) -
     events = [(row["tenant_id"], row["id"], json.dumps(job_update(row))) for row in started]
     if any(row["status"] in TERMINAL for row in finished):
         faults.point("exit-after-record")  # ends committed, Redis not told: the reaper's case
-    await _retrying("Redis finish", redis.finish, outcomes, events + reports)
+    await retrying("recorder: Redis finish", redis.finish, outcomes, events + reports)
 
 
 def _finish_row(f: Finished) -> dict[str, Any]:
@@ -152,17 +142,17 @@ def _applied(
 
 
 async def _write(
-    pg: PostgresStore, starts: list[tuple[str, int]], finishes: list[dict[str, Any]]
+    pg: JobRows, starts: list[tuple[str, int]], finishes: list[dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """pg.record, with the batch cut apart when PostgreSQL refuses some outcome's values."""
     try:
-        return await _retrying("PostgreSQL write", pg.record, starts, finishes)
+        return await retrying("recorder: PostgreSQL write", pg.record, starts, finishes)
     except DataRefused as exc:
         log.error("recorder: PostgreSQL refused a batch of %d outcomes (%s); finding which", len(finishes), exc)
-    started, _ = await _retrying("PostgreSQL write", pg.record, starts, [])
+    started, _ = await retrying("recorder: PostgreSQL write", pg.record, starts, [])
 
     async def write(part: Any) -> list[dict[str, Any]]:
-        return (await _retrying("PostgreSQL write", pg.record, [], list(part)))[1]
+        return (await retrying("recorder: PostgreSQL write", pg.record, [], list(part)))[1]
 
     results, refused = await write_isolating(finishes, write)
     finished = [row for rows in results for row in rows]
@@ -173,5 +163,5 @@ async def _write(
             message = storable.clean_text(f"the job's outcome could not be stored: {why}", 4000)
             failed.append({**row, "new_attempt": row["attempt"], "status": "FAILED", "error": message,
                            "result": None, "delay_ms": 0})
-        finished += (await _retrying("PostgreSQL write", pg.record, [], failed))[1]
+        finished += (await retrying("recorder: PostgreSQL write", pg.record, [], failed))[1]
     return started, finished

@@ -16,13 +16,13 @@ import attrs
 import trio
 
 from .. import faults
-from ..failures import Busy
+from ..failures import Busy, StoreUnavailable
 from ..handlers import FieldError
 from ..limits import Limited, TenantLimits, refusal
 from ..metrics import Metrics
 from ..model import NewJob
-from ..stores import PostgresStore, RedisStore, StoreUnavailable
 from ..stores.postgres import IdempotencyKey
+from ..stores.protocols import Dispatch, JobRows
 from ..validation import Invalid
 from ..wire import created_events
 from .batches import write_isolating
@@ -82,8 +82,8 @@ def _answer(reply: trio.MemorySendChannel[Any], value: BaseException | None) -> 
 
 
 async def run_writer(
-    pg: PostgresStore,
-    redis: RedisStore,
+    pg: JobRows,
+    redis: Dispatch,
     requests: trio.MemoryReceiveChannel[Submit],
     metrics: Metrics,
     limits_of: Callable[[str], TenantLimits],
@@ -148,7 +148,7 @@ async def run_writer(
 
 
 async def _insert(
-    pg: PostgresStore, writes: list[Submit], retain_s: float
+    pg: JobRows, writes: list[Submit], retain_s: float
 ) -> tuple[set[tuple[str, str]], list[tuple[Submit, Invalid]]]:
     """Insert the submissions, keeping the ones PostgreSQL refuses from failing the others:
     the idempotency keys taken, and the refused submissions with their 400."""
@@ -176,7 +176,7 @@ def _split(writes: list[Submit], taken: set[tuple[str, str]]) -> tuple[list[Subm
 
 
 async def admit(
-    redis: RedisStore,
+    redis: Dispatch,
     batch: list[Submit],
     limits_of: Callable[[str], TenantLimits],
     metrics: Metrics,

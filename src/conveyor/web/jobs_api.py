@@ -60,8 +60,8 @@ def register(app: QuartTrio, svc: Services, req: Requests) -> None:
         who = await req.caller()
         done = await jobs.cancel(job_id, who.tenant)
         if done.requested:  # running: its node stops it, and the feed carries the end
-            return {**job_json(done.row), "cancelRequested": True}, 202
-        return job_json(done.row)
+            return {**job_json(done.job), "cancelRequested": True}, 202
+        return job_json(done.job)
 
     @app.post("/jobs/<job_id>/retry")
     async def retry_job(job_id: str) -> Any:
@@ -78,15 +78,15 @@ def register(app: QuartTrio, svc: Services, req: Requests) -> None:
         who = await req.caller()
         tenant, status, job_type, limit, offset = validation.parse_list_query(request.args, who.tenant)
         async with req.reading(list_cost(limit), who):
-            rows, total = await jobs.page(tenant, status, limit, offset, job_type)
-        return {"jobs": [job_json(r) for r in rows], "total": total}
+            found, total = await jobs.page(tenant, status, limit, offset, job_type)
+        return {"jobs": [job_json(job) for job in found], "total": total}
 
     @app.get("/jobs/<job_id>")
     async def get_job(job_id: str) -> Any:
         async with req.reading() as who:
             # another tenant's job is answered exactly as one that does not exist
-            row = await jobs.get(job_id, who.tenant)
-        return job_json(row)
+            job = await jobs.get(job_id, who.tenant)
+        return job_json(job)
 
     @app.post("/ws/tickets")
     async def create_ticket() -> Any:
