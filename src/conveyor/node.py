@@ -35,6 +35,7 @@ from .metrics import Metrics, Sample
 from .model import Envelope, Flush, NewJob, Record
 from .process import default_node_id, process_samples
 from .progress import Flusher
+from .status import ExecutorStatistics, NodeStatistics, WebSocketStatistics
 from .stores import PostgresStore, RedisStore
 from .stores.postgres import IdempotencyKey, migrate_sync
 from .supervision import ChildSpec, Restart, Strategy, Supervisor
@@ -83,19 +84,18 @@ class Node:
         if kind == "cancel" and "id" in fields:
             self.pool.cancel_job(fields["id"], CancelReason.CANCEL)
 
+    def statistics(self) -> NodeStatistics:
+        pool = self.pool
+        return NodeStatistics(
+            node=self.node_id,
+            draining=self.draining.is_set(),
+            executors=ExecutorStatistics(pool.size, pool.busy(), pool.running_count(), len(pool.leases)),
+            websockets=WebSocketStatistics(self.hub.connections, self.hub.subscriptions()),
+            supervisor=self.tree.statistics() if self.tree else None,
+        )
+
     def status(self) -> dict[str, Any]:
-        return {
-            "node": self.node_id,
-            "draining": self.draining.is_set(),
-            "executors": {
-                "size": self.pool.size,
-                "busy": self.pool.busy(),
-                "running": self.pool.running_count(),
-                "leases": len(self.pool.leases),
-            },
-            "websockets": {"connections": self.hub.connections, "subscriptions": self.hub.subscriptions()},
-            "supervisor": self.tree.status() if self.tree else None,
-        }
+        return self.statistics().as_json()
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Ready: both stores answer within 2 s, the tree is whole and the node does not drain."""
@@ -115,21 +115,18 @@ class Node:
         out: list[Sample] = [
             (name, labels, value) for (name, labels), value in sorted(self.metrics.counters.items())
         ]
-
-        def restarts(tree: dict[str, Any]) -> None:
-            out.append(("conveyor_supervisor_restarts_total", (("supervisor", tree["name"]),), tree["restarts"]))
-            for child in tree["children"]:
-                if "supervisor" in child:
-                    restarts(child["supervisor"])
-
-        if self.tree is not None:
-            restarts(self.tree.status())
+        now = self.statistics()
+        if now.supervisor is not None:
+            out += [
+                ("conveyor_supervisor_restarts_total", (("supervisor", name),), restarts)
+                for name, restarts in now.supervisor.all_restarts()
+            ]
         out += [
-            ("conveyor_executors", (), self.pool.size),
-            ("conveyor_executors_busy", (), self.pool.busy()),
-            ("conveyor_leases_held", (), len(self.pool.leases)),
-            ("conveyor_websocket_connections", (), self.hub.connections),
-            ("conveyor_websocket_subscriptions", (), self.hub.subscriptions()),
+            ("conveyor_executors", (), now.executors.size),
+            ("conveyor_executors_busy", (), now.executors.busy),
+            ("conveyor_leases_held", (), now.executors.leases),
+            ("conveyor_websocket_connections", (), now.websockets.connections),
+            ("conveyor_websocket_subscriptions", (), now.websockets.subscriptions),
             ("conveyor_writer_queue", (), self.submissions.statistics().current_buffer_used),
             ("conveyor_recorder_queue", (), self.records.statistics().current_buffer_used),
             ("conveyor_pg_connections", (), self.pg.connections()),

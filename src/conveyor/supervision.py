@@ -50,6 +50,43 @@ class ChildSpec:
     last_error: str | None = None
 
 
+@attrs.frozen
+class ChildStatistics:
+    name: str
+    state: str  # starting | running | stopped | crashed
+    restarts: int
+    last_error: str | None
+    supervisor: SupervisorStatistics | None  # when the child is a supervisor
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name, "state": self.state, "restarts": self.restarts, "lastError": self.last_error,
+        }
+        if self.supervisor is not None:
+            out["supervisor"] = self.supervisor.as_json()
+        return out
+
+
+@attrs.frozen
+class SupervisorStatistics:
+    name: str
+    strategy: str
+    restarts: int
+    children: tuple[ChildStatistics, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "strategy": self.strategy, "restarts": self.restarts,
+                "children": [child.as_json() for child in self.children]}
+
+    def all_restarts(self) -> list[tuple[str, int]]:
+        """(supervisor name, restarts) of this one and of every supervisor below it."""
+        out = [(self.name, self.restarts)]
+        for child in self.children:
+            if child.supervisor is not None:
+                out += child.supervisor.all_restarts()
+        return out
+
+
 class _StatusProxy:
     """Passes `started` through to the real task_status and remembers that it was called."""
 
@@ -87,24 +124,22 @@ class Supervisor:
         self._done: list[trio.Event] = [trio.Event() for _ in children]
 
     # -- introspection -------------------------------------------------------------------------
+    def statistics(self) -> SupervisorStatistics:
+        """This supervisor and its children now, supervisors among them included."""
+        return SupervisorStatistics(
+            self.name, self.strategy.value, self.restarts,
+            tuple(
+                ChildStatistics(
+                    child.name, child.state, child.restarts, child.last_error,
+                    child.run.statistics() if isinstance(child.run, Supervisor) else None,
+                )
+                for child in self.children
+            ),
+        )
+
     def status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "name": self.name,
-            "strategy": self.strategy.value,
-            "restarts": self.restarts,
-            "children": [],
-        }
-        for child in self.children:
-            entry: dict[str, Any] = {
-                "name": child.name,
-                "state": child.state,
-                "restarts": child.restarts,
-                "lastError": child.last_error,
-            }
-            if isinstance(child.run, Supervisor):
-                entry["supervisor"] = child.run.status()
-            out["children"].append(entry)
-        return out
+        """statistics() as the readiness route shows it."""
+        return self.statistics().as_json()
 
     def healthy(self) -> bool:
         for child in self.children:

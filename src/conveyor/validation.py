@@ -26,9 +26,6 @@ class Invalid(Exception):
         self.message = message
         self.details = details
 
-    def as_json(self) -> dict[str, Any]:
-        return {"error": self.message, "details": [d.as_json() for d in self.details]}
-
 
 class Forbidden(Exception):
     """The request names a tenant other than the caller's (403)."""

@@ -22,7 +22,6 @@ is arriving, so a kept-alive connection stays open in the usual case.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,6 +32,7 @@ import trio
 from ..auth import Authenticator, Unauthorized
 from ..failures import StoreUnavailable
 from ..metrics import Metrics
+from .errors import error_body
 
 WAIT_S = 5.0
 DRAIN_S = 10.0  # how long the rest of a body that was answered without it may take to arrive
@@ -197,7 +197,7 @@ async def _refuse(
     """Answer without the app: discard the body, then send the JSON error (both bounded in
     time, so that a client that stops sending cannot keep this task)."""
     await body.drain()
-    data = json.dumps({"error": error}).encode()
+    data = error_body(error).encode()
     with trio.move_on_after(DRAIN_S):
         await _send_answer(send, status, data, headers)
 
