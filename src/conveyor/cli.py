@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "services":
             trio.run(services, config)
         elif args.command in ("tenants", "keys"):
-            print(json.dumps(trio.run(manage, config, args), indent=2))
+            print(json.dumps(trio.run(manage, config, args)))
         else:
             tune_allocator()
             trio.run(serve, config)

@@ -63,6 +63,9 @@ def storable_params(params: Iterable[tuple[str, str]], what: str) -> None:
         raise Invalid("Validation failed", errors)
 
 
+JOB_FIELDS = ("tenantId", "type", "payload", "maxAttempts", "timeoutMs")  # of a submitted job
+
+
 def is_int_in(value: Any, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
@@ -74,7 +77,10 @@ def job_errors(
     be left out, and naming another tenant raises Forbidden."""
     if not isinstance(body, dict):
         return [FieldError(where.rstrip(".") or "body", "must be a JSON object")]
-    errors: list[FieldError] = []
+    errors = [
+        FieldError(f"{where}{name}", f"is not a field of a job (those are {', '.join(JOB_FIELDS)})")
+        for name in body if name not in JOB_FIELDS
+    ]
     if tenant is not None:
         _own_tenant(body.get("tenantId"), tenant, f"{where}tenantId", errors)
     elif not keys.valid_tenant_id(body.get("tenantId")):
@@ -134,7 +140,7 @@ def parse_batch(
         raise Invalid(
             "Validation failed", [FieldError("jobs", f"must be an array of 1-{MAX_BATCH} jobs")]
         )
-    errors = []
+    errors = [FieldError(name, "is not a field of a batch (it has jobs only)") for name in body if name != "jobs"]
     for i, item in enumerate(jobs):
         errors += job_errors(item, registry, config, where=f"jobs[{i}].", tenant=tenant)
     if errors:

@@ -11,6 +11,7 @@ reported on stderr and the tail goes on from the feed's newest event. Bad creden
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, TextIO
 
@@ -26,8 +27,15 @@ from trio_websocket import (
 UNAUTHENTICATED = 4401
 
 
+NEEDS_KEY = "this node needs an API key: set CONVEYOR_API_KEY (conveyor keys create --tenant T makes one)"
+
+
 class WatchRefused(Exception):
     """The node refused our credentials or request: retrying would not help."""
+
+
+class OutputClosed(Exception):
+    """Whoever reads our output went away (`conveyor watch | head`): the watch is over."""
 
 
 def ws_url(base: str) -> str:
@@ -85,6 +93,8 @@ class Watcher:
             try:
                 await self._session()  # ends only by an exception
             except ConnectionRejected as exc:
+                if exc.status_code == 401 and not self.api_key:
+                    raise WatchRefused(NEEDS_KEY) from None
                 if exc.status_code in (401, 403):
                     raise WatchRefused(f"the node refused the connection ({exc.status_code})") from None
                 self.note(f"connection refused ({exc.status_code}); retrying in {delay:.1f}s")
@@ -124,6 +134,8 @@ class Watcher:
                     raw = await ws.get_message()
                 except ConnectionClosed as exc:
                     if exc.reason is not None and exc.reason.code == UNAUTHENTICATED:
+                        if not self.api_key:  # the node waited for an AUTH we had no key for
+                            raise WatchRefused(NEEDS_KEY) from None
                         raise WatchRefused(f"unauthenticated: {exc.reason.reason}") from None
                     raise
             if not waited.cancelled_caught:
@@ -149,7 +161,10 @@ class Watcher:
             raise WatchRefused(str(msg.get("error")))
         elif "eventId" in msg:
             self.last = msg["eventId"]
-            print(json.dumps(msg) if self.as_json else line_of(msg), file=self.out, flush=True)
+            try:
+                print(json.dumps(msg) if self.as_json else line_of(msg), file=self.out, flush=True)
+            except BrokenPipeError:
+                raise OutputClosed from None
 
 
 def _why(exc: BaseException) -> str:
@@ -157,6 +172,9 @@ def _why(exc: BaseException) -> str:
         return f"{exc.reason.code} {exc.reason.reason or ''}".strip()
     if isinstance(exc, trio.TooSlowError):
         return "silent for three ping intervals"
+    if isinstance(exc, HandshakeError):  # it wraps what went wrong: no node there, most often
+        cause = exc.__cause__ or exc.__context__
+        return f"no node answers: {cause}" if cause is not None else "the WebSocket handshake failed"
     return str(exc) or type(exc).__name__
 
 
@@ -168,6 +186,10 @@ def main(url: str, tenant: str | None, after: str | None, as_json: bool, api_key
     try:
         trio.run(watcher.run)
     except KeyboardInterrupt:
+        return 0
+    except OutputClosed:
+        # nobody reads: point stdout at /dev/null so that the interpreter's last flush is quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except WatchRefused as exc:
         watcher.note(str(exc))

@@ -76,3 +76,15 @@ def test_configuration_doc_lists_every_setting_with_a_valid_example() -> None:
             shown = (",".join(default) if isinstance(default, tuple) else str(default)) or "(none)"
         assert row[1] == shown and row[3] == doc, name
         parse(name, row[2])  # raises ConfigError if the example is not a valid value
+
+
+def test_no_heading_is_left_empty() -> None:
+    # README once had "## Inside a node" followed at once by the next heading (issue 14)
+    root = Path(__file__).resolve().parents[2]
+    for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)  # '#' in code is not a heading
+        lines = [line for line in text.splitlines() if line.strip()]
+        for here, after in zip(lines, lines[1:], strict=False):
+            if here.startswith("#") and after.startswith("#"):
+                assert after.count("#", 0, after.index(" ")) > here.count("#", 0, here.index(" ")), (
+                    f"{path.name}: {here!r} has nothing under it before {after!r}")

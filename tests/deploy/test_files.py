@@ -135,3 +135,10 @@ def test_supervisord_program() -> None:
     assert {"0", "2"} <= set(settings["exitcodes"].split(","))
     for name in re.findall(r"(\w+)=\"", settings["environment"]):
         assert name in KNOWN_ENV
+
+
+def test_help_says_its_whole_first_paragraph() -> None:
+    # `conveyor --help` once stopped mid-sentence ("… `tenants` and"), cut at the first blank line
+    text = _parser().format_help()
+    description = text.split("\n\n")[1]
+    assert " ".join(description.split()).endswith("embedded servers alone."), description

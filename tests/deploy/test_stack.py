@@ -96,3 +96,18 @@ async def test_stack_up_and_down_leaves_no_process(
     assert "2 nodes behind" in text and "stopping 3 processes" in text
     for i in range(2):
         assert "stopped" in (state / f"node{i}.log").read_text()  # drained, not killed
+
+
+def test_serve_script_with_postgresql_down_says_so_in_one_line() -> None:
+    # it used to print a psycopg traceback from scripts/_createdb.py (issue 14)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "serve")], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{port}/conveyor", "REDIS_URL": REDIS_URL},
+    )
+    assert proc.returncode == 1, proc
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("conveyor: PostgreSQL unavailable at DATABASE_URL: ") and str(port) in line, line

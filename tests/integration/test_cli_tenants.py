@@ -64,3 +64,16 @@ async def test_cli_creates_lists_and_revokes(start_node: Any, database_url: str)
                 return r.status_code == 401
 
             await wait_until(refused)  # the node hears of a CLI revocation within its refresh
+
+
+def test_cli_answers_one_json_line_as_readme_shows(database_url: str) -> None:
+    # README shows `keys create` printing {"id": ..., "key": "cvk_..."}; it used to print indented JSON
+    for args in (["tenants", "create", "solo"], ["keys", "create", "--tenant", "solo"], ["tenants", "list"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "conveyor", *args],
+            env={**os.environ, "DATABASE_URL": database_url, "CONVEYOR_LOG_LEVEL": "WARNING"},
+            capture_output=True, text=True, timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        (line,) = proc.stdout.splitlines()
+        assert json.loads(line)

@@ -47,6 +47,9 @@ class HookServer:
                     status, body = (500, b"boom") if len(hits) == 1 else (200, b"recovered")
                 elif self.path == "/big":
                     status, body = 200, b"y" * 100_000
+                elif self.path == "/html501":
+                    status = 501
+                    body = b"<!DOCTYPE html>\n<html>\n  <head><title>501</title></head>\n" + b"  <p>not here</p>\n" * 200 + b"</html>\n"
                 elif self.path == "/slow":
                     time.sleep(3)
                     status, body = 200, b"late"
@@ -150,6 +153,21 @@ async def test_retries_back_off_and_end_failed_with_the_last_error(
     # equal jitter: the wait after attempt n is at least half of base * 2^(n-1)
     assert hits[1] - hits[0] >= 0.1
     assert hits[2] - hits[1] >= 0.2
+
+
+async def test_a_webhook_error_keeps_one_bounded_line_of_the_answer(
+    start_node: Any, tenant: str, hooks: HookServer
+) -> None:
+    # a 501 answering a page of HTML used to store many lines of it as the job's error
+    node = await start_node(max_attempts=1)
+    with trio.fail_after(20):
+        async with httpx.AsyncClient(base_url=base_url(node)) as client:
+            job_id = await submit(client, tenant, "webhook", {"url": f"{hooks.url}/html501", "method": "GET"})
+            job = await finished(client, job_id)
+    assert job["status"] == "FAILED"
+    assert job["error"].startswith("webhook answered HTTP 501: <!DOCTYPE html> <html> <head><title>501")
+    assert "\n" not in job["error"] and job["error"].endswith("…")
+    assert len(job["error"]) <= len("webhook answered HTTP 501: ") + 200
 
 
 async def test_webhook_timeout_fails_after_max_attempts(node: Node, tenant: str, hooks: HookServer) -> None:

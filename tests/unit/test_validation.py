@@ -65,6 +65,20 @@ def test_optional_limits() -> None:
     assert (job.max_attempts, job.timeout_ms) == (5, 100)
 
 
+def test_unknown_fields_are_refused_by_name() -> None:
+    # a typo such as maxAttempt used to be accepted silently, and the job got the default 3 attempts
+    base = {"tenantId": "t", "type": "sleep", "payload": {"delayMs": 1}}
+    with pytest.raises(Invalid) as info:
+        parse_submission({**base, "maxAttempt": 1}, REGISTRY, CONFIG)
+    (detail,) = info.value.details
+    assert detail.field == "maxAttempt" and "maxAttempts" in detail.message
+    with pytest.raises(Invalid) as info:
+        parse_batch({"jobs": [base, {**base, "priority": 1}], "x": 1}, REGISTRY, CONFIG)
+    assert sorted(d.field for d in info.value.details) == ["jobs[1].priority", "x"]
+    # a payload's own fields are its handler's to judge
+    assert parse_submission({**base, "payload": {"delayMs": 1, "note": "hi"}}, REGISTRY, CONFIG)
+
+
 def test_batch_is_all_or_nothing_and_names_the_item() -> None:
     good = {"tenantId": "t", "type": "sleep", "payload": {"delayMs": 1}}
     with pytest.raises(Invalid) as info:

@@ -30,6 +30,7 @@ from .base import FieldError, Handler, JobFailed, Registry
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 EXCERPT_BYTES = 2048
+ERROR_EXCERPT = 200  # characters of a failed answer's body kept in the job's error, on one line
 MAX_RESPONSE_BYTES = 1024 * 1024
 MAX_REDIRECTS = 5
 
@@ -117,10 +118,30 @@ def url_problem(url: Any) -> str | None:
     return None
 
 
-def validate(payload: dict[str, Any]) -> list[FieldError]:
+def literal_address(url: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a URL names literally (as the resolver reads it: 127.0.0.1, [::1], and the
+    legacy IPv4 forms 2130706433 or 127.1), or None when its host is a name."""
+    host = httpx.URL(url).raw_host.decode("ascii")
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
+
+
+def validate(payload: dict[str, Any], allowed: tuple[Network, ...] | None = ()) -> list[FieldError]:
+    """What is wrong with a webhook payload. `allowed`: the networks a target may be in besides
+    public ones (None: any address); a literal address outside them is refused here, and a name
+    is checked when the job runs, against every address it resolves to."""
     errors = []
     if (why := url_problem(payload.get("url"))) is not None:
         errors.append(FieldError("url", why))
+    elif allowed is not None and (address := literal_address(payload["url"])) is not None:
+        if (refused := refusal(address, allowed)) is not None:
+            errors.append(FieldError("url", f"must not name {address}: it is {refused}"))
     method = payload.get("method", "POST")
     if not isinstance(method, str) or method.upper() not in METHODS:
         errors.append(FieldError("method", f"must be one of {', '.join(sorted(METHODS))}"))
@@ -133,6 +154,13 @@ def validate(payload: dict[str, Any]) -> list[FieldError]:
             "headers", "must be an object of header names (letters, digits, !#$%&'*+-.^_`|~) "
                        "and printable ASCII values"))
     return errors
+
+
+def one_line(text: str, most: int) -> str:
+    """Text as one line of at most `most` characters: runs of whitespace (newlines included)
+    become one space, and a cut is marked with an ellipsis."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= most else flat[: most - 1].rstrip() + "…"
 
 
 def register(registry: Registry, config: Config) -> None:
@@ -183,7 +211,10 @@ def register(registry: Registry, config: Config) -> None:
         # what the remote server said, kept storable (a NUL in it must not fail the job)
         excerpt = clean_text(b"".join(chunks)[:EXCERPT_BYTES].decode("utf-8", "replace"), EXCERPT_BYTES)
         if not 200 <= resp.status_code < 300:
-            raise JobFailed(f"webhook answered HTTP {resp.status_code}: {excerpt[:200]}")
+            raise JobFailed(f"webhook answered HTTP {resp.status_code}: {one_line(excerpt, ERROR_EXCERPT)}")
         return {"status": resp.status_code, "body": excerpt}
 
-    registry.register(Handler("webhook", validate, run, default_timeout_ms=lambda p: 30_000))
+    def check(payload: dict[str, Any]) -> list[FieldError]:
+        return validate(payload, None if config.webhook_allow_private else allowed)
+
+    registry.register(Handler("webhook", check, run, default_timeout_ms=lambda p: 30_000))
