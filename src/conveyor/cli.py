@@ -1,6 +1,7 @@
 """The `conveyor` command: `serve` runs a node, `migrate` applies the schema, `tenants` and
-`keys` manage tenants and their API keys (JSON on stdout; a new key is shown once), `watch`
-tails a tenant's feed, `services` runs the embedded servers alone.
+`keys` manage tenants and their API keys (JSON on stdout; a new key is shown once), `jobs` and
+`stats` use a node's job API, `watch` tails a tenant's feed, `services` runs the embedded
+servers alone.
 
 Without DATABASE_URL or REDIS_URL, every command uses the embedded PostgreSQL and Valkey of
 CONVEYOR_DATA_DIR (starting them, or joining those a running node owns).
@@ -22,7 +23,7 @@ import psycopg
 import trio
 
 from . import config as config_mod
-from . import feed, tenants, watch
+from . import feed, jobs_cli, tenants, watch
 from .embedded import DataDirError, EmbeddedError, embedded_services
 from .handlers import build_registry
 from .limits import FIELDS
@@ -144,11 +145,14 @@ def _parser() -> argparse.ArgumentParser:
     revoke_p.add_argument("key_id", help="the key's id (the part after cvk_)")
     for action_p in (create_p, key_actions.choices["list"], revoke_p):
         action_p.add_argument("--tenant", required=True, help="the tenant the key belongs to")
+    jobs_cli.add_parsers(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("jobs", "stats"):  # clients of a node, like watch
+        return jobs_cli.main(args)
     if args.command == "watch":  # a client: needs no database or node settings
         if args.after is not None and not feed.resumable(args.after):
             print("conveyor: --from must be an eventId like 1732950000000-0", file=sys.stderr)

@@ -16,6 +16,7 @@ from conveyor.node import Node
 from tests.helpers import base_url, new_tenant
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
+CLIENT_DOC = DOC.with_name("client.md")
 
 
 def blocks(kind: str) -> list[str]:
@@ -88,3 +89,19 @@ def test_no_heading_is_left_empty() -> None:
             if here.startswith("#") and after.startswith("#"):
                 assert after.count("#", 0, after.index(" ")) > here.count("#", 0, here.index(" ")), (
                     f"{path.name}: {here!r} has nothing under it before {after!r}")
+
+
+async def test_client_doc_examples_run(start_node: Any, tenant: str) -> None:
+    # docs/client.md's Python blocks, run as written against a real node (URL and KEY given)
+    node: Node = await start_node(auth=True, max_attempts=1)
+    key = await new_tenant(node, tenant)
+    text = CLIENT_DOC.read_text()  # noqa: ASYNC240  (a small file, read once)
+    examples = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(examples) == 2
+
+    def run(source: str) -> None:
+        exec(compile(source, "docs/client.md", "exec"), {"URL": base_url(node), "KEY": key})
+
+    with trio.fail_after(60):
+        for source in examples:
+            await trio.to_thread.run_sync(run, source)

@@ -1,0 +1,307 @@
+"""The clients: AsyncClient (trio or asyncio, through anyio) and Client (blocking)."""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from httpx_ws import (
+    AsyncWebSocketSession,
+    HTTPXWSException,
+    WebSocketSession,
+    aconnect_ws,
+    connect_ws,
+)
+
+from .errors import ApiError, WaitTimeout
+from .protocol import (
+    _answer,
+    _Call,
+    _closed_for_good,
+    _Feed,
+    _job_body,
+    _list_params,
+    _upgrade_refusal,
+    _ws_url,
+)
+from .records import TERMINAL, Event, Job, Stats
+
+RETRY_FIRST_S, RETRY_MOST_S = 0.5, 5.0  # reconnect backoff of events()
+FEED_BUFFER = 64  # events read ahead of the caller; then the connection waits for it
+
+
+def _may_have_ended(event: Event, job_id: str) -> bool:
+    """Whether to read the job again: once subscribed (an end before that is in its row, one
+    after it on the feed), after a gap in the feed, and when the feed says it ended."""
+    return event.type in ("SUBSCRIBED", "RESYNC") or (event.job_id == job_id and event.status in TERMINAL)
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[Any]:
+    found: list[Any] = []
+    for exc in group.exceptions:
+        found += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return found
+
+
+def _refusal(group: BaseExceptionGroup[Any]) -> ApiError | None:
+    """The node's refusal among what ended a connection (a bad key: do not reconnect), or None."""
+    for exc in _leaves(group):
+        if isinstance(exc, ApiError):
+            return exc
+        if (refused := _closed_for_good(exc) or _upgrade_refusal(exc)) is not None:
+            return refused
+    return None
+
+
+class _Received:
+    """The caller's side of a feed: its events, or the refusal that ended it, raised."""
+
+    def __init__(self, receive: MemoryObjectReceiveStream[Event | ApiError]) -> None:
+        self._receive = receive
+
+    def __aiter__(self) -> _Received:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            item = await self._receive.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+        if isinstance(item, ApiError):
+            raise item
+        return item
+
+
+class AsyncClient:
+    """A client under trio or asyncio. `tenant` is needed only with auth off (a key names its
+    tenant)."""
+
+    def __init__(self, url: str, api_key: str | None = None, *, tenant: str | None = None,
+                 timeout: float = 30.0) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.url = url.rstrip("/")
+        self.tenant = tenant
+        self.http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def _send(self, call: _Call) -> Any:
+        response = await self.http.request(call.method, call.path, json=call.body, params=call.params)
+        return _answer(call, response)
+
+    async def submit(self, type_: str, payload: Mapping[str, Any], **options: Any) -> str:
+        """Submit a job; options: max_attempts, timeout_ms. Returns its id."""
+        body = _job_body(type_, payload, self.tenant, options)
+        return str((await self._send(_Call("POST", "/jobs", body, ok=(201,))))["jobId"])
+
+    async def submit_many(self, jobs: list[tuple[str, Mapping[str, Any]]], **options: Any) -> list[str]:
+        """Submit (type, payload) jobs in one request, all or none; returns their ids in order."""
+        body = {"jobs": [_job_body(t, p, self.tenant, options) for t, p in jobs]}
+        return list((await self._send(_Call("POST", "/jobs/batch", body, ok=(201,))))["jobIds"])
+
+    async def get(self, job_id: str) -> Job:
+        return Job.from_json(await self._send(_Call("GET", f"/jobs/{job_id}")))
+
+    async def list(self, *, status: str | None = None, type: str | None = None) -> AsyncIterator[Job]:  # noqa: A002
+        """The tenant's jobs, newest first, a page per request."""
+        offset = 0
+        while True:
+            page = await self._send(_Call("GET", "/jobs", params=_list_params(self.tenant, status, type, offset)))
+            for body in page["jobs"]:
+                yield Job.from_json(body)
+            offset += len(page["jobs"])
+            if not page["jobs"] or offset >= page["total"]:
+                return
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel; a running job is being stopped when this returns (its end comes on the feed)."""
+        return Job.from_json(await self._send(_Call("POST", f"/jobs/{job_id}/cancel", ok=(200, 202))))
+
+    async def retry(self, job_id: str, max_attempts: int | None = None) -> Job:
+        body = {} if max_attempts is None else {"maxAttempts": max_attempts}
+        return Job.from_json(await self._send(_Call("POST", f"/jobs/{job_id}/retry", body)))
+
+    async def stats(self) -> Stats:
+        params = {"tenantId": self.tenant} if self.tenant else None
+        body = await self._send(_Call("GET", "/stats", params=params))
+        return Stats(body["tenantId"], body["unfinished"], body["running"], body["waiting"])
+
+    @asynccontextmanager
+    async def events(self, after: str | None = None) -> AsyncIterator[AsyncIterator[Event]]:
+        """The tenant's feed from now (or after an eventId), resuming across reconnects:
+
+            async with client.events() as feed:
+                async for event in feed: ...
+
+        A context, not a bare iterator, because the connection lives in a task of its own."""
+        send, receive = anyio.create_memory_object_stream[Event | ApiError](FEED_BUFFER)
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self._follow, _Feed(self.tenant, after), send)
+                try:
+                    yield _Received(receive)
+                finally:
+                    tasks.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # the follower never raises (it hands its refusal over): what is here is the
+            # caller's own exception, or its cancellation, and it goes on as it was raised
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+
+    async def _follow(self, feed: _Feed, out: MemoryObjectSendStream[Event | ApiError]) -> None:
+        delay = RETRY_FIRST_S
+        async with out:
+            while True:
+                refused: ApiError | None = None
+                before = feed.delivered
+                try:
+                    async with aconnect_ws(_ws_url(self.url), self.http, session_class=AsyncWebSocketSession) as ws:
+                        await ws.send_text(feed.subscribe(json.loads(await ws.receive_text())))
+                        while True:
+                            event, reply = feed.take(json.loads(await ws.receive_text()))
+                            if reply is not None:
+                                await ws.send_text(reply)
+                            if event is not None:
+                                await out.send(event)
+                except* ApiError as group:
+                    refused = _leaves(group)[0]
+                except* (HTTPXWSException, httpx.TransportError, OSError) as group:
+                    refused = _refusal(group)
+                if refused is not None:
+                    await out.send(refused)
+                    return
+                delay = RETRY_FIRST_S if feed.delivered > before else min(delay * 2, RETRY_MOST_S)
+                await anyio.sleep(delay)
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> Job:  # noqa: ASYNC109
+        """The job once it has ended (COMPLETED, FAILED or CANCELLED), heard on the feed.
+        Raises WaitTimeout after `timeout` seconds."""
+        try:
+            with anyio.fail_after(timeout if timeout is not None else math.inf):
+                async with self.events() as feed:
+                    async for event in feed:
+                        if _may_have_ended(event, job_id):
+                            job = await self.get(job_id)
+                            if job.done:
+                                return job
+        except TimeoutError:
+            pass
+        raise WaitTimeout(f"job {job_id} did not end within {timeout}s")
+
+
+def _receive(ws: WebSocketSession, timeout: float | None) -> str:
+    try:
+        return str(ws.receive_text(timeout=timeout))
+    except queue.Empty:
+        raise TimeoutError(f"nothing from the feed for {timeout}s") from None
+
+
+class Client:
+    """The blocking client: the same calls as AsyncClient."""
+
+    def __init__(self, url: str, api_key: str | None = None, *, tenant: str | None = None,
+                 timeout: float = 30.0) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.url = url.rstrip("/")
+        self.tenant = tenant
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _send(self, call: _Call) -> Any:
+        return _answer(call, self.http.request(call.method, call.path, json=call.body, params=call.params))
+
+    def submit(self, type_: str, payload: Mapping[str, Any], **options: Any) -> str:
+        body = _job_body(type_, payload, self.tenant, options)
+        return str(self._send(_Call("POST", "/jobs", body, ok=(201,)))["jobId"])
+
+    def submit_many(self, jobs: list[tuple[str, Mapping[str, Any]]], **options: Any) -> list[str]:
+        body = {"jobs": [_job_body(t, p, self.tenant, options) for t, p in jobs]}
+        return list(self._send(_Call("POST", "/jobs/batch", body, ok=(201,)))["jobIds"])
+
+    def get(self, job_id: str) -> Job:
+        return Job.from_json(self._send(_Call("GET", f"/jobs/{job_id}")))
+
+    def list(self, *, status: str | None = None, type: str | None = None) -> Iterator[Job]:  # noqa: A002
+        offset = 0
+        while True:
+            page = self._send(_Call("GET", "/jobs", params=_list_params(self.tenant, status, type, offset)))
+            yield from (Job.from_json(body) for body in page["jobs"])
+            offset += len(page["jobs"])
+            if not page["jobs"] or offset >= page["total"]:
+                return
+
+    def cancel(self, job_id: str) -> Job:
+        return Job.from_json(self._send(_Call("POST", f"/jobs/{job_id}/cancel", ok=(200, 202))))
+
+    def retry(self, job_id: str, max_attempts: int | None = None) -> Job:
+        body = {} if max_attempts is None else {"maxAttempts": max_attempts}
+        return Job.from_json(self._send(_Call("POST", f"/jobs/{job_id}/retry", body)))
+
+    def stats(self) -> Stats:
+        body = self._send(_Call("GET", "/stats", params={"tenantId": self.tenant} if self.tenant else None))
+        return Stats(body["tenantId"], body["unfinished"], body["running"], body["waiting"])
+
+    def events(self, after: str | None = None, *, receive_timeout: float | None = None) -> Iterator[Event]:
+        """The tenant's feed, resuming across reconnects. With receive_timeout, TimeoutError when
+        nothing at all (not even a PING) arrives for that long."""
+        feed = _Feed(self.tenant, after)
+        delay = RETRY_FIRST_S
+        while True:
+            before = feed.delivered
+            try:
+                with connect_ws(_ws_url(self.url), self.http, session_class=WebSocketSession) as ws:
+                    ws.send_text(feed.subscribe(json.loads(_receive(ws, receive_timeout))))
+                    while True:
+                        event, reply = feed.take(json.loads(_receive(ws, receive_timeout)))
+                        if reply is not None:
+                            ws.send_text(reply)
+                        if event is not None:
+                            yield event
+            except (HTTPXWSException, httpx.TransportError, OSError) as exc:
+                if (refused := _refusal(BaseExceptionGroup("", [exc]))) is not None:
+                    raise refused from None
+            except BaseExceptionGroup as group:
+                if (refused := _refusal(group)) is not None:
+                    raise refused from None
+                if not all(isinstance(e, HTTPXWSException | httpx.TransportError | OSError) for e in _leaves(group)):
+                    raise
+            delay = RETRY_FIRST_S if feed.delivered > before else min(delay * 2, RETRY_MOST_S)
+            time.sleep(delay)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        try:
+            for event in self.events(receive_timeout=timeout):
+                if _may_have_ended(event, job_id):
+                    job = self.get(job_id)
+                    if job.done:
+                        return job
+                if time.monotonic() > deadline:
+                    break
+        except TimeoutError:
+            pass
+        raise WaitTimeout(f"job {job_id} did not end within {timeout}s")
