@@ -285,3 +285,55 @@ async def test_dashboard_stays_usable_with_10000_jobs(cluster: Cluster, tenant: 
     assert seen["rows"] == 25  # one page in the DOM, however many jobs
     assert seen["log_lines"] <= 200  # the live log keeps its last 200 lines
     print(f"filter answered in {seen['filter_ms']:.0f} ms")  # a measurement, not a pass/fail
+
+
+def _visible(page: Page, selector: str) -> bool:
+    return bool(page.eval_on_selector(selector, "e => !!(e.offsetWidth || e.offsetHeight || e.getClientRects().length)"))
+
+
+def first_hour_scenario(url: str, key: str, open_url: str) -> dict[str, Any]:
+    """What a new user met in the first hour (issue 14), as they met it."""
+    seen: dict[str, Any] = {}
+    with Browser("first-hour") as page:
+        page.goto(url)
+        page.wait_for_selector("#signin:not([hidden])")
+        # signed out: the sign-in box alone, with the key field only (auth is on)
+        seen["signed_out"] = {s: _visible(page, s) for s in ("#signin", "#app", "#key-row", "#tenant-row")}
+        sign_in(page, url, key)
+        page.reload()  # the key is in sessionStorage: still signed in, and the feed resumes
+        page.wait_for_selector('#conn[data-state="resumed"], #conn[data-state="live"]')
+        seen["after_reload"] = {s: _visible(page, s) for s in ("#signin", "#app")}
+        # an untouched New job form holds no made-up values, so Create sends nothing invented
+        page.select_option("#create-type", "webhook")
+        seen["webhook_values"] = page.eval_on_selector_all(
+            "#type-fields input, #type-fields textarea", "els => els.map(e => e.value)")
+        page.click('#create-form button[type="submit"]')
+        page.wait_for_selector('small.error[data-for="payload.url"]:not(:empty)')
+        seen["untouched_result"] = page.text_content("#create-result")
+        # a phone: nothing sticks out of the page, the side panel is on screen
+        page.set_viewport_size({"width": 420, "height": 860})
+        page.wait_for_timeout(300)
+        seen["page_width"] = page.evaluate("document.documentElement.scrollWidth")
+        box = page.eval_on_selector("aside", "e => { const r = e.getBoundingClientRect(); return [r.left, r.right]; }")
+        seen["aside"] = box
+        shot(page, "dashboard-420.png")
+    with Browser("auth-off") as page:
+        page.goto(open_url)
+        page.wait_for_selector("#signin:not([hidden])")
+        seen["auth_off"] = {s: _visible(page, s) for s in ("#key-row", "#tenant-row", "#app")}
+    return seen
+
+
+async def test_dashboard_first_hour_rough_edges(cluster: Cluster, tenant: str) -> None:
+    node = await cluster.start("f", CONVEYOR_AUTH="on", CONVEYOR_CONCURRENCY=2)
+    open_node = await cluster.start("o", CONVEYOR_CONCURRENCY=2)  # auth off (development)
+    key = await trio.to_thread.run_sync(tenant_key, cluster, tenant)
+    with trio.fail_after(90):
+        seen = await trio.to_thread.run_sync(first_hour_scenario, node.url, key, open_node.url)
+    assert seen["signed_out"] == {"#signin": True, "#app": False, "#key-row": True, "#tenant-row": False}
+    assert seen["after_reload"] == {"#signin": False, "#app": True}
+    assert seen["webhook_values"] == ["", "", ""] and seen["untouched_result"] == ""
+    assert seen["page_width"] <= 420, seen["page_width"]
+    left, right = seen["aside"]
+    assert 0 <= left and right <= 420, seen["aside"]
+    assert seen["auth_off"] == {"#key-row": False, "#tenant-row": True, "#app": False}

@@ -45,11 +45,12 @@ const withTenant = (path) => { const q = tenantQuery(); return q ? `${path}${pat
 
 async function start() {
   // Is auth on? An unauthenticated call answers 401 when it is.
+  const saved = state.key; state.key = null; // asked without the key: 401 means auth is on
   try {
-    const saved = state.key; state.key = null;
     await api("/job-types");
-    state.key = saved; state.authOn = false;
-  } catch (err) { if (err.status !== 401) { showSignin(`The node did not answer: ${err.message}`); return; } }
+    state.authOn = false;
+  } catch (err) { if (err.status !== 401) { state.key = saved; showSignin(`The node did not answer: ${err.message}`); return; } }
+  state.key = saved; // kept in sessionStorage: a reload stays signed in
   if (!state.authOn) { $("#key-row").hidden = true; $("#tenant-row").hidden = false; $("#signin-help").textContent = "Auth is off on this node (development): name the tenant to watch."; }
   if ((state.authOn && state.key) || (!state.authOn && state.tenant)) { await enter(); } else showSignin("");
 }
@@ -225,8 +226,8 @@ function renderTypeFields() {
   const type = $("#create-type").value;
   const fields = FORMS[type] || [["payload", "Payload (JSON object)", "{}", "textarea", "object"]];
   $("#type-fields").replaceChildren(...fields.map(([name, label, placeholder, kind]) => {
+    // the example is a placeholder, never a value: an untouched form sends nothing made up
     const input = el(kind === "textarea" ? "textarea" : "input", { name: `payload.${name}`, placeholder });
-    input.value = placeholder; // a working example to start from
     return el("div", {}, el("label", { textContent: label }, input), el("small", { className: "error" }));
   }));
   for (const small of $("#type-fields").querySelectorAll("small")) small.dataset.for = small.previousSibling.lastChild.name;
