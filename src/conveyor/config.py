@@ -49,6 +49,7 @@ class Config:
     admin_key: str = ""
     ws_origins: tuple[str, ...] = ()
     webhook_allow_private: bool = False
+    access_log: bool = True
     webhook_allow_networks: tuple[str, ...] = ()
     tenant_max_running: int = 0
     tenant_submit_rate: float = 1000.0
@@ -227,6 +228,7 @@ SETTINGS: dict[str, tuple[str, Callable[[str, str], Any], str]] = {
     "CONVEYOR_PROGRESS_INTERVAL_MS": ("progress_interval_ms", _positive_int, "at most one JOB_PROGRESS event per job per this interval"),
     "CONVEYOR_WS_PING_SECONDS": ("ws_ping_seconds", _positive_float, "how often the node sends PING on each WebSocket"),
     "CONVEYOR_WS_IDLE_TIMEOUT_SECONDS": ("ws_idle_timeout_seconds", _seconds_or_off, "close a WebSocket that sent nothing (not even PONG) for this long (0: never)"),
+    "CONVEYOR_ACCESS_LOG": ("access_log", _switch, "log one line per HTTP request and WebSocket (logger conveyor.access)"),
 }
 
 

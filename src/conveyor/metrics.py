@@ -12,15 +12,59 @@ from collections.abc import Iterable
 Sample = tuple[str, tuple[tuple[str, str], ...], float]  # a metric: name, labels, value
 
 
+# seconds, as Prometheus' client libraries bucket durations, stretched to jobs of minutes
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class Histogram:
+    """Observations counted in cumulative buckets (upper bounds), with their sum."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.count += 1
+        self.sum += value
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+
+    def samples(self, name: str, labels: tuple[tuple[str, str], ...]) -> list[Sample]:
+        out: list[Sample] = [
+            (f"{name}_bucket", (*labels, ("le", f"{bound:g}")), n) for bound, n in zip(self.bounds, self.counts, strict=True)
+        ]
+        return out + [
+            (f"{name}_bucket", (*labels, ("le", "+Inf")), self.count),
+            (f"{name}_sum", labels, self.sum),
+            (f"{name}_count", labels, self.count),
+        ]
+
+
 class Metrics:
     def __init__(self) -> None:
         self.counters: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+        self.histograms: dict[tuple[str, tuple[tuple[str, str], ...]], Histogram] = {}
 
     def inc(self, name: str, amount: int = 1, **labels: str) -> None:
         self.counters[(name, tuple(sorted(labels.items())))] += amount
 
     def value(self, name: str, **labels: str) -> int:
         return self.counters[(name, tuple(sorted(labels.items())))]
+
+    def observe(self, name: str, value: float, **labels: str) -> None:
+        key = (name, tuple(sorted(labels.items())))
+        if (histogram := self.histograms.get(key)) is None:
+            histogram = self.histograms[key] = Histogram(DURATION_BUCKETS)
+        histogram.observe(value)
+
+    def histogram_samples(self) -> list[Sample]:
+        out: list[Sample] = []
+        for (name, labels), histogram in sorted(self.histograms.items(), key=lambda item: item[0]):
+            out += histogram.samples(name, labels)
+        return out
 
 
 HELP = {
@@ -32,6 +76,7 @@ HELP = {
     "conveyor_submissions_limited_total": ("counter", "Submissions refused with 429 by a tenant limit, by reason."),
     "conveyor_auth_failures_total": ("counter", "Requests and sockets refused for missing or bad credentials."),
     "conveyor_supervisor_restarts_total": ("counter", "Actor restarts, by supervisor."),
+    "conveyor_job_run_seconds": ("histogram", "How long attempts ran on this node, by job type (handler start to end)."),
     "conveyor_executors": ("gauge", "Size of the executor pool."),
     "conveyor_executors_busy": ("gauge", "Executor slots in use."),
     "conveyor_leases_held": ("gauge", "Job leases this node holds and heartbeats."),
@@ -47,6 +92,15 @@ HELP = {
 }
 
 
+def _family(name: str) -> str:
+    """The metric a sample belongs to: a histogram's _bucket, _sum and _count are one."""
+    for suffix in ("_bucket", "_sum", "_count"):
+        base = name.removesuffix(suffix)
+        if base != name and HELP.get(base, ("",))[0] == "histogram":
+            return base
+    return name
+
+
 def _labels(labels: Iterable[tuple[str, str]]) -> str:
     pairs = ",".join(f'{k}="{v}"' for k, v in labels)
     return "{" + pairs + "}" if pairs else ""
@@ -57,7 +111,7 @@ def render(samples: Iterable[tuple[str, Iterable[tuple[str, str]], float]]) -> s
     by_name: dict[str, list[str]] = {}
     for name, labels, value in samples:
         shown = str(int(value)) if float(value).is_integer() else f"{value:g}"
-        by_name.setdefault(name, []).append(f"{name}{_labels(labels)} {shown}")
+        by_name.setdefault(_family(name), []).append(f"{name}{_labels(labels)} {shown}")
     lines = []
     for name, rows in by_name.items():
         kind, help_text = HELP.get(name, ("untyped", name))

@@ -41,7 +41,7 @@ from .stores.postgres import IdempotencyKey, migrate_sync
 from .supervision import ChildSpec, Restart, Strategy, Supervisor
 from .tenants import Tenants
 from .web.app import body_budget, create_app
-from .web.bodies import BodyGate, ByteBudget
+from .web.bodies import ASGIApp, ByteBudget
 from .web.context import Services
 from .web.server import CannotListen, serve_http
 
@@ -115,6 +115,7 @@ class Node:
         out: list[Sample] = [
             (name, labels, value) for (name, labels), value in sorted(self.metrics.counters.items())
         ]
+        out += self.metrics.histogram_samples()
         now = self.statistics()
         if now.supervisor is not None:
             out += [
@@ -297,7 +298,7 @@ def _maintenance(node: Node, ch: _Channels) -> Supervisor:
     )
 
 
-def _web(node: Node) -> BodyGate:
+def _web(node: Node) -> ASGIApp:
     """The HTTP application, given the services and a view of this node (never the node's
     stores)."""
     config = node.config

@@ -238,6 +238,41 @@ async def test_metrics_count_what_the_node_did(node: Node, tenant: str) -> None:
     assert 'conveyor_supervisor_restarts_total{supervisor="pipeline"} 0' in lines
     assert "conveyor_executors 8" in lines
     assert "# TYPE conveyor_jobs_finished_total counter" in lines
+    # how long attempts ran, per job type: the two that completed and the one that timed out
+    assert "# TYPE conveyor_job_run_seconds histogram" in lines
+    assert 'conveyor_job_run_seconds_count{type="sleep"} 3' in lines
+    assert 'conveyor_job_run_seconds_bucket{type="sleep",le="+Inf"} 3' in lines
     gauges = {line.split(" ")[0]: float(line.split(" ")[1]) for line in lines if not line.startswith("#")}
     assert gauges["process_resident_memory_bytes"] > 10_000_000  # in bytes, printed whole
     assert gauges["process_open_fds"] > 3 and gauges["conveyor_trio_tasks"] > 10
+
+
+async def test_each_request_has_an_access_log_line_unless_switched_off(
+    start_node: Any, tenant: str, caplog: Any
+) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="conveyor.access")
+    for enabled in (True, False):
+        caplog.clear()
+        node = await start_node(access_log=enabled)
+        with trio.fail_after(10):
+            async with httpx.AsyncClient(base_url=base_url(node)) as client:
+                assert (await client.get("/health")).status_code == 200
+                assert (await client.post("/jobs", json={"tenantId": tenant, "type": "fax", "payload": {}})).status_code == 400
+
+        if enabled:  # a line is written once the request is over, just after its answer
+            with trio.fail_after(5):
+                await wait_until(lambda: len(_access_lines(caplog)) >= 2)
+        else:
+            await trio.sleep(0.2)
+        lines = _access_lines(caplog)
+        if not enabled:
+            assert lines == []
+            continue
+        assert any('"GET /health HTTP/1.1" 200 ' in line and line.endswith("ms") for line in lines), lines
+        assert any('"POST /jobs HTTP/1.1" 400 ' in line for line in lines), lines
+
+
+def _access_lines(caplog: Any) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "conveyor.access"]

@@ -27,3 +27,20 @@ def test_prometheus_text() -> None:
         "# TYPE conveyor_executors gauge",
         "conveyor_executors 32",
     ]
+
+
+def test_a_histogram_is_one_family_with_cumulative_buckets() -> None:
+    m = Metrics()
+    for seconds in (0.003, 0.2, 0.2, 7.0, 1000.0):
+        m.observe("conveyor_job_run_seconds", seconds, type="sleep")
+    lines = render(m.histogram_samples()).splitlines()
+    assert lines[:2] == [
+        "# HELP conveyor_job_run_seconds How long attempts ran on this node, by job type (handler start to end).",
+        "# TYPE conveyor_job_run_seconds histogram",
+    ]
+    assert sum(line.startswith("# TYPE") for line in lines) == 1  # _bucket, _sum, _count: one family
+    buckets = {line.split('le="')[1].split('"')[0]: int(line.split()[-1]) for line in lines if "_bucket" in line}
+    assert (buckets["0.005"], buckets["0.25"], buckets["5"], buckets["10"], buckets["300"], buckets["+Inf"]) == (
+        1, 3, 3, 4, 4, 5)
+    assert 'conveyor_job_run_seconds_count{type="sleep"} 5' in lines
+    assert 'conveyor_job_run_seconds_sum{type="sleep"} 1007.4' in lines

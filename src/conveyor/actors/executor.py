@@ -45,6 +45,9 @@ def result_problem(result: Any) -> str | None:
     return None
 
 
+RAN = frozenset({Outcome.COMPLETED, Outcome.FAILED, Outcome.RETRY, Outcome.CANCELLED})  # the handler ran
+
+
 async def run_executor(
     jobs: trio.MemoryReceiveChannel[Envelope],
     records: trio.MemorySendChannel[Record],
@@ -61,10 +64,13 @@ async def run_executor(
         async for job in jobs:
             delivered = False
             try:
+                began = trio.current_time()
                 finished = await execute(job, records, pool, registry, config, metrics, flusher)
                 await records.send(finished)
                 delivered = True
                 metrics.inc("conveyor_jobs_finished_total", outcome=finished.outcome.value)
+                if finished.outcome in RAN:
+                    metrics.observe("conveyor_job_run_seconds", trio.current_time() - began, type=job.type)
             finally:
                 if not delivered:
                     # cancelled before the recorder had the outcome (the pool is restarting):

@@ -13,14 +13,15 @@ from quart_trio import QuartTrio
 
 from .. import validation
 from . import admin, dashboard, errors, health, jobs_api, ws
-from .bodies import BodyGate, ByteBudget
+from .access import AccessLog
+from .bodies import ASGIApp, BodyGate, ByteBudget
 from .context import Services
 from .requests import Requests
 
 CORS_METHODS = "GET,HEAD,PUT,PATCH,POST,DELETE"
 
 
-def create_app(svc: Services, budget: ByteBudget) -> BodyGate:
+def create_app(svc: Services, budget: ByteBudget) -> ASGIApp:
     """The node's ASGI application: the quart app behind the request-body gate."""
     config = svc.config
     app = QuartTrio("conveyor")
@@ -56,7 +57,8 @@ def create_app(svc: Services, budget: ByteBudget) -> BodyGate:
     ws.register(app, svc)
     admin.register(app, svc, req)
     dashboard.register(app, svc, req)
-    return BodyGate(app, budget, svc.auth, svc.metrics, config.max_body_bytes)
+    gated = BodyGate(app, budget, svc.auth, svc.metrics, config.max_body_bytes)
+    return AccessLog(gated) if config.access_log else gated
 
 
 def body_budget(config_total: int, max_body: int, auth: bool) -> ByteBudget:

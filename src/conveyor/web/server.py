@@ -10,7 +10,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from ..config import Config
-from .bodies import BodyGate
+from .bodies import ASGIApp
 
 
 class CannotListen(Exception):
@@ -29,13 +29,13 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     # overflowed under 250 clients at once: the kernel then drops handshakes, and clients see
     # retransmission delays or, on a loaded machine, a connection closed without an answer)
     hc.backlog = 2048
-    hc.accesslog = None
+    hc.accesslog = None  # the node logs its requests itself (web/access.py)
     hc.include_server_header = False
     return hc
 
 
 async def serve_http(
-    app: BodyGate,
+    app: ASGIApp,
     config: Config,
     shutdown: trio.Event,
     *,
