@@ -5,6 +5,7 @@ thread of its own): every method, the error mapping, wait() and events()."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -60,6 +61,10 @@ async def test_blocking_client_does_every_call(served: tuple[str, str], tenant: 
             assert conflict.value.status == 409 and "COMPLETED" in conflict.value.message
             with pytest.raises(NotFound):
                 client.get("00000000-0000-4000-8000-000000000000")
+            for hostile in (f"{job_id}/cancel", "../stats", "?status=FAILED"):
+                with pytest.raises(ApiError) as stray:  # the id stays one path segment
+                    client.cancel(hostile) if "cancel" in hostile else client.get(hostile)
+                assert stray.value.status in (400, 404), hostile
             with pytest.raises(Invalid) as invalid:
                 client.submit("fax", {})
             assert invalid.value.status == 400 and [d["field"] for d in invalid.value.details] == ["type"]
@@ -76,18 +81,23 @@ async def test_blocking_client_does_every_call(served: tuple[str, str], tenant: 
         await trio.to_thread.run_sync(scenario)
 
 
-async def test_blocking_wait_times_out(served: tuple[str, str]) -> None:
-    url, key = served
+async def test_blocking_wait_times_out_while_the_node_keeps_pinging(start_node: Any, tenant: str) -> None:
+    # the node's PINGs (every 0.1 s here) must not keep wait() from noticing its deadline: a job
+    # of 990 ms publishes nothing between RUNNING and its end (no progress under a second)
+    node: Node = await start_node(auth=True, ws_ping_seconds=0.1)
+    url, key = base_url(node), await new_tenant(node, tenant)
 
-    def scenario() -> None:
+    def scenario() -> float:
         with Client(url, key) as client:
-            job_id = client.submit("sleep", {"delayMs": 30_000})
+            job_id = client.submit("sleep", {"delayMs": 990})
+            began = time.monotonic()
             with pytest.raises(WaitTimeout):
-                client.wait(job_id, timeout=1)
-            client.cancel(job_id)
+                client.wait(job_id, timeout=0.3)
+            return time.monotonic() - began
 
     with trio.fail_after(30):
-        await trio.to_thread.run_sync(scenario)
+        waited = await trio.to_thread.run_sync(scenario, abandon_on_cancel=True)
+    assert waited < 0.8, waited  # its deadline, not the job's end
 
 
 async def _async_scenario(url: str, key: str, tenant: str) -> None:

@@ -27,7 +27,9 @@ from .protocol import (
     _Call,
     _closed_for_good,
     _Feed,
+    _headers,
     _job_body,
+    _job_path,
     _list_params,
     _upgrade_refusal,
     _ws_url,
@@ -86,10 +88,9 @@ class AsyncClient:
 
     def __init__(self, url: str, api_key: str | None = None, *, tenant: str | None = None,
                  timeout: float = 30.0) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.url = url.rstrip("/")
         self.tenant = tenant
-        self.http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout)
+        self.http = httpx.AsyncClient(base_url=self.url, headers=_headers(api_key), timeout=timeout)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -115,7 +116,7 @@ class AsyncClient:
         return list((await self._send(_Call("POST", "/jobs/batch", body, ok=(201,))))["jobIds"])
 
     async def get(self, job_id: str) -> Job:
-        return Job.from_json(await self._send(_Call("GET", f"/jobs/{job_id}")))
+        return Job.from_json(await self._send(_Call("GET", _job_path(job_id))))
 
     async def list(self, *, status: str | None = None, type: str | None = None) -> AsyncIterator[Job]:  # noqa: A002
         """The tenant's jobs, newest first, a page per request."""
@@ -130,11 +131,11 @@ class AsyncClient:
 
     async def cancel(self, job_id: str) -> Job:
         """Cancel; a running job is being stopped when this returns (its end comes on the feed)."""
-        return Job.from_json(await self._send(_Call("POST", f"/jobs/{job_id}/cancel", ok=(200, 202))))
+        return Job.from_json(await self._send(_Call("POST", _job_path(job_id, "cancel"), ok=(200, 202))))
 
     async def retry(self, job_id: str, max_attempts: int | None = None) -> Job:
         body = {} if max_attempts is None else {"maxAttempts": max_attempts}
-        return Job.from_json(await self._send(_Call("POST", f"/jobs/{job_id}/retry", body)))
+        return Job.from_json(await self._send(_Call("POST", _job_path(job_id, "retry"), body)))
 
     async def stats(self) -> Stats:
         params = {"tenantId": self.tenant} if self.tenant else None
@@ -205,11 +206,15 @@ class AsyncClient:
         raise WaitTimeout(f"job {job_id} did not end within {timeout}s")
 
 
-def _receive(ws: WebSocketSession, timeout: float | None) -> str:
+def _receive(ws: WebSocketSession, deadline: float) -> str:
+    """The next message; TimeoutError once the monotonic deadline has passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the deadline passed")
     try:
-        return str(ws.receive_text(timeout=timeout))
+        return str(ws.receive_text(timeout=None if left == math.inf else left))
     except queue.Empty:
-        raise TimeoutError(f"nothing from the feed for {timeout}s") from None
+        raise TimeoutError("the deadline passed") from None
 
 
 class Client:
@@ -217,10 +222,9 @@ class Client:
 
     def __init__(self, url: str, api_key: str | None = None, *, tenant: str | None = None,
                  timeout: float = 30.0) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.url = url.rstrip("/")
         self.tenant = tenant
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self.http = httpx.Client(base_url=self.url, headers=_headers(api_key), timeout=timeout)
 
     def __enter__(self) -> Client:
         return self
@@ -243,7 +247,7 @@ class Client:
         return list(self._send(_Call("POST", "/jobs/batch", body, ok=(201,)))["jobIds"])
 
     def get(self, job_id: str) -> Job:
-        return Job.from_json(self._send(_Call("GET", f"/jobs/{job_id}")))
+        return Job.from_json(self._send(_Call("GET", _job_path(job_id))))
 
     def list(self, *, status: str | None = None, type: str | None = None) -> Iterator[Job]:  # noqa: A002
         offset = 0
@@ -255,53 +259,54 @@ class Client:
                 return
 
     def cancel(self, job_id: str) -> Job:
-        return Job.from_json(self._send(_Call("POST", f"/jobs/{job_id}/cancel", ok=(200, 202))))
+        return Job.from_json(self._send(_Call("POST", _job_path(job_id, "cancel"), ok=(200, 202))))
 
     def retry(self, job_id: str, max_attempts: int | None = None) -> Job:
         body = {} if max_attempts is None else {"maxAttempts": max_attempts}
-        return Job.from_json(self._send(_Call("POST", f"/jobs/{job_id}/retry", body)))
+        return Job.from_json(self._send(_Call("POST", _job_path(job_id, "retry"), body)))
 
     def stats(self) -> Stats:
         body = self._send(_Call("GET", "/stats", params={"tenantId": self.tenant} if self.tenant else None))
         return Stats(body["tenantId"], body["unfinished"], body["running"], body["waiting"])
 
-    def events(self, after: str | None = None, *, receive_timeout: float | None = None) -> Iterator[Event]:
-        """The tenant's feed, resuming across reconnects. With receive_timeout, TimeoutError when
-        nothing at all (not even a PING) arrives for that long."""
+    def events(self, after: str | None = None) -> Iterator[Event]:
+        """The tenant's feed from now (or after an eventId), resuming across reconnects."""
+        return self._events(after, math.inf)
+
+    def _events(self, after: str | None, deadline: float) -> Iterator[Event]:
+        """events(), until the monotonic deadline (then TimeoutError)."""
         feed = _Feed(self.tenant, after)
         delay = RETRY_FIRST_S
         while True:
+            refused: ApiError | None = None
             before = feed.delivered
             try:
                 with connect_ws(_ws_url(self.url), self.http, session_class=WebSocketSession) as ws:
-                    ws.send_text(feed.subscribe(json.loads(_receive(ws, receive_timeout))))
+                    ws.send_text(feed.subscribe(json.loads(_receive(ws, deadline))))
                     while True:
-                        event, reply = feed.take(json.loads(_receive(ws, receive_timeout)))
+                        event, reply = feed.take(json.loads(_receive(ws, deadline)))
                         if reply is not None:
                             ws.send_text(reply)
                         if event is not None:
                             yield event
-            except (HTTPXWSException, httpx.TransportError, OSError) as exc:
-                if (refused := _refusal(BaseExceptionGroup("", [exc]))) is not None:
-                    raise refused from None
-            except BaseExceptionGroup as group:
-                if (refused := _refusal(group)) is not None:
-                    raise refused from None
-                if not all(isinstance(e, HTTPXWSException | httpx.TransportError | OSError) for e in _leaves(group)):
-                    raise
+            except* (HTTPXWSException, httpx.TransportError, OSError) as group:
+                refused = _refusal(group)
+            if refused is not None:
+                raise refused
             delay = RETRY_FIRST_S if feed.delivered > before else min(delay * 2, RETRY_MOST_S)
+            if time.monotonic() + delay > deadline:
+                raise TimeoutError("the deadline passed")
             time.sleep(delay)
 
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """The job once it has ended, heard on the feed; WaitTimeout after `timeout` seconds."""
         deadline = math.inf if timeout is None else time.monotonic() + timeout
         try:
-            for event in self.events(receive_timeout=timeout):
+            for event in self._events(None, deadline):
                 if _may_have_ended(event, job_id):
                     job = self.get(job_id)
                     if job.done:
                         return job
-                if time.monotonic() > deadline:
-                    break
         except TimeoutError:
             pass
         raise WaitTimeout(f"job {job_id} did not end within {timeout}s")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import attrs
 import httpx
@@ -28,9 +29,13 @@ class _Call:
 
 
 def _answer(call: _Call, response: httpx.Response) -> Any:
-    """The JSON of a success, or the ApiError the answer says."""
+    """The JSON of a success, or the ApiError the answer says, raised."""
     if response.status_code in call.ok:
         return response.json()
+    raise _error_of(response)
+
+
+def _error_of(response: httpx.Response) -> ApiError:
     try:
         body = response.json()
     except (ValueError, httpx.ResponseNotRead):
@@ -39,8 +44,17 @@ def _answer(call: _Call, response: httpx.Response) -> Any:
         body = {"error": str(body)[:200]}
     after = response.headers.get("Retry-After")
     kind = ERRORS.get(response.status_code, ApiError)
-    raise kind(response.status_code, str(body.get("error")), body.get("details"),
-               float(after) if after and after.isdigit() else None)
+    return kind(response.status_code, str(body.get("error")), body.get("details"),
+                float(after) if after and after.isdigit() else None)
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def _job_path(job_id: str, *action: str) -> str:
+    """/jobs/<id>[/action], the id quoted: an id is never read as more of the path."""
+    return "/".join(("/jobs", quote(job_id, safe=""), *action))
 
 
 def _job_body(type_: str, payload: Mapping[str, Any], tenant: str | None, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -76,7 +90,6 @@ class _Feed:
     def __init__(self, tenant: str | None, after: str | None) -> None:
         self.tenant = tenant
         self.last = after
-        self.subscribed = False
         self.delivered = 0  # events given to the caller (a connection that gave some resets the backoff)
 
     def subscribe(self, connected: dict[str, Any]) -> str:
@@ -97,7 +110,6 @@ class _Feed:
         if kind == "PING":
             return None, json.dumps({"type": "PONG"})
         if kind == "SUBSCRIBED":
-            self.subscribed = True
             if self.last is None:
                 self.last = msg.get("lastEventId")
             return Event.from_json(msg), None
@@ -123,8 +135,5 @@ def _closed_for_good(exc: BaseException) -> ApiError | None:
 def _upgrade_refusal(exc: BaseException) -> ApiError | None:
     response = getattr(exc, "response", None)
     if isinstance(response, httpx.Response) and response.status_code in (401, 403, 429):
-        try:
-            _answer(_Call("GET", "/ws", ok=()), response)  # raises the refusal
-        except ApiError as error:
-            return error
+        return _error_of(response)
     return None
