@@ -13,6 +13,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import attrs
+
 from . import keys, limits
 from .auth import Authenticator
 from .config import Config
@@ -130,20 +132,17 @@ async def revoke_key(pg: PostgresStore, tenant: str, key_id: str) -> dict[str, A
     return key_json(row)
 
 
+@attrs.define
 class Tenants:
     """A node's tenant operations (the admin API's): the functions above, with each change
     applied on this node at once, and `refresh`, which the tenancy actor calls."""
 
-    def __init__(
-        self, config: Config, pg: PostgresStore, redis: RedisStore,
-        view: limits.TenantLimitsView, auth: Authenticator, hub: Hub,
-    ) -> None:
-        self.config = config
-        self.pg = pg
-        self.redis = redis
-        self.view = view
-        self.auth = auth
-        self.hub = hub
+    config: Config
+    pg: PostgresStore
+    redis: RedisStore
+    view: limits.TenantLimitsView
+    auth: Authenticator
+    hub: Hub
 
     async def refresh(self) -> None:
         """Read the limit overrides and which trusted keys were revoked, and apply both."""

@@ -66,6 +66,36 @@ def storable_params(params: Iterable[tuple[str, str]], what: str) -> None:
 JOB_FIELDS = ("tenantId", "type", "payload", "maxAttempts", "timeoutMs")  # of a submitted job
 
 
+UNKNOWN_FIELDS_NAMED = 10  # a body with many unknown fields gets this many errors, not one each
+FIELD_NAME_SHOWN = 100  # characters of an unknown field's name put in its error
+
+
+ERRORS_LISTED = 100  # errors in one answer at most; a last one says how many more there were
+
+
+def _unknown_fields(body: dict[str, Any], where: str, known: tuple[str, ...] = JOB_FIELDS,
+                    what: str = "a job") -> list[FieldError]:
+    unknown = [name for name in body if name not in known]
+    errors = [
+        FieldError(f"{where}{_shown(name)}", f"is not a field of {what} (those are {', '.join(known)})")
+        for name in unknown[:UNKNOWN_FIELDS_NAMED]
+    ]
+    if len(unknown) > UNKNOWN_FIELDS_NAMED:
+        errors.append(FieldError(where.rstrip(".") or "body",
+                                 f"has {len(unknown) - UNKNOWN_FIELDS_NAMED} more fields that are not fields of {what}"))
+    return errors
+
+
+def _capped(errors: list[FieldError]) -> list[FieldError]:
+    if len(errors) <= ERRORS_LISTED:
+        return errors
+    return [*errors[:ERRORS_LISTED], FieldError("body", f"has {len(errors) - ERRORS_LISTED} more errors")]
+
+
+def _shown(name: str) -> str:
+    return name if len(name) <= FIELD_NAME_SHOWN else f"{name[:FIELD_NAME_SHOWN]}…"
+
+
 def is_int_in(value: Any, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
@@ -77,10 +107,7 @@ def job_errors(
     be left out, and naming another tenant raises Forbidden."""
     if not isinstance(body, dict):
         return [FieldError(where.rstrip(".") or "body", "must be a JSON object")]
-    errors = [
-        FieldError(f"{where}{name}", f"is not a field of a job (those are {', '.join(JOB_FIELDS)})")
-        for name in body if name not in JOB_FIELDS
-    ]
+    errors = _unknown_fields(body, where)
     if tenant is not None:
         _own_tenant(body.get("tenantId"), tenant, f"{where}tenantId", errors)
     elif not keys.valid_tenant_id(body.get("tenantId")):
@@ -128,7 +155,7 @@ def parse_submission(
 ) -> NewJob:
     errors = job_errors(body, registry, config, tenant=tenant)
     if errors:
-        raise Invalid("Validation failed", errors)
+        raise Invalid("Validation failed", _capped(errors))
     return new_job(body, registry, config, tenant)
 
 
@@ -140,11 +167,11 @@ def parse_batch(
         raise Invalid(
             "Validation failed", [FieldError("jobs", f"must be an array of 1-{MAX_BATCH} jobs")]
         )
-    errors = [FieldError(name, "is not a field of a batch (it has jobs only)") for name in body if name != "jobs"]
+    errors = _unknown_fields(body, "", ("jobs",), "a batch")
     for i, item in enumerate(jobs):
         errors += job_errors(item, registry, config, where=f"jobs[{i}].", tenant=tenant)
     if errors:
-        raise Invalid("Validation failed", errors)
+        raise Invalid("Validation failed", _capped(errors))
     return [new_job(item, registry, config, tenant) for item in jobs]
 
 

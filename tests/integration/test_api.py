@@ -253,25 +253,24 @@ async def test_each_request_has_an_access_log_line_unless_switched_off(
     import logging
 
     caplog.set_level(logging.INFO, logger="conveyor.access")
-    for enabled in (True, False):
-        caplog.clear()
-        node = await start_node(access_log=enabled)
-        with trio.fail_after(10):
-            async with httpx.AsyncClient(base_url=base_url(node)) as client:
-                assert (await client.get("/health")).status_code == 200
-                assert (await client.post("/jobs", json={"tenantId": tenant, "type": "fax", "payload": {}})).status_code == 400
-
-        if enabled:  # a line is written once the request is over, just after its answer
-            with trio.fail_after(5):
-                await wait_until(lambda: len(_access_lines(caplog)) >= 2)
-        else:
-            await trio.sleep(0.2)
-        lines = _access_lines(caplog)
-        if not enabled:
-            assert lines == []
-            continue
-        assert any('"GET /health HTTP/1.1" 200 ' in line and line.endswith("ms") for line in lines), lines
-        assert any('"POST /jobs HTTP/1.1" 400 ' in line for line in lines), lines
+    on, off = await start_node(access_log=True), await start_node(access_log=False)
+    with trio.fail_after(10):
+        async with httpx.AsyncClient(base_url=base_url(off)) as client:
+            assert (await client.get("/off-node-marker")).status_code == 404
+        async with httpx.AsyncClient(base_url=base_url(on)) as client:
+            assert (await client.get("/health")).status_code == 200
+            assert (await client.post("/jobs", json={"tenantId": tenant, "type": "fax", "payload": {}})).status_code == 400
+            # as sent, percent-encoded: a client cannot start a line of its own in the log
+            assert (await client.get("/jobs/%0A127.0.0.1:1%20%22GET%20/forged")).status_code == 404
+        # a line is written once the request is over, just after its answer; the off node's
+        # request was over before the on node's were made
+        await wait_until(lambda: any("%0A127" in line for line in _access_lines(caplog)))
+    lines = _access_lines(caplog)
+    assert not any("off-node-marker" in line for line in lines), lines
+    assert any('"GET /health HTTP/1.1" 200 ' in line and line.endswith("ms") for line in lines), lines
+    assert any('"POST /jobs HTTP/1.1" 400 ' in line for line in lines), lines
+    assert any('"GET /jobs/%0A127.0.0.1:1%20%22GET%20/forged HTTP/1.1" 404 ' in line for line in lines), lines
+    assert not any("\n" in line for line in lines), lines
 
 
 def _access_lines(caplog: Any) -> list[str]:

@@ -75,6 +75,15 @@ def test_unknown_fields_are_refused_by_name() -> None:
     with pytest.raises(Invalid) as info:
         parse_batch({"jobs": [base, {**base, "priority": 1}], "x": 1}, REGISTRY, CONFIG)
     assert sorted(d.field for d in info.value.details) == ["jobs[1].priority", "x"]
+    # many unknown fields get a bounded answer: ten named (long names cut), then how many more
+    with pytest.raises(Invalid) as info:
+        parse_submission({**base, **{f"k{i}" + "x" * 500: i for i in range(100_000)}}, REGISTRY, CONFIG)
+    details = info.value.details
+    assert len(details) == 11 and all(len(d.field) <= 101 for d in details[:10])
+    assert details[10].field == "body" and "99990 more" in details[10].message
+    with pytest.raises(Invalid) as info:
+        parse_batch({"jobs": [{**base, **{f"k{i}": i for i in range(50)}}] * 1000}, REGISTRY, CONFIG)
+    assert len(info.value.details) == 101 and "10900 more errors" in info.value.details[-1].message
     # a payload's own fields are its handler's to judge
     assert parse_submission({**base, "payload": {"delayMs": 1, "note": "hi"}}, REGISTRY, CONFIG)
 

@@ -4,7 +4,8 @@
     127.0.0.1:52114 "POST /jobs HTTP/1.1" 201 51 3.2ms
     127.0.0.1:52120 "WS /ws" 101 0 5012.7ms        (a WebSocket: its whole life)
 
-The path is logged without its query string, which may carry a WebSocket ticket.
+The path is logged as it was sent (percent-encoded, so a client cannot write a newline or a
+forged line into the log) and without its query string, which may carry a WebSocket ticket.
 """
 
 from __future__ import annotations
@@ -56,7 +57,13 @@ def _client(scope: Scope) -> str:
 
 
 def _request(scope: Scope) -> str:
-    path = scope.get("path", "")
+    path = _path(scope)
     if scope["type"] == "websocket":
         return f'"WS {path}"'
     return f'"{scope.get("method", "?")} {path} HTTP/{scope.get("http_version", "1.1")}"'
+
+
+def _path(scope: Scope) -> str:
+    raw = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "surrogatepass")
+    text = raw.split(b"?", 1)[0].decode("ascii", "backslashreplace")
+    return "".join(c if " " < c < "\x7f" and c not in '"\\' else f"\\x{ord(c):02x}" for c in text)
