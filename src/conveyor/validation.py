@@ -18,6 +18,7 @@ from .model import NewJob, Status
 MAX_BATCH = 1000
 MAX_TIMEOUT_MS = 24 * 3600 * 1000
 MAX_ATTEMPTS_LIMIT = 100
+LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, LIST_OFFSET_MAX = 20, 100, 10_000_000  # GET /jobs
 
 
 class Invalid(Exception):
@@ -189,8 +190,8 @@ def parse_list_query(
         errors.append(FieldError("type", "must be at most 100 characters"))
     elif job_type is not None and (why := storable.text_problem(job_type)) is not None:
         errors.append(FieldError("type", why))
-    limit = _query_int(args, "limit", 20, 1, 100, errors)
-    offset = _query_int(args, "offset", 0, 0, 10_000_000, errors)
+    limit = _query_int(args, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX, errors)
+    offset = _query_int(args, "offset", 0, 0, LIST_OFFSET_MAX, errors)
     if errors:
         raise Invalid("Validation failed", errors)
     return tenant, status, job_type, limit, offset

@@ -13,28 +13,20 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
-import secrets
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_from_bytes
 
-import attrs
 import httpx
-import psycopg
 import pytest
-import redis as redis_lib
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trio_websocket import ConnectionRejected, open_websocket_url
 
-from tests.conftest import ADMIN_URL, REDIS_URL, _db_url
+from tests.acceptance.nodes import Target, served_with_auth
 from tests.helpers import ADMIN_KEY
 
 pytestmark = pytest.mark.slow
@@ -44,92 +36,10 @@ FUZZ = settings(
 )
 
 
-@attrs.define
-class Target:
-    url: str
-    log: Path
-    database_url: str
-    prefix: str
-    keys: dict[str, str]
-    accepted: set[str] = attrs.Factory(set)  # job ids answered 201
-
-    def headers(self, tenant: str = "acme") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.keys[tenant]}"}
-
-    def check(self, response: httpx.Response) -> httpx.Response:
-        """Every answer: not a server error, JSON that says what was wrong."""
-        assert response.status_code < 500, (response.status_code, response.text[:500])
-        if response.status_code >= 400:
-            body = response.json()
-            assert isinstance(body.get("error"), str) and body["error"], body
-        elif response.status_code == 201 and response.request.url.path.startswith("/jobs"):
-            body = response.json()
-            self.accepted.update(body.get("jobIds") or [body["jobId"]])
-        return response
-
-    def assert_clean(self) -> None:
-        """No traceback or crash in the node's log, and only accepted jobs in PostgreSQL."""
-        text = self.log.read_text(errors="replace")
-        for marker in ("Traceback", "crashed", "unhandled error", "restarting"):
-            assert marker not in text, text[text.index(marker) - 2000 : text.index(marker) + 2000]
-        with psycopg.connect(self.database_url) as conn:
-            stored = {row[0] for row in conn.execute("SELECT id::text FROM jobs")}
-        assert stored == self.accepted
-
-
-def _cli(env: dict[str, str], *args: str) -> Any:
-    done = subprocess.run(
-        [sys.executable, "-m", "conveyor", *args], env=env, capture_output=True, text=True, check=True
-    )
-    return json.loads(done.stdout)
-
-
 @pytest.fixture(scope="module")
 def target(template_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    name = f"conveyor_test_{secrets.token_hex(6)}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-    prefix = f"ctest-{secrets.token_hex(6)}"
-    log = tmp_path_factory.mktemp("hostile") / "node.log"
-    env = {
-        **os.environ,
-        "DATABASE_URL": _db_url(name),
-        "REDIS_URL": REDIS_URL,
-        "CONVEYOR_REDIS_PREFIX": prefix,
-        "CONVEYOR_AUTH": "on",
-        "CONVEYOR_ADMIN_KEY": ADMIN_KEY,
-        # the fuzzer is one client sending as fast as it can: let every request through to the
-        # rules under test (the limits have tests of their own)
-        "CONVEYOR_TENANT_SUBMIT_RATE": "0",
-        "CONVEYOR_TENANT_READ_RATE": "0",
-        "CONVEYOR_CONCURRENCY": "16",
-        "CONVEYOR_SLEEP_MAX_MS": "1000",
-    }
-    keys = {}
-    for tenant in ("acme", "umbrella"):
-        _cli(env, "tenants", "create", tenant)
-        keys[tenant] = _cli(env, "keys", "create", "--tenant", tenant)["key"]
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "conveyor", "serve", "--host", "127.0.0.1", "--port", "0"],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while not (found := re.search(r"serving on (http://127\.0\.0\.1:\d+)", log.read_text())):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
-        yield Target(found[1], log, _db_url(name), prefix, keys)
-    finally:
-        proc.kill()
-        proc.wait(10)
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        client = redis_lib.Redis.from_url(REDIS_URL)
-        stale = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        for i in range(0, len(stale), 500):
-            client.delete(*stale[i : i + 500])
-        client.close()
+    with served_with_auth(template_database, tmp_path_factory) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

@@ -3,16 +3,20 @@ request-body gate.
 
 Routes parse with the pure rules in validation.py, call the services (jobs.py, tenants.py) and
 render with wire.py; no route touches a store or the node (web/context.py says what they get).
-The routes: jobs_api (jobs and tickets), ws (the live feed), admin, dashboard, health.
+The routes: jobs_api (jobs and tickets), ws (the live feed), admin, dashboard, health, and
+/openapi.json (openapi.py).
 """
 
 from __future__ import annotations
+
+from importlib import metadata
+from typing import Any
 
 from quart import Response, request
 from quart_trio import QuartTrio
 
 from .. import validation
-from . import admin, dashboard, errors, health, jobs_api, ws
+from . import admin, dashboard, errors, health, jobs_api, openapi, ws
 from .access import AccessLog
 from .bodies import ASGIApp, BodyGate, ByteBudget
 from .context import Services
@@ -57,8 +61,20 @@ def create_app(svc: Services, budget: ByteBudget) -> ASGIApp:
     ws.register(app, svc)
     admin.register(app, svc, req)
     dashboard.register(app, svc, req)
+    described = openapi.document(svc.registry, _version())
+
+    @app.get("/openapi.json")
+    async def openapi_json() -> Any:
+        return described
     gated = BodyGate(app, budget, svc.auth, svc.metrics, config.max_body_bytes)
     return AccessLog(gated) if config.access_log else gated
+
+
+def _version() -> str:
+    try:
+        return metadata.version("conveyor")
+    except metadata.PackageNotFoundError:
+        return "0"
 
 
 def body_budget(config_total: int, max_body: int, auth: bool) -> ByteBudget:
