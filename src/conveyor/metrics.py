@@ -77,6 +77,8 @@ HELP = {
     "conveyor_auth_failures_total": ("counter", "Requests and sockets refused for missing or bad credentials."),
     "conveyor_supervisor_restarts_total": ("counter", "Actor restarts, by supervisor."),
     "conveyor_job_run_seconds": ("histogram", "How long attempts ran on this node, by job type (handler start to end)."),
+    "conveyor_job_queue_wait_seconds": (
+        "histogram", "How long jobs claimed by this node waited ready, by job type (submitted or due, to claimed)."),
     "conveyor_executors": ("gauge", "Size of the executor pool."),
     "conveyor_executors_busy": ("gauge", "Executor slots in use."),
     "conveyor_leases_held": ("gauge", "Job leases this node holds and heartbeats."),

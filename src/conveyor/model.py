@@ -55,6 +55,7 @@ class Envelope:
     attempt: int
     max_attempts: int
     timeout_ms: int
+    waited_ms: int = -1  # how long it waited ready before this claim (-1: not known)
 
 
 class Outcome(enum.Enum):

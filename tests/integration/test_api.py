@@ -242,6 +242,10 @@ async def test_metrics_count_what_the_node_did(node: Node, tenant: str) -> None:
     assert "# TYPE conveyor_job_run_seconds histogram" in lines
     assert 'conveyor_job_run_seconds_count{type="sleep"} 3' in lines
     assert 'conveyor_job_run_seconds_bucket{type="sleep",le="+Inf"} 3' in lines
+    # how long they waited ready before a claim: three claims, none of them 5 minutes
+    assert "# TYPE conveyor_job_queue_wait_seconds histogram" in lines
+    assert 'conveyor_job_queue_wait_seconds_count{type="sleep"} 3' in lines
+    assert 'conveyor_job_queue_wait_seconds_bucket{type="sleep",le="300"} 3' in lines
     gauges = {line.split(" ")[0]: float(line.split(" ")[1]) for line in lines if not line.startswith("#")}
     assert gauges["process_resident_memory_bytes"] > 10_000_000  # in bytes, printed whole
     assert gauges["process_open_fds"] > 3 and gauges["conveyor_trio_tasks"] > 10
@@ -275,3 +279,16 @@ async def test_each_request_has_an_access_log_line_unless_switched_off(
 
 def _access_lines(caplog: Any) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "conveyor.access"]
+
+
+async def test_queue_wait_is_the_time_a_job_waited_ready(start_node: Any, tenant: str) -> None:
+    # one executor: the second job waits for the first one's 400 ms
+    node: Node = await start_node(concurrency=1)
+    first = {"tenantId": tenant, "type": "sleep", "payload": {"delayMs": 400}}
+    with trio.fail_after(20):
+        async with httpx.AsyncClient(base_url=base_url(node)) as client:
+            assert (await client.post("/jobs/batch", json={"jobs": [first, {**first, "payload": {"delayMs": 0}}]})).status_code == 201
+            await wait_until(lambda: node.metrics.value("conveyor_jobs_finished_total", outcome="completed") == 2)
+    (wait,) = [h for (name, _), h in node.metrics.histograms.items() if name == "conveyor_job_queue_wait_seconds"]
+    assert wait.count == 2 and 0.35 < wait.sum < 5, wait.sum
+    assert wait.counts[wait.bounds.index(0.25)] == 1  # the first was claimed at once, the second was not

@@ -64,6 +64,8 @@ async def run_executor(
         async for job in jobs:
             delivered = False
             try:
+                if job.waited_ms >= 0:
+                    metrics.observe("conveyor_job_queue_wait_seconds", job.waited_ms / 1000, type=job.type)
                 began = trio.current_time()
                 finished = await execute(job, records, pool, registry, config, metrics, flusher)
                 await records.send(finished)

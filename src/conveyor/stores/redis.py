@@ -118,8 +118,8 @@ class RedisStore:
         """Claim up to n jobs; max_running is the tenants' default running cap (0: none)."""
         flat = await self._script("claim", [n, node, lease_ms, max_running])
         return [
-            Envelope(id, tenant, type_, json.loads(payload), int(a), int(m), int(o))
-            for id, tenant, type_, payload, a, m, o in _envelopes(flat, 0, 7)
+            Envelope(id, tenant, type_, json.loads(payload), int(a), int(m), int(o), int(w))
+            for id, tenant, type_, payload, a, m, o, w in _envelopes(flat, 0, 8)
         ]
 
     async def finish(

@@ -12,8 +12,10 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Put a job on its tenant's ready queue, and the tenant on the ring if it was not there.
-local function push_ready(p, tenant, id)
+-- Put a job (its envelope exists) on its tenant's ready queue, and the tenant on the ring if it
+-- was not there. The envelope's 'r' is when it became ready, for the claim's queue wait.
+local function push_ready(p, tenant, id, now)
+  redis.call('HSET', p .. ':job:' .. id, 'r', now)
   redis.call('RPUSH', p .. ':q:' .. tenant, id)
   if redis.call('SADD', p .. ':ringset', tenant) == 1 then
     redis.call('RPUSH', p .. ':ring', tenant)

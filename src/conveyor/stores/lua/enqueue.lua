@@ -11,7 +11,7 @@ for i = 4, #ARGV, 7 do
   local env = p .. ':job:' .. id
   if redis.call('EXISTS', env) == 0 then
     create_envelope(p, id, tenant, ARGV[i + 2], ARGV[i + 3], 0, ARGV[i + 4], ARGV[i + 5])
-    push_ready(p, tenant, id)
+    push_ready(p, tenant, id, now)
     emit(p, tenant, id, ARGV[i + 6], feed_max)
     count = count + 1
   end

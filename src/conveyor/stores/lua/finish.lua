@@ -28,7 +28,7 @@ for _ = 1, n do
     elseif action == 'handback' or action == 'requeue' then
       if action == 'handback' then redis.call('HSET', env, 'a', tonumber(attempt) - 1) end
       redis.call('HDEL', env, 'n')
-      push_ready(p, tenant, id)
+      push_ready(p, tenant, id, now)
       to_wake = to_wake + 1
     end
     for j = 1, k do

@@ -8,7 +8,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0
   redis.call('ZREM', delayed, id)
   local tenant = redis.call('HGET', p .. ':job:' .. id, 't')
   if tenant then
-    push_ready(p, tenant, id)
+    push_ready(p, tenant, id, now)
     moved = moved + 1
   end
 end

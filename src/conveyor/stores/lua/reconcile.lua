@@ -19,7 +19,7 @@ for i = 2, #ARGV, 9 do
     elseif due_in > 0 then
       redis.call('ZADD', p .. ':delayed', now + due_in, id)
     else
-      push_ready(p, tenant, id)
+      push_ready(p, tenant, id, now)
     end
     repaired = repaired + 1
   end
