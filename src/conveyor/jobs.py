@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from . import feed, keys
+from . import feed, history, keys
 from .actors.writer import AlreadySubmitted
 from .config import Config
 from .model import JobRecord, NewJob, Status
@@ -108,6 +108,11 @@ class Jobs:
         """A page of a tenant's jobs, newest first, and how many there are."""
         rows, total = await self.pg.list_jobs(tenant, status, limit, offset, job_type)
         return [JobRecord.from_row(row) for row in rows], total
+
+    async def history(self, tenant: str) -> dict[str, Any]:
+        """The tenant's last hour in slots (history.py), for the dashboard's charts."""
+        now, hour, hashes = await self.redis.history(tenant)
+        return history.columns(now, hour, hashes)
 
     async def depth(self, tenant: str) -> tuple[int, int]:
         """A tenant's unfinished jobs and how many of them run, from the dispatch index."""

@@ -43,8 +43,8 @@ _STATUS = {
     Outcome.CANCELLED: Status.CANCELLED,
 }
 _INDEX_ACTION = {
-    Outcome.COMPLETED: "done",
-    Outcome.FAILED: "done",
+    Outcome.COMPLETED: "completed",
+    Outcome.FAILED: "failed",
     Outcome.RETRY: "retry",
     Outcome.HANDBACK: "handback",
     Outcome.REQUEUED: "requeue",
@@ -60,3 +60,9 @@ def status_of(outcome: Outcome) -> Status:
 def index_action(outcome: Outcome) -> str:
     """What the dispatch index does with an outcome that PostgreSQL accepted (finish.lua)."""
     return _INDEX_ACTION[outcome]
+
+
+def end_action(status: str) -> str:
+    """What the dispatch index does with a job that PostgreSQL says has ended: drop it, and
+    count a completion or a failure in the tenant's history."""
+    return {Status.COMPLETED: "completed", Status.FAILED: "failed"}.get(Status(status), "done")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from typing import Any
 
 import httpx
@@ -337,3 +338,44 @@ async def test_dashboard_first_hour_rough_edges(cluster: Cluster, tenant: str) -
     left, right = seen["aside"]
     assert 0 <= left and right <= 420, seen["aside"]
     assert seen["auth_off"] == {"#key-row": False, "#tenant-row": True, "#app": False}
+
+
+GREEN_PIXELS = """(canvas) => {
+  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let n = 0;
+  for (let i = 0; i < data.length; i += 4) if (data[i] < 60 && data[i + 1] > 100 && data[i + 2] < 100) n++;
+  return n;
+}"""
+
+
+async def test_dashboard_opened_after_200_jobs_shows_them_in_its_charts(cluster: Cluster, tenant: str) -> None:
+    node = await cluster.start("h", CONVEYOR_AUTH="on", CONVEYOR_CONCURRENCY=16, CONVEYOR_TENANT_SUBMIT_RATE="0")
+    key = await trio.to_thread.run_sync(tenant_key, cluster, tenant)
+
+    def run_200() -> None:
+        ok = {"type": "sleep", "payload": {"delayMs": 5}}
+        bad = {"type": "data_processing", "maxAttempts": 1,
+               "payload": {"records": [{"v": "x"}], "operation": "sum", "field": "v"}}
+        with httpx.Client(base_url=node.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+            for _ in range(2):  # two batches a few seconds apart: two points on the chart
+                assert client.post("/jobs/batch", json={"jobs": [ok] * 80 + [bad] * 20}).status_code == 201
+                while client.get("/stats").json()["unfinished"]:
+                    time.sleep(0.1)
+                time.sleep(5)
+
+    def scenario() -> dict[str, Any]:
+        run_200()
+        with Browser("history") as page:  # opened after they ran: nothing on the feed since
+            sign_in(page, node.url, key)
+            page.wait_for_function(
+                "document.querySelector('#throughput').getAttribute('aria-label').includes('160 completed')")
+            shot(page, "dashboard-history.png")
+            return {"label": page.get_attribute("#throughput", "aria-label"),
+                    "green": page.eval_on_selector("#throughput", GREEN_PIXELS),
+                    "depth_points": page.evaluate("state.depth.length")}
+
+    with trio.fail_after(90):
+        seen = await trio.to_thread.run_sync(scenario)
+    assert "160 completed and 40 failed in the last hour" in seen["label"], seen
+    assert seen["green"] > 20, seen  # the completed line is drawn
+    assert seen["depth_points"] > 2, seen  # the queue depth's history, not only the polls since opening

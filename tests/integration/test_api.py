@@ -292,3 +292,27 @@ async def test_queue_wait_is_the_time_a_job_waited_ready(start_node: Any, tenant
     (wait,) = [h for (name, _), h in node.metrics.histograms.items() if name == "conveyor_job_queue_wait_seconds"]
     assert wait.count == 2 and 0.35 < wait.sum < 5, wait.sum
     assert wait.counts[wait.bounds.index(0.25)] == 1  # the first was claimed at once, the second was not
+
+
+async def test_history_counts_each_end_once_and_the_depth(start_node: Any, tenant: str) -> None:
+    node: Node = await start_node()
+    ok = {"tenantId": tenant, "type": "sleep", "payload": {"delayMs": 1}}
+    bad = {"tenantId": tenant, "type": "data_processing", "maxAttempts": 1,
+           "payload": {"records": [{"v": "x"}], "operation": "sum", "field": "v"}}
+    with trio.fail_after(20):
+        async with httpx.AsyncClient(base_url=base_url(node)) as client:
+            assert (await client.post("/jobs/batch", json={"jobs": [ok] * 30 + [bad] * 2})).status_code == 201
+
+            async def ended() -> Any:
+                r = await client.get("/stats/history", params={"tenantId": tenant})
+                assert r.status_code == 200
+                body = r.json()
+                return body if (sum(body["completed"]), sum(body["failed"])) == (30, 2) else None
+
+            await wait_until(ended)
+            body = await ended()
+            other = (await client.get("/stats/history", params={"tenantId": f"{tenant}-other"})).json()
+    assert body["tenantId"] == tenant and body["slotSeconds"] == 5 and len(body["completed"]) == 720
+    assert max(u for u in body["unfinished"] if u is not None) == 32  # the most in a slot: all 32
+    assert all(r is None or r <= 32 for r in body["running"])
+    assert sum(other["completed"]) == 0 and set(other["unfinished"]) == {None}  # one tenant's own

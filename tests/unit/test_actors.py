@@ -137,7 +137,7 @@ async def test_recorder_writes_a_start_and_finish_in_one_batch_once(autojump_clo
     assert starts == [] and [(f["id"], f["status"]) for f in finishes] == [("job-1", "COMPLETED")]
     ((outcomes, events),) = redis.called("finish")
     (applied,) = outcomes
-    assert (applied.id, applied.attempt, applied.action) == ("job-1", 1, "done")
+    assert (applied.id, applied.attempt, applied.action) == ("job-1", 1, "completed")
     # the feed still hears the RUNNING that PostgreSQL never stored, then the end
     assert [json.loads(e)["status"] for e in applied.events] == ["RUNNING", "COMPLETED"]
     assert events == []
@@ -172,7 +172,7 @@ async def test_recorder_fenced_outcomes(autojump_clock: Any) -> None:
     assert pg.called("job_states") == [["job-1", "job-2"]]
     ((outcomes, _),) = redis.called("finish")
     by_id = {a.id: a for a in outcomes}
-    assert by_id["job-1"].action == "done"
+    assert by_id["job-1"].action == "completed"  # the end it had reached, counted in its history
     assert [json.loads(e)["status"] for e in by_id["job-1"].events] == ["COMPLETED"]
     assert (by_id["job-2"].action, by_id["job-2"].events) == ("done", ())
 

@@ -126,7 +126,7 @@ def _applied(
     when refused, the row of the end the job had reached already."""
     if row is not None:
         # an accepted outcome may still have ended the job (a cancellation requested meanwhile)
-        action = rules.index_action(f.outcome) if row["status"] not in TERMINAL else "done"
+        action = rules.index_action(f.outcome) if row["status"] not in TERMINAL else rules.end_action(row["status"])
         events = []
         if (row["id"], row["attempts"]) in starts:
             # started and finished within this batch: written once, but the feed still hears
@@ -137,7 +137,7 @@ def _applied(
     if ended is not None:
         # The job had ended. If its envelope is still at this attempt, that end was never
         # published (only the call that drops the envelope publishes it): publish it now.
-        return Applied(f.job.id, f.job.attempt, "done", 0, (json.dumps(job_update(ended)),))
+        return Applied(f.job.id, f.job.attempt, rules.end_action(ended["status"]), 0, (json.dumps(job_update(ended)),))
     return Applied(f.job.id, f.job.attempt, "done")  # a newer attempt holds it: this one is over
 
 

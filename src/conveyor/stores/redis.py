@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 SCRIPTS = (
     "enqueue", "claim", "finish", "heartbeat", "reap", "promote", "reconcile", "lock", "admit",
-    "cancel", "publish", "feed", "jobevents",
+    "cancel", "publish", "feed", "jobevents", "history",
 )
 JOB_EVENTS_MAX = 1000  # a job's newest events that GET /jobs/{id}/events returns
 
@@ -38,6 +38,10 @@ class Applied:
     action: str  # done | retry | handback | requeue
     delay_ms: int = 0
     events: tuple[str, ...] = ()
+
+
+def _pairs(flat: Sequence[Any]) -> dict[str, str]:
+    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
 def _envelopes(flat: Sequence[Any], start: int, width: int) -> list[tuple[Any, ...]]:
@@ -253,6 +257,12 @@ class RedisStore:
         """The tenant's unfinished jobs that Redis knows of."""
         value = await self._run(lambda: self.client.hget(self.key("queued"), tenant))
         return int(value or 0)
+
+    async def history(self, tenant: str) -> tuple[int, int, list[dict[str, str]]]:
+        """The tenant's history slots (history.lua): now in ms, the hour, and the fields of that
+        hour and of the one before."""
+        now, hour, *hashes = await self._script("history", [tenant])
+        return int(now), int(hour), [_pairs(h) for h in hashes]
 
     async def depth(self, tenant: str) -> tuple[int, int]:
         """The tenant's unfinished jobs, and those of them running, by the dispatch index."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import keys, limits, validation
+from .. import history, keys, limits, validation
 from ..handlers import Registry
 from ..model import Status
 from ..tenants import MAX_KEY_NAME
@@ -114,6 +114,10 @@ def _other_schemas() -> dict[str, Any]:
         "Ticket": _object(("ticket", "expiresInSeconds"), ticket={"type": "string"}, expiresInSeconds=_int(1)),
         "Stats": _object(("tenantId", "unfinished", "running", "waiting"), tenantId={"type": "string"},
                          unfinished=_int(0), running=_int(0), waiting=_int(0)),
+        "History": _object(
+            ("tenantId", "slotSeconds", "from", "completed", "failed", "unfinished", "running"),
+            tenantId={"type": "string"}, slotSeconds=_int(1), **{"from": _int(0)},
+            completed=_counts(), failed=_counts(), unfinished=_counts(nullable=True), running=_counts(nullable=True)),
         "JobTypes": _object(("types",), types={"type": "array", "items": {"type": "string"}}),
         "Health": _object(("status", "timestamp"), status={"const": "ok"}, timestamp=TIME),
         "Ready": _object(("status", "timestamp", "checks"), status={"enum": ["ready", "unavailable"]},
@@ -147,6 +151,12 @@ def _op(summary: str, ok: dict[int, tuple[str, dict[str, Any]]], errors: tuple[i
     elif security == "adminKey":
         op["security"] = [{"adminKey": []}]
     return op
+
+
+def _counts(nullable: bool = False) -> dict[str, Any]:
+    """A column of the history, a slot per item; depths are null before any was recorded."""
+    return {"type": "array", "items": {"type": ["integer", "null"] if nullable else "integer", "minimum": 0},
+            "minItems": history.SLOTS, "maxItems": history.SLOTS}
 
 
 def _path_param(name: str) -> dict[str, Any]:
@@ -195,6 +205,9 @@ def _job_paths() -> dict[str, Any]:
                                     (400, 401, 404, 413, 503))},
         "/stats": {"get": _op("The tenant's queue depth", {200: ("Now", _ref("Stats"))}, (400, 401, 403, 429, 503),
                               params=(TENANT_QUERY,))},
+        "/stats/history": {"get": _op(
+            "The tenant's last hour, in slots (oldest first) of `slotSeconds` from `from` (ms since the epoch)",
+            {200: ("Its history", _ref("History"))}, (400, 401, 403, 429, 503), params=(TENANT_QUERY,))},
         "/job-types": {"get": _op("The job types this node runs", {200: ("Their names", _ref("JobTypes"))},
                                   (400, 401, 503))},
     }

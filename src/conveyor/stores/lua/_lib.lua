@@ -5,7 +5,7 @@
 -- <p>:queued hash tenant -> unfinished jobs (envelopes), <p>:qbytes hash tenant -> bytes of their
 -- payloads, <p>:bucket:<tenant> submit rate bucket, <p>:feed:<tenant> the tenant's retained job
 -- events, <p>:feedhead:<tenant> its newest event id, <p>:jev:<tenant> and <p>:jev0:<tenant> the
--- index of its jobs' events.
+-- index of its jobs' events, <p>:hist:<tenant>:<hour> its history for the dashboard's charts.
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -108,5 +108,38 @@ local function close_feeds(p, feed_max, feed_ms, now)
     else
       redis.call('PEXPIRE', index, feed_ms)
     end
+  end
+end
+
+-- A tenant's history, for the dashboard's charts: per HIST_SLOT_MS slot of each hour, in
+-- <p>:hist:<tenant>:<hour> (kept two hours), fields c<slot> and f<slot> count the jobs that
+-- completed and failed in it, q<slot> and r<slot> are its unfinished and running jobs when it
+-- last changed, Q<slot> and R<slot> the most of each it recorded in the slot. A job's end is counted by the call that drops its envelope: exactly once. A
+-- script calls touch_history per job (with 'c' or 'f' for an end), then close_history once.
+local HIST_SLOT_MS, HIST_HOUR_MS = 5000, 3600000
+local hist = {}
+
+local function touch_history(tenant, ended)
+  local h = hist[tenant]
+  if not h then
+    h = {c = 0, f = 0}
+    hist[tenant] = h
+  end
+  if ended then h[ended] = h[ended] + 1 end
+end
+
+local function close_history(p, now)
+  local hour = math.floor(now / HIST_HOUR_MS)
+  local slot = math.floor((now % HIST_HOUR_MS) / HIST_SLOT_MS)
+  for tenant, h in pairs(hist) do
+    local key = p .. ':hist:' .. tenant .. ':' .. hour
+    if h.c > 0 then redis.call('HINCRBY', key, 'c' .. slot, h.c) end
+    if h.f > 0 then redis.call('HINCRBY', key, 'f' .. slot, h.f) end
+    local q = tonumber(redis.call('HGET', p .. ':queued', tenant)) or 0
+    local r = redis.call('SCARD', p .. ':running:' .. tenant)
+    local peak = redis.call('HMGET', key, 'Q' .. slot, 'R' .. slot)
+    redis.call('HSET', key, 'q' .. slot, q, 'r' .. slot, r, 'Q' .. slot, math.max(q, tonumber(peak[1]) or 0),
+               'R' .. slot, math.max(r, tonumber(peak[2]) or 0))
+    redis.call('PEXPIRE', key, 2 * HIST_HOUR_MS)
   end
 end

@@ -13,9 +13,11 @@ for i = 4, #ARGV, 7 do
     create_envelope(p, id, tenant, ARGV[i + 2], ARGV[i + 3], 0, ARGV[i + 4], ARGV[i + 5])
     push_ready(p, tenant, id, now)
     emit(p, tenant, id, ARGV[i + 6], feed_max)
+    touch_history(tenant)
     count = count + 1
   end
 end
 wake(p, count)
 close_feeds(p, feed_max, feed_ms, now)
+close_history(p, now)
 return count

@@ -2,7 +2,8 @@
 -- ARGV: prefix, feed_max, feed_ms, n, then n groups: id, attempt, action, delay_ms, k, then k
 -- events (json) of that outcome; then groups of 3 that are published unconditionally (starts and
 -- progress): tenant, job id, event json.
--- Actions: done (drop lease and envelope), retry (to the delayed set), handback (to ready,
+-- Actions: completed, failed, done (drop lease and envelope; the first two count the end in
+-- the tenant's history), retry (to the delayed set), handback (to ready,
 -- attempt not counted), requeue (to ready: the reaper's take-back of an expired lease).
 -- An action applies only while the envelope is at that attempt, and an outcome's events are
 -- published only when its action applies. Because only this script deletes a leased envelope,
@@ -20,9 +21,13 @@ for _ = 1, n do
     local tenant = h[2]
     -- a released slot may let a capped tenant's next job run: wake a fetcher for it
     to_wake = to_wake + release(p, tenant, id)
-    if action == 'done' then
+    if action == 'done' or action == 'completed' or action == 'failed' then
       drop_envelope(p, tenant, id)
-    elseif action == 'retry' then
+      touch_history(tenant, action == 'completed' and 'c' or action == 'failed' and 'f' or nil)
+    else
+      touch_history(tenant)
+    end
+    if action == 'retry' then
       redis.call('HDEL', env, 'n')
       redis.call('ZADD', p .. ':delayed', now + tonumber(delay_ms), id)
     elseif action == 'handback' or action == 'requeue' then
@@ -45,4 +50,5 @@ for _, e in ipairs(events) do
   emit(p, e[1], e[2], e[3], feed_max)
 end
 close_feeds(p, feed_max, feed_ms, now)
+close_history(p, now)
 return 1

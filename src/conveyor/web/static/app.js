@@ -3,7 +3,8 @@
 "use strict";
 
 const PAGE = 25;
-const SPAN = 300; // seconds shown by the charts
+const SPAN = 3600; // seconds shown by the charts
+const SLOT = 5; // seconds per point of the completed/failed chart, as the node's history keeps them
 const $ = (sel) => document.querySelector(sel);
 const el = (tag, props = {}, ...kids) => {
   const node = Object.assign(document.createElement(tag), props);
@@ -19,7 +20,7 @@ const state = {
   jobs: new Map(), // id -> job, the page on screen
   progress: new Map(), // id -> {progress, message}
   detail: null, // the id shown in the dialog
-  counts: new Map(), // second -> {completed, failed}
+  counts: new Map(), // slot start (s) -> {completed, failed}
   depth: [], // [t, waiting, running]
   types: [],
 };
@@ -82,6 +83,7 @@ async function enter() {
   for (const t of state.types) { $("#filter-type").append(el("option", { value: t, textContent: t })); $("#create-type").append(el("option", { value: t, textContent: t })); }
   renderTypeFields();
   await loadJobs();
+  await loadHistory(); // before the feed: what it hears from then on is added
   feed.connect();
   setInterval(pollDepth, 2000); pollDepth();
   setInterval(drawCharts, 1000);
@@ -377,10 +379,10 @@ setInterval(() => {
 
 function onUpdate(msg) {
   if (msg.status === "COMPLETED" || msg.status === "FAILED") {
-    const second = Math.floor(Date.parse(msg.updatedAt || new Date().toISOString()) / 1000);
-    const c = state.counts.get(second) || { completed: 0, failed: 0 };
+    const slot = slotOf(Date.parse(msg.updatedAt || new Date().toISOString()) / 1000);
+    const c = state.counts.get(slot) || { completed: 0, failed: 0 };
     c[msg.status === "COMPLETED" ? "completed" : "failed"] += 1;
-    state.counts.set(second, c);
+    state.counts.set(slot, c);
   }
   if (msg.status !== "RUNNING") state.progress.delete(msg.jobId);
   log(`${msg.jobId.slice(0, 8)} ${msg.status}${msg.error ? ` — ${msg.error}` : ""}`, msg.status === "FAILED");
@@ -411,6 +413,23 @@ function log(text, bad = false) {
 
 // ---- charts -------------------------------------------------------------------------------
 
+const slotOf = (seconds) => Math.floor(seconds / SLOT) * SLOT;
+
+// The last hour as the node keeps it, so that the charts mean something from the first look;
+// the feed (subscribed after this read) and pollDepth extend it live.
+async function loadHistory() {
+  try {
+    const h = await api(withTenant("/stats/history"));
+    const depth = [];
+    h.completed.forEach((completed, i) => {
+      const t = h.from / 1000 + i * h.slotSeconds;
+      if (completed || h.failed[i]) state.counts.set(slotOf(t), { completed, failed: h.failed[i] });
+      if (h.unfinished[i] !== null) depth.push([t + h.slotSeconds, Math.max(0, h.unfinished[i] - h.running[i]), h.running[i]]);
+    });
+    state.depth = depth.concat(state.depth);
+  } catch { /* the charts start empty, as before the history */ }
+}
+
 async function pollDepth() {
   try {
     const d = await api(withTenant("/stats"));
@@ -420,16 +439,19 @@ async function pollDepth() {
 }
 
 function drawCharts() {
-  const now = Math.floor(Date.now() / 1000);
+  const now = slotOf(Date.now() / 1000);
   const completed = [], failed = [];
-  for (let t = now - SPAN; t < now; t++) {
+  for (let t = now - SPAN + SLOT; t <= now; t += SLOT) {
     const c = state.counts.get(t) || { completed: 0, failed: 0 };
     completed.push([t, c.completed]); failed.push([t, c.failed]);
   }
   for (const t of state.counts.keys()) if (t < now - SPAN) state.counts.delete(t);
+  const total = (points) => points.reduce((n, [, v]) => n + v, 0);
+  $("#throughput").setAttribute("aria-label",
+    `jobs per 5 seconds: ${total(completed)} completed and ${total(failed)} failed in the last hour`);
   drawChart($("#throughput"), [
-    { label: "completed/s", color: "#15803d", points: completed },
-    { label: "failed/s", color: "#b91c1c", points: failed },
+    { label: "completed", color: "#15803d", points: completed },
+    { label: "failed", color: "#b91c1c", points: failed },
   ], SPAN);
   drawChart($("#depth"), [
     { label: "waiting", color: "#6b7280", points: state.depth.map(([t, w]) => [t, w]) },
