@@ -56,6 +56,12 @@ class Envelope:
     max_attempts: int
     timeout_ms: int
     waited_ms: int = -1  # how long it waited ready before this claim (-1: not known)
+    retries: int = 0  # attempt numbers skipped by retries by hand: attempt less this counts runs
+
+    @property
+    def runs(self) -> tuple[int, int]:
+        """This attempt and the most there may be, as the API shows them (counting runs)."""
+        return self.attempt - self.retries, self.max_attempts - self.retries
 
 
 class Outcome(enum.Enum):
@@ -121,6 +127,7 @@ class JobRecord:
     updated_at: datetime
     payload_omitted: bool = False
     result_omitted: bool = False
+    retries: int = 0  # attempt numbers skipped by retries by hand (the fence); not runs
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> JobRecord:
@@ -130,4 +137,5 @@ class JobRecord:
             timeout_ms=row["timeout_ms"], error=row["error"], result=row["result"], run_at=row["run_at"],
             created_at=row["created_at"], updated_at=row["updated_at"],
             payload_omitted=bool(row.get("payload_omitted")), result_omitted=bool(row.get("result_omitted")),
+            retries=row.get("retries") or 0,
         )

@@ -31,8 +31,8 @@ def job_json(job: JobRecord) -> dict[str, Any]:
         "type": job.type,
         "payload": job.payload,
         "status": job.status.value,
-        "attempts": job.attempts,
-        "maxAttempts": job.max_attempts,
+        "attempts": job.attempts - job.retries,  # runs: a retry's skipped number is not one
+        "maxAttempts": job.max_attempts - job.retries,
         "timeoutMs": job.timeout_ms,
         "error": job.error,
         "result": job.result,
@@ -57,8 +57,8 @@ def job_update(job: Mapping[str, Any] | JobRecord) -> dict[str, Any]:
         "tenantId": row["tenant_id"],
         "status": row["status"],
         "error": row["error"],
-        "attempts": row["attempts"],
-        "maxAttempts": row["max_attempts"],
+        "attempts": row["attempts"] - (row.get("retries") or 0),
+        "maxAttempts": row["max_attempts"] - (row.get("retries") or 0),
         "updatedAt": iso(row["updated_at"]),
     }
 
@@ -90,7 +90,7 @@ def job_progress(job: Envelope, progress: float, message: str) -> dict[str, Any]
         "type": "JOB_PROGRESS",
         "jobId": job.id,
         "tenantId": job.tenant_id,
-        "attempts": job.attempt,
+        "attempts": job.runs[0],
         "progress": progress,
         "message": message,
     }

@@ -210,3 +210,29 @@ async def test_the_reconciler_lock_has_one_holder_at_a_time(stores: Any) -> None
         assert not await redis.try_lock("reconciler", "node-b", 200)
         await wait_until(lambda: redis.try_lock("reconciler", "node-b", 200))  # after it lapses
         assert not await redis.try_lock("reconciler", "node-a", 200)
+
+
+async def test_a_late_outcome_from_before_a_retry_by_hand_is_fenced_out(stores: Any, tenant: str) -> None:
+    from conveyor.model import JobRecord
+    from conveyor.wire import job_json
+
+    pg, redis = stores
+    job = NewJob(str(uuid.uuid4()), tenant, "sleep", {"delayMs": 0}, max_attempts=1, timeout_ms=1000)
+    with trio.fail_after(20):
+        stalled = await submit_and_start(pg, redis, job, "stalled-node")
+        await expire_lease(redis, job.id)
+        ((_, reaped),) = await redis.reap(10, lease_ms=60_000)
+        await record_batch(pg, redis, [Finished(reaped, Outcome.FAILED, error="lease expired")])
+        row = await pg.retry_job(job.id, None, 2)  # as POST /jobs/{id}/retry does
+        assert row is not None
+        await redis.reconcile([{**row, "due_in_ms": 0}])
+        (again,) = await redis.claim(1, node="n", lease_ms=60_000)
+        assert again.runs == (2, 3) and again.attempt == 3  # attempt number 2 was skipped
+        await record_batch(pg, redis, [Started(again)])
+        # the stalled node wakes up with attempt 1's result: refused
+        await record_batch(pg, redis, [Finished(stalled, Outcome.COMPLETED, result={"late": True})])
+        assert (await pg.get_job(job.id))["status"] == "RUNNING"
+        await record_batch(pg, redis, [Finished(again, Outcome.COMPLETED, result={"late": False})])
+        shown = job_json(JobRecord.from_row(await pg.get_job(job.id)))
+    assert (shown["status"], shown["attempts"], shown["maxAttempts"], shown["result"]) == (
+        "COMPLETED", 2, 3, {"late": False})

@@ -60,13 +60,13 @@ async def run_reaper(
                 log.warning("job %s attempt %d: lease expired (%s)", job.id, job.attempt, verdict)
                 metrics.inc("conveyor_jobs_reaped_total", verdict=verdict)
                 if verdict == "requeued":
-                    msg = Finished(job, Outcome.REQUEUED, error=f"lease expired (attempt {job.attempt})")
+                    msg = Finished(job, Outcome.REQUEUED, error=f"lease expired (attempt {job.runs[0]})")
                 elif verdict == "cancelled":
                     msg = Finished(job, Outcome.CANCELLED, error=CANCELLED_BY_REQUEST)
                 else:
                     msg = Finished(
                         job, Outcome.FAILED,
-                        error=f"lease expired on the last attempt ({job.attempt} of {job.max_attempts})",
+                        error="lease expired on the last attempt ({} of {})".format(*job.runs),
                     )
                 await records.send(msg)
             if len(reaped) < REAP_LIMIT:

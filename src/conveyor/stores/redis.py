@@ -122,8 +122,8 @@ class RedisStore:
         """Claim up to n jobs; max_running is the tenants' default running cap (0: none)."""
         flat = await self._script("claim", [n, node, lease_ms, max_running])
         return [
-            Envelope(id, tenant, type_, json.loads(payload), int(a), int(m), int(o), int(w))
-            for id, tenant, type_, payload, a, m, o, w in _envelopes(flat, 0, 8)
+            Envelope(id, tenant, type_, json.loads(payload), int(a), int(m), int(o), int(w), int(k or 0))
+            for id, tenant, type_, payload, a, m, o, w, k in _envelopes(flat, 0, 9)
         ]
 
     async def finish(
@@ -173,8 +173,8 @@ class RedisStore:
     async def reap(self, limit: int, *, lease_ms: int) -> list[tuple[str, Envelope]]:
         flat = await self._script("reap", [limit, lease_ms])
         return [
-            (verdict, Envelope(id, tenant, type_, json.loads(payload), int(a), int(m), int(o)))
-            for verdict, id, tenant, type_, payload, a, m, o in _envelopes(flat, 0, 8)
+            (verdict, Envelope(id, tenant, type_, json.loads(payload), int(a), int(m), int(o), retries=int(k or 0)))
+            for verdict, id, tenant, type_, payload, a, m, o, k in _envelopes(flat, 0, 9)
         ]
 
     async def promote(self, limit: int) -> tuple[int, int]:
@@ -187,7 +187,7 @@ class RedisStore:
         for r in rows:
             args += [
                 r["id"], r["tenant_id"], r["type"], dumps(r["payload"]), r["status"],
-                r["attempts"], r["max_attempts"], r["timeout_ms"], r["due_in_ms"],
+                r["attempts"], r["max_attempts"], r["timeout_ms"], r["due_in_ms"], r.get("retries") or 0,
             ]
         return int(await self._script("reconcile", args)) if rows else 0
 

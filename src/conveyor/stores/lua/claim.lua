@@ -1,8 +1,9 @@
 -- Claim up to N ready jobs, one per tenant per turn of the ring, so tenants share fairly; a
 -- tenant that holds as many leases as its running cap is passed over until one is released.
 -- ARGV: prefix, n, node, lease_ms, default running cap (0: none); <p>:maxrun overrides it.
--- Returns a flat list of groups of 8: id, tenant, type, payload, attempt, max_attempts, timeout_ms,
--- and ms it waited ready (-1: not known, an envelope from before 'r').
+-- Returns a flat list of groups of 9: id, tenant, type, payload, attempt, max_attempts, timeout_ms,
+-- ms it waited ready (-1: not known, an envelope from before 'r'), attempt numbers skipped by
+-- retries ('k', 0 when none).
 local p, n, node, lease_ms = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local default_cap = tonumber(ARGV[5])
 local now = now_ms()
@@ -26,7 +27,7 @@ while claimed < n and passed < redis.call('LLEN', ring) do
     end
     if id then
       local env = p .. ':job:' .. id
-      local h = redis.call('HMGET', env, 't', 'y', 'p', 'm', 'o', 'c', 'r')
+      local h = redis.call('HMGET', env, 't', 'y', 'p', 'm', 'o', 'c', 'r', 'k')
       if h[6] then
         -- cancelled while it was running, then put back (a retry, a lease expiry): drop it
         drop_envelope(p, tenant, id)
@@ -36,7 +37,7 @@ while claimed < n and passed < redis.call('LLEN', ring) do
         redis.call('HSET', env, 'n', node)
         hold(p, tenant, id, now + lease_ms)
         local waited = h[7] and math.max(0, now - tonumber(h[7])) or -1
-        for _, v in ipairs({id, h[1], h[2], h[3], attempt, h[4], h[5], waited}) do out[#out + 1] = v end
+        for _, v in ipairs({id, h[1], h[2], h[3], attempt, h[4], h[5], waited, h[8] or 0}) do out[#out + 1] = v end
         claimed = claimed + 1
         passed = 0
       end

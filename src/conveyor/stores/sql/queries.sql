@@ -12,7 +12,7 @@ SELECT * FROM unnest(%(ids)s::uuid[], %(tenants)s::text[], %(types)s::text[],
 UPDATE jobs SET status = 'RUNNING', attempts = u.attempt, updated_at = now()
 FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS u(id, attempt)
 WHERE jobs.id = u.id AND jobs.attempts < u.attempt AND jobs.status IN ('PENDING', 'RUNNING')
-RETURNING jobs.id::text, jobs.tenant_id, jobs.status, jobs.attempts, jobs.max_attempts,
+RETURNING jobs.id::text, jobs.tenant_id, jobs.status, jobs.attempts, jobs.max_attempts, jobs.retries,
           jobs.error, jobs.updated_at;
 
 -- name: record_finished
@@ -36,11 +36,11 @@ FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(new_attempts)s::int[], %(sta
             %(errors)s::text[], %(results)s::jsonb[], %(delays)s::int[])
      AS u(id, attempt, new_attempt, status, error, result, delay_ms)
 WHERE jobs.id = u.id AND jobs.attempts <= u.attempt AND jobs.status IN ('PENDING', 'RUNNING')
-RETURNING jobs.id::text, jobs.tenant_id, jobs.status, jobs.attempts, jobs.max_attempts,
+RETURNING jobs.id::text, jobs.tenant_id, jobs.status, jobs.attempts, jobs.max_attempts, jobs.retries,
           jobs.error, jobs.updated_at;
 
 -- name: get_job
-SELECT id::text, tenant_id, type, payload, status, attempts, max_attempts, timeout_ms, error,
+SELECT id::text, tenant_id, type, payload, status, attempts, max_attempts, retries, timeout_ms, error,
        result, run_at, created_at, updated_at
 FROM jobs WHERE id = %(id)s;
 
@@ -51,7 +51,7 @@ SELECT id::text, tenant_id, type,
        CASE WHEN coalesce(payload_bytes, octet_length(payload::text)) <= %(most)s
             THEN payload END AS payload,
        coalesce(payload_bytes, octet_length(payload::text)) > %(most)s AS payload_omitted,
-       status, attempts, max_attempts, timeout_ms, error,
+       status, attempts, max_attempts, retries, timeout_ms, error,
        CASE WHEN coalesce(result_bytes, octet_length(result::text), 0) <= %(most)s
             THEN result END AS result,
        coalesce(result_bytes, octet_length(result::text), 0) > %(most)s AS result_omitted,
@@ -73,7 +73,7 @@ SELECT 1;
 -- name: unfinished_jobs
 -- The reconciler's scan: non-terminal jobs untouched for a while, in (updated_at, id) order from
 -- a cursor, so successive calls walk the whole set a page at a time (partial index jobs_unfinished).
-SELECT id::text, tenant_id, type, payload, status, attempts, max_attempts, timeout_ms,
+SELECT id::text, tenant_id, type, payload, status, attempts, max_attempts, retries, timeout_ms,
        greatest(0, extract(epoch FROM run_at - now()) * 1000)::bigint AS due_in_ms,
        updated_at
 FROM jobs
@@ -84,7 +84,7 @@ ORDER BY updated_at, id
 LIMIT %(limit)s;
 
 -- name: get_job_of_tenant
-SELECT id::text, tenant_id, type, payload, status, attempts, max_attempts, timeout_ms, error,
+SELECT id::text, tenant_id, type, payload, status, attempts, max_attempts, retries, timeout_ms, error,
        result, run_at, created_at, updated_at
 FROM jobs WHERE id = %(id)s AND tenant_id = %(tenant)s;
 
@@ -161,18 +161,19 @@ UPDATE jobs SET status = CASE WHEN status = 'PENDING' THEN 'CANCELLED' ELSE stat
                 updated_at = now()
 WHERE id = %(id)s AND (%(tenant)s::text IS NULL OR tenant_id = %(tenant)s)
   AND status IN ('PENDING', 'RUNNING')
-RETURNING id::text, tenant_id, type, payload, status, attempts, max_attempts, timeout_ms, error,
+RETURNING id::text, tenant_id, type, payload, status, attempts, max_attempts, retries, timeout_ms, error,
           result, run_at, created_at, updated_at;
 
 -- name: retry_job
 -- A FAILED or CANCELLED job goes back to PENDING with `budget` more attempts. Its attempt counter
--- skips one number, so that a late outcome of an attempt from before the retry stays fenced out.
-UPDATE jobs SET status = 'PENDING', attempts = attempts + 1,
+-- skips one number, so that a late outcome of an attempt from before the retry stays fenced out;
+-- `retries` counts the numbers skipped (the API shows attempts less them).
+UPDATE jobs SET status = 'PENDING', attempts = attempts + 1, retries = retries + 1,
                 max_attempts = attempts + 1 + %(budget)s, error = NULL, result = NULL,
                 cancel_requested = false, run_at = now(), updated_at = now()
 WHERE id = %(id)s AND (%(tenant)s::text IS NULL OR tenant_id = %(tenant)s)
   AND status IN ('FAILED', 'CANCELLED')
-RETURNING id::text, tenant_id, type, payload, status, attempts, max_attempts, timeout_ms, error,
+RETURNING id::text, tenant_id, type, payload, status, attempts, max_attempts, retries, timeout_ms, error,
           result, run_at, created_at, updated_at;
 
 -- name: claim_idempotency_keys
@@ -197,7 +198,7 @@ DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => %(
 
 -- name: unfinished_jobs_by_id
 -- The reconciler's second look at the jobs Redis did not know: those still non-terminal now.
-SELECT id::text, tenant_id, type, payload, status, attempts, max_attempts, timeout_ms,
+SELECT id::text, tenant_id, type, payload, status, attempts, max_attempts, retries, timeout_ms,
        greatest(0, extract(epoch FROM run_at - now()) * 1000)::bigint AS due_in_ms,
        updated_at
 FROM jobs
@@ -205,5 +206,5 @@ WHERE id = ANY(%(ids)s::uuid[]) AND status IN ('PENDING', 'RUNNING');
 
 -- name: job_states
 -- What the feed says of these jobs (their JOB_UPDATE), for outcomes that PostgreSQL refused.
-SELECT id::text, tenant_id, status, attempts, max_attempts, error, updated_at
+SELECT id::text, tenant_id, status, attempts, max_attempts, retries, error, updated_at
 FROM jobs WHERE id = ANY(%(ids)s::uuid[]);
