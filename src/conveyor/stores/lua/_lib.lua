@@ -114,8 +114,9 @@ end
 -- A tenant's history, for the dashboard's charts: per HIST_SLOT_MS slot of each hour, in
 -- <p>:hist:<tenant>:<hour> (kept two hours), fields c<slot> and f<slot> count the jobs that
 -- completed and failed in it, q<slot> and r<slot> are its unfinished and running jobs when it
--- last changed, Q<slot> and R<slot> the most of each it recorded in the slot. A job's end is counted by the call that drops its envelope: exactly once. A
--- script calls touch_history per job (with 'c' or 'f' for an end), then close_history once.
+-- last changed, Q<slot> and R<slot> the most of each it recorded in the slot. A job's end is
+-- counted by the call that drops its envelope: exactly once. A script calls touch_history per
+-- job (with 'c' or 'f' for an end), then close_history once per call.
 local HIST_SLOT_MS, HIST_HOUR_MS = 5000, 3600000
 local hist = {}
 
