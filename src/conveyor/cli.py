@@ -150,6 +150,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; a reader that went away (`| head`) ends it quietly, as it does cat."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # inside: a closed pipe is found here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command in ("jobs", "stats"):  # clients of a node, like watch
         return jobs_cli.main(args)

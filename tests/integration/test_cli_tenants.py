@@ -77,3 +77,17 @@ def test_cli_answers_one_json_line_as_readme_shows(database_url: str) -> None:
         assert proc.returncode == 0, proc.stderr
         (line,) = proc.stdout.splitlines()
         assert json.loads(line)
+
+
+def test_output_to_a_closed_pipe_ends_quietly(database_url: str) -> None:
+    # `conveyor tenants list | head -c 10`, as a user would pipe it: no traceback
+    assert conveyor(database_url, "tenants", "create", "piped")[0] == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "tenants", "list"],
+        env={**os.environ, "DATABASE_URL": database_url, "CONVEYOR_LOG_LEVEL": "WARNING"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the command writes
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 1 and "Traceback" not in err and "BrokenPipe" not in err, err
