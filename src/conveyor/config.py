@@ -59,6 +59,8 @@ class Config:
     tenant_max_queued_bytes: int = 256 * 1024 * 1024
     tenant_read_rate: float = 50.0
     tenant_read_burst: int = 100
+    retention_seconds: int = 7 * 86_400
+    tenant_max_schedules: int = 100
     auth_refresh_seconds: float = 2.0
     idempotency_seconds: float = 86_400.0
     feed_retention_events: int = 10_000
@@ -221,6 +223,8 @@ SETTINGS: dict[str, tuple[str, Callable[[str, str], Any], str]] = {
     "CONVEYOR_TENANT_MAX_QUEUED_BYTES": ("tenant_max_queued_bytes", _limit, "default cap on the payload bytes of a tenant's unfinished jobs (0: none)"),
     "CONVEYOR_TENANT_READ_RATE": ("tenant_read_rate", _rate, "default reads per second a tenant may make of one node (0: no limit)"),
     "CONVEYOR_TENANT_READ_BURST": ("tenant_read_burst", _positive_int, "default burst of the read rate limit, in requests"),
+    "CONVEYOR_RETENTION_SECONDS": ("retention_seconds", _limit, "finished jobs (COMPLETED, FAILED, CANCELLED) are deleted this long after they finished (0: kept forever); per tenant: retentionSeconds"),
+    "CONVEYOR_TENANT_MAX_SCHEDULES": ("tenant_max_schedules", _limit, "default cap on a tenant's recurring schedules (0: none)"),
     "CONVEYOR_AUTH_REFRESH_SECONDS": ("auth_refresh_seconds", _positive_float, "how often revoked keys and tenant limits are re-read"),
     "CONVEYOR_IDEMPOTENCY_SECONDS": ("idempotency_seconds", _positive_float, "how long an Idempotency-Key is remembered"),
     "CONVEYOR_FEED_RETENTION_EVENTS": ("feed_retention_events", _positive_int, "job events kept per tenant for clients that resume (about; whole blocks are trimmed)"),

@@ -24,6 +24,8 @@ FIELDS = {
     "maxQueuedBytes": ("max_queued_bytes", int, 0),
     "readRate": ("read_rate", float, 0),
     "readBurst": ("read_burst", int, 1),
+    "retentionSeconds": ("retention_seconds", int, 0),
+    "maxSchedules": ("max_schedules", int, 0),
 }
 MAX_VALUE = 2**31 - 1
 
@@ -38,6 +40,8 @@ class TenantLimits:
     max_queued_bytes: int
     read_rate: float
     read_burst: int
+    retention_seconds: int  # finished jobs are deleted this long after they finished (0: kept)
+    max_schedules: int
 
     def as_json(self) -> dict[str, Any]:
         return {wire: getattr(self, column) for wire, (column, _, _) in FIELDS.items()}
@@ -85,6 +89,8 @@ def defaults(config: Config) -> TenantLimits:
         max_queued_bytes=config.tenant_max_queued_bytes,
         read_rate=config.tenant_read_rate,
         read_burst=config.tenant_read_burst,
+        retention_seconds=config.retention_seconds,
+        max_schedules=config.tenant_max_schedules,
     )
 
 

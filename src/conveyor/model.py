@@ -15,6 +15,7 @@ import attrs
 from .storable import dumps
 
 CANCELLED_BY_REQUEST = "cancelled by request"  # the error of a job cancelled through the API
+PRIORITY_DEFAULT = 5  # of 0 (most urgent) .. 9: urgent work can jump ahead, bulk work step back
 
 
 class Status(enum.StrEnum):
@@ -42,6 +43,17 @@ class NewJob:
     payload_json: str = attrs.field(
         default=attrs.Factory(lambda self: dumps(self.payload), takes_self=True), repr=False
     )
+    priority: int = PRIORITY_DEFAULT  # FIFO within a priority
+    # when it may run: delay_ms after it is stored (each store by its own clock), or at run_at
+    delay_ms: int = 0
+    run_at: datetime | None = None
+    schedule_name: str | None = None  # made by this schedule's fire at scheduled_for
+    scheduled_for: datetime | None = None
+
+    @property
+    def run_at_ms(self) -> int:
+        """run_at in ms since the epoch (0: none)."""
+        return int(self.run_at.timestamp() * 1000) if self.run_at is not None else 0
 
 
 @attrs.frozen
@@ -128,6 +140,9 @@ class JobRecord:
     payload_omitted: bool = False
     result_omitted: bool = False
     retries: int = 0  # attempt numbers skipped by retries by hand (the fence); not runs
+    priority: int = PRIORITY_DEFAULT
+    schedule_name: str | None = None
+    scheduled_for: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> JobRecord:
@@ -137,5 +152,6 @@ class JobRecord:
             timeout_ms=row["timeout_ms"], error=row["error"], result=row["result"], run_at=row["run_at"],
             created_at=row["created_at"], updated_at=row["updated_at"],
             payload_omitted=bool(row.get("payload_omitted")), result_omitted=bool(row.get("result_omitted")),
-            retries=row.get("retries") or 0,
+            retries=row.get("retries") or 0, priority=row.get("priority", PRIORITY_DEFAULT),
+            schedule_name=row.get("schedule_name"), scheduled_for=row.get("scheduled_for"),
         )

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import keys, storable
 from .config import Config
 from .handlers import FieldError, Registry
-from .model import NewJob, Status
+from .model import PRIORITY_DEFAULT, NewJob, Status
 
 MAX_BATCH = 1000
 MAX_TIMEOUT_MS = 24 * 3600 * 1000
 MAX_ATTEMPTS_LIMIT = 100
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, LIST_OFFSET_MAX = 20, 100, 10_000_000  # GET /jobs
+MAX_DELAY_MS = 366 * 24 * 3600 * 1000  # delayMs, and how far ahead a runAt may be
+PRIORITY_MOST_URGENT, PRIORITY_LEAST_URGENT = 0, 9
+RUN_AT_CHARS = 64
 
 
 class Invalid(Exception):
@@ -64,7 +68,9 @@ def storable_params(params: Iterable[tuple[str, str]], what: str) -> None:
         raise Invalid("Validation failed", errors)
 
 
-JOB_FIELDS = ("tenantId", "type", "payload", "maxAttempts", "timeoutMs")  # of a submitted job
+JOB_FIELDS = (  # of a submitted job
+    "tenantId", "type", "payload", "maxAttempts", "timeoutMs", "priority", "delayMs", "runAt",
+)
 
 
 UNKNOWN_FIELDS_NAMED = 10  # a body with many unknown fields gets this many errors, not one each
@@ -132,7 +138,45 @@ def job_errors(
         errors.append(
             FieldError(f"{where}timeoutMs", f"must be an integer from 1 to {MAX_TIMEOUT_MS}")
         )
+    errors += timing_errors(body, where)
     return errors
+
+
+def timing_errors(body: Mapping[str, Any], where: str = "") -> list[FieldError]:
+    """What is wrong with a job's priority, delayMs and runAt (a submission, a schedule's job)."""
+    errors = []
+    if "priority" in body and not is_int_in(body["priority"], PRIORITY_MOST_URGENT, PRIORITY_LEAST_URGENT):
+        errors.append(FieldError(
+            f"{where}priority",
+            f"must be an integer from {PRIORITY_MOST_URGENT} (most urgent) to {PRIORITY_LEAST_URGENT}",
+        ))
+    if "delayMs" in body and "runAt" in body:
+        errors.append(FieldError(f"{where}runAt", "cannot be given together with delayMs"))
+    elif "delayMs" in body and not is_int_in(body["delayMs"], 0, MAX_DELAY_MS):
+        errors.append(FieldError(f"{where}delayMs", f"must be an integer from 0 to {MAX_DELAY_MS}"))
+    elif "runAt" in body and isinstance(why := run_at_problem(body["runAt"]), str):
+        errors.append(FieldError(f"{where}runAt", why))
+    return errors
+
+
+def run_at_problem(value: Any, now: datetime | None = None) -> str | datetime:
+    """A runAt as a UTC datetime, or what is wrong with it."""
+    rule = "must be an ISO 8601 date and time with an offset, like 2026-12-24T18:00:00+01:00"
+    if not isinstance(value, str) or len(value) > RUN_AT_CHARS:
+        return rule
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return rule
+    if when.tzinfo is None:
+        return rule
+    try:
+        when = when.astimezone(UTC)
+    except OverflowError:
+        return rule
+    if when - (now or datetime.now(UTC)) > timedelta(milliseconds=MAX_DELAY_MS):
+        return f"must be at most {MAX_DELAY_MS // 86_400_000} days ahead"
+    return when
 
 
 def new_job(
@@ -148,6 +192,9 @@ def new_job(
         payload=body["payload"],
         max_attempts=body.get("maxAttempts", config.max_attempts),
         timeout_ms=body.get("timeoutMs") or handler.default_timeout_ms(body["payload"]),
+        priority=body.get("priority", PRIORITY_DEFAULT),
+        delay_ms=body.get("delayMs", 0),
+        run_at=run_at_problem(body["runAt"]) if "runAt" in body else None,  # type: ignore[arg-type]
     )
 
 

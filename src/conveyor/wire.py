@@ -39,6 +39,9 @@ def job_json(job: JobRecord) -> dict[str, Any]:
         "runAt": iso(job.run_at),
         "createdAt": iso(job.created_at),
         "updatedAt": iso(job.updated_at),
+        "priority": job.priority,
+        "scheduleName": job.schedule_name,
+        "scheduledFor": iso(job.scheduled_for),
     }
     if job.payload_omitted:
         body["payloadOmitted"] = True

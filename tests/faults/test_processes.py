@@ -153,7 +153,7 @@ def redis_leftovers(cluster: Cluster, ids: list[str]) -> list[str]:
     client = cluster.redis()
     p = cluster.config.redis_prefix
     try:
-        queued = {i for key in client.scan_iter(f"{p}:q:*") for i in client.lrange(key, 0, -1)}
+        queued = {i for key in client.scan_iter(f"{p}:ready:*") for i in client.zrange(key, 0, -1)}
         delayed = set(client.zrange(f"{p}:delayed", 0, -1))
         return [i for i in ids if client.exists(f"{p}:job:{i}") or i in queued or i in delayed]
     finally:

@@ -125,9 +125,11 @@ async def test_a_job_dispatched_twice_runs_once(
             await pg.insert_jobs([(None, jobs)])
             assert await dispatch(redis, jobs) == 50
             assert await dispatch(redis, jobs) == 0  # the second dispatch is refused outright
-            # and ids pushed into the ready queue again behind the script's back are skipped
-            queue = redis.key("q", tenant)
-            await trio.to_thread.run_sync(lambda: redis.client.rpush(queue, *[j.id for j in jobs] * 2))
+            # and ids put into the ready queue again behind the script's back (with scores after
+            # their own, as once more) are skipped once their job has run
+            queue = redis.key("ready", tenant)
+            again = {j.id: 2**52 + n for n, j in enumerate(jobs)}
+            await trio.to_thread.run_sync(lambda: redis.client.zadd(queue, again))
             nodes = [await cluster.start(f"n{i}", CONVEYOR_CONCURRENCY=10) for i in range(2)]
             statuses = await cluster.wait_terminal(tenant, 50)
             assert nodes

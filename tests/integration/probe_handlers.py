@@ -13,12 +13,14 @@ from conveyor import Config, Envelope, FieldError, Handler, Registry
 RUNNING: Counter[str] = Counter()
 PEAK: Counter[str] = Counter()
 STARTED: list[tuple[str, float]] = []
+ORDER: list[str] = []  # ids of the jobs, in the order they started
 
 
 def reset() -> None:
     RUNNING.clear()
     PEAK.clear()
     STARTED.clear()
+    ORDER.clear()
 
 
 def register(registry: Registry, config: Config) -> None:
@@ -30,6 +32,7 @@ def register(registry: Registry, config: Config) -> None:
         RUNNING[job.tenant_id] += 1
         PEAK[job.tenant_id] = max(PEAK[job.tenant_id], RUNNING[job.tenant_id])
         STARTED.append((job.tenant_id, trio.current_time()))
+        ORDER.append(job.id)
         try:
             await trio.sleep(payload["ms"] / 1000)
         finally:

@@ -119,11 +119,14 @@ async def test_duplicate_dispatch_runs_once(stores: Any, tenant: str) -> None:
     with trio.fail_after(10):
         assert await dispatch(redis, [job]) == 1
         assert await dispatch(redis, [job]) == 0  # already dispatched: skipped
-        # even if the id sits in the ready queue twice, only one claim gets it
-        await trio.to_thread.run_sync(lambda: redis.client.rpush(redis.key("q", tenant), job.id))
+        # even if the tenant is on the ring twice, only one claim gets the job
         await trio.to_thread.run_sync(lambda: redis.client.rpush(redis.key("ring"), tenant))
         claimed = await redis.claim(10, node="n", lease_ms=60_000)
         assert [c.id for c in claimed] == [job.id]
+        # and put back into the ready queue behind the script's back while it runs, it is skipped
+        await trio.to_thread.run_sync(lambda: redis.client.zadd(redis.key("ready", tenant), {job.id: 1}))
+        await trio.to_thread.run_sync(lambda: redis.client.rpush(redis.key("ring"), tenant))
+        assert await redis.claim(10, node="n", lease_ms=60_000) == []
 
 
 async def test_claims_rotate_across_tenants(stores: Any) -> None:

@@ -73,8 +73,8 @@ def test_unknown_fields_are_refused_by_name() -> None:
     (detail,) = info.value.details
     assert detail.field == "maxAttempt" and "maxAttempts" in detail.message
     with pytest.raises(Invalid) as info:
-        parse_batch({"jobs": [base, {**base, "priority": 1}], "x": 1}, REGISTRY, CONFIG)
-    assert sorted(d.field for d in info.value.details) == ["jobs[1].priority", "x"]
+        parse_batch({"jobs": [base, {**base, "priorty": 1}], "x": 1}, REGISTRY, CONFIG)
+    assert sorted(d.field for d in info.value.details) == ["jobs[1].priorty", "x"]
     # many unknown fields get a bounded answer: ten named (long names cut), then how many more
     with pytest.raises(Invalid) as info:
         parse_submission({**base, **{f"k{i}" + "x" * 500: i for i in range(100_000)}}, REGISTRY, CONFIG)

@@ -28,8 +28,13 @@ async def run_scheduler(
     max_sleep: float = 0.25,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Moves due retries from the delayed set to the ready queues."""
+    """Moves due jobs (delayed submissions, retries) from the delayed set to the ready queues;
+    a job is ready at most max_sleep after it is due. First it moves the ready lists of an
+    earlier version into the ready queues (upgrade.lua)."""
     task_status.started()
+    moved = await retrying("scheduler: upgrade", redis.upgrade, first=1.0, cap=1.0)
+    if moved:
+        log.warning("scheduler: moved %d ready jobs of an earlier version to the ready queues", moved)
     while True:
         moved, next_due_ms = await retrying("scheduler: promote", redis.promote, PROMOTE_LIMIT, first=1.0, cap=1.0)
         if moved >= PROMOTE_LIMIT:

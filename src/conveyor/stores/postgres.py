@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 LIMIT_COLUMNS = (
     "max_running", "submit_rate", "submit_burst", "max_queued", "max_websockets",
-    "max_queued_bytes", "read_rate", "read_burst",
+    "max_queued_bytes", "read_rate", "read_burst", "retention_seconds", "max_schedules",
 )
 LIST_VALUE_BYTES = 16 * 1024  # a list leaves out payloads and results larger than this
 MIGRATION_LOCK = 0x636F6E76  # "conv": advisory lock key serialising migrations across nodes
@@ -54,6 +54,9 @@ def _job_params(jobs: Sequence[NewJob]) -> dict[str, list[Any]]:
         "payload_bytes": [len(j.payload_json) for j in jobs],
         "max_attempts": [j.max_attempts for j in jobs],
         "timeouts": [j.timeout_ms for j in jobs],
+        "priorities": [j.priority for j in jobs],
+        "run_ats": [j.run_at for j in jobs],
+        "delays": [j.delay_ms for j in jobs],
     }
 
 

@@ -16,14 +16,14 @@ import redis
 import trio
 
 from ..failures import StoreUnavailable
-from ..model import Envelope, NewJob
+from ..model import PRIORITY_DEFAULT, Envelope, NewJob
 from ..storable import dumps
 
 T = TypeVar("T")
 
 SCRIPTS = (
     "enqueue", "claim", "finish", "heartbeat", "reap", "promote", "reconcile", "lock", "admit",
-    "cancel", "publish", "feed", "jobevents", "history",
+    "cancel", "publish", "feed", "jobevents", "history", "upgrade",
 )
 JOB_EVENTS_MAX = 1000  # a job's newest events that GET /jobs/{id}/events returns
 
@@ -113,8 +113,16 @@ class RedisStore:
         job); returns how many were dispatched (a job dispatched before is skipped)."""
         args: list[Any] = [*self._feed]
         for j, event in zip(jobs, created, strict=True):
-            args += [j.id, j.tenant_id, j.type, j.payload_json, j.max_attempts, j.timeout_ms, event]
+            args += [
+                j.id, j.tenant_id, j.type, j.payload_json, j.max_attempts, j.timeout_ms, event,
+                j.priority, j.run_at_ms, j.delay_ms,
+            ]
         return int(await self._script("enqueue", args))
+
+    async def upgrade(self) -> int:
+        """Bring the dispatch index of an earlier version up to this one's (upgrade.lua); returns
+        how many ready jobs moved."""
+        return int(await self._script("upgrade", []))
 
     async def claim(
         self, n: int, *, node: str, lease_ms: int, max_running: int = 0
@@ -188,6 +196,7 @@ class RedisStore:
             args += [
                 r["id"], r["tenant_id"], r["type"], dumps(r["payload"]), r["status"],
                 r["attempts"], r["max_attempts"], r["timeout_ms"], r["due_in_ms"], r.get("retries") or 0,
+                r.get("priority", PRIORITY_DEFAULT),
             ]
         return int(await self._script("reconcile", args)) if rows else 0
 

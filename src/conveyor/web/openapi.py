@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import history, keys, limits, validation
 from ..handlers import Registry
-from ..model import Status
+from ..model import PRIORITY_DEFAULT, Status
 from ..tenants import MAX_KEY_NAME
 
 NOT_DESCRIBED = ("/", "/dashboard/<name>", "/ws")  # routes that are not JSON over HTTP
@@ -69,11 +69,15 @@ def _job_schemas(registry: Registry) -> dict[str, Any]:
         "payload": {"type": "object", "description": "as the job type defines it (docs/api.md)"},
         "maxAttempts": _int(1, validation.MAX_ATTEMPTS_LIMIT),
         "timeoutMs": _int(1, validation.MAX_TIMEOUT_MS),
+        "priority": _int(validation.PRIORITY_MOST_URGENT, validation.PRIORITY_LEAST_URGENT)
+        | {"description": f"0 most urgent; default {PRIORITY_DEFAULT}"},
+        "delayMs": _int(0, validation.MAX_DELAY_MS) | {"description": "run no earlier than this long after the submission (not with runAt)"},
+        "runAt": {**TIME, "description": "run no earlier than this (ISO 8601 with an offset; not with delayMs)"},
     }
     submission = {name: fields[name] for name in validation.JOB_FIELDS}  # a new field needs a schema here
     job = _object(
         ("id", "tenantId", "type", "payload", "status", "attempts", "maxAttempts", "timeoutMs",
-         "error", "result", "runAt", "createdAt", "updatedAt"),
+         "error", "result", "runAt", "createdAt", "updatedAt", "priority", "scheduleName", "scheduledFor"),
         id={"type": "string"}, tenantId={"type": "string"}, type={"type": "string"},
         payload=_nullable("object", description="null in a list when large (payloadOmitted)"),
         status={"type": "string", "enum": list(Status.__members__)},
@@ -81,6 +85,9 @@ def _job_schemas(registry: Registry) -> dict[str, Any]:
         error=_nullable("string"), result={"description": "the handler's result, any JSON; null until COMPLETED"},
         runAt=_nullable("string", format="date-time"), createdAt=TIME, updatedAt=TIME,
         payloadOmitted={"type": "boolean"}, resultOmitted={"type": "boolean"},
+        priority=_int(validation.PRIORITY_MOST_URGENT, validation.PRIORITY_LEAST_URGENT),
+        scheduleName=_nullable("string", description="the schedule whose fire made the job"),
+        scheduledFor=_nullable("string", format="date-time", description="that fire's time"),
     )
     return {
         "JobSubmission": _closed(_object(("type", "payload"), **submission)) | {"examples": [

@@ -16,7 +16,7 @@ if redis.call('ZSCORE', p .. ':leases', id) then
   redis.call('XADD', p .. ':control', 'MAXLEN', '~', 10000, '*', 'k', 'cancel', 'id', id)
   return {'running', tonumber(h[2])}
 end
-redis.call('LREM', p .. ':q:' .. tenant, 0, id)
+redis.call('ZREM', p .. ':ready:' .. tenant, id)
 redis.call('ZREM', p .. ':delayed', id)
 redis.call('HSET', env, 'n', 'canceller')
 hold(p, tenant, id, now_ms() + lease_ms)

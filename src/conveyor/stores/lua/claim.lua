@@ -1,5 +1,6 @@
--- Claim up to N ready jobs, one per tenant per turn of the ring, so tenants share fairly; a
--- tenant that holds as many leases as its running cap is passed over until one is released.
+-- Claim up to N ready jobs, one per tenant per turn of the ring, so tenants share fairly (a
+-- tenant's priorities order its own jobs only); a tenant that holds as many leases as its
+-- running cap is passed over until one is released.
 -- ARGV: prefix, n, node, lease_ms, default running cap (0: none); <p>:maxrun overrides it.
 -- Returns a flat list of groups of 9: id, tenant, type, payload, attempt, max_attempts, timeout_ms,
 -- ms it waited ready (-1: not known, an envelope from before 'r'), attempt numbers skipped by
@@ -18,9 +19,9 @@ while claimed < n and passed < redis.call('LLEN', ring) do
     redis.call('RPUSH', ring, tenant)
     passed = passed + 1
   else
-    local q = p .. ':q:' .. tenant
-    local id = redis.call('LPOP', q)
-    if redis.call('LLEN', q) > 0 then
+    local q = p .. ':ready:' .. tenant
+    local id = redis.call('ZPOPMIN', q)[1]  -- the most urgent, ready first: O(log n)
+    if redis.call('ZCARD', q) > 0 then
       redis.call('RPUSH', ring, tenant)
     else
       redis.call('SREM', ringset, tenant)

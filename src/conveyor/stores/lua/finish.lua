@@ -16,7 +16,7 @@ local events = {}  -- tenant, job, data of the outcomes that applied, in order
 for _ = 1, n do
   local id, attempt, action, delay_ms, k = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
   local env = p .. ':job:' .. id
-  local h = redis.call('HMGET', env, 'a', 't')
+  local h = redis.call('HMGET', env, 'a', 't', 'P')
   if h[1] == attempt then
     local tenant = h[2]
     -- a released slot may let a capped tenant's next job run: wake a fetcher for it
@@ -33,7 +33,7 @@ for _ = 1, n do
     elseif action == 'handback' or action == 'requeue' then
       if action == 'handback' then redis.call('HSET', env, 'a', tonumber(attempt) - 1) end
       redis.call('HDEL', env, 'n')
-      push_ready(p, tenant, id, now)
+      push_ready(p, tenant, id, now, h[3])
       to_wake = to_wake + 1
     end
     for j = 1, k do

@@ -1,4 +1,4 @@
--- Move due delayed jobs (retries) to their tenants' ready queues.
+-- Move due delayed jobs (delayed submissions, retries) to their tenants' ready queues.
 -- ARGV: prefix, limit. Returns {moved, ms until the next due job or -1}.
 local p, limit = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
@@ -6,9 +6,9 @@ local delayed = p .. ':delayed'
 local moved = 0
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, limit)) do
   redis.call('ZREM', delayed, id)
-  local tenant = redis.call('HGET', p .. ':job:' .. id, 't')
-  if tenant then
-    push_ready(p, tenant, id, now)
+  local h = redis.call('HMGET', p .. ':job:' .. id, 't', 'P')
+  if h[1] then
+    push_ready(p, h[1], id, now, h[2])
     moved = moved + 1
   end
 end

@@ -1,26 +1,25 @@
 -- Dispatch again the non-terminal jobs (per PostgreSQL) that Redis does not know: their envelope
 -- is missing because the dispatch after commit failed, or Redis lost its data.
--- ARGV: prefix, then groups of 10: id, tenant, type, payload, status, attempts, max_attempts,
--- timeout_ms, due_in_ms, retries (attempt numbers skipped by retries by hand, kept as 'k'). A PENDING job goes to ready (or to the delayed set when not yet due);
+-- ARGV: prefix, then groups of 11: id, tenant, type, payload, status, attempts, max_attempts,
+-- timeout_ms, due_in_ms, retries (attempt numbers skipped by retries by hand, kept as 'k'),
+-- priority. A PENDING job goes to ready (or to the delayed set when not yet due);
 -- a RUNNING one gets an already expired lease, so that the reaper decides, as for a dead node,
 -- between another attempt and FAILED. Returns how many jobs were dispatched again.
 local p = ARGV[1]
 local now = now_ms()
 local repaired = 0
-for i = 2, #ARGV, 10 do
+for i = 2, #ARGV, 11 do
   local id, tenant = ARGV[i], ARGV[i + 1]
   local env = p .. ':job:' .. id
   if redis.call('EXISTS', env) == 0 then
-    create_envelope(p, id, tenant, ARGV[i + 2], ARGV[i + 3], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7])
+    create_envelope(p, id, tenant, ARGV[i + 2], ARGV[i + 3], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 10])
     if ARGV[i + 9] ~= '0' then redis.call('HSET', env, 'k', ARGV[i + 9]) end
     local due_in = tonumber(ARGV[i + 8])
     if ARGV[i + 4] == 'RUNNING' then
       redis.call('HSET', env, 'n', 'reconciler')
       hold(p, tenant, id, 0)
-    elseif due_in > 0 then
-      redis.call('ZADD', p .. ':delayed', now + due_in, id)
     else
-      push_ready(p, tenant, id, now)
+      dispatch(p, tenant, id, now, ARGV[i + 10], now + due_in)
     end
     repaired = repaired + 1
   end

@@ -2,10 +2,16 @@
 
 -- name: insert_jobs
 -- One statement per group-commit batch.
-INSERT INTO jobs (id, tenant_id, type, payload, max_attempts, timeout_ms, payload_bytes)
-SELECT * FROM unnest(%(ids)s::uuid[], %(tenants)s::text[], %(types)s::text[],
-                     %(payloads)s::jsonb[], %(max_attempts)s::int[], %(timeouts)s::int[],
-                     %(payload_bytes)s::int[]);
+-- A job is due at its run_at, or delay_ms after now by PostgreSQL's clock.
+INSERT INTO jobs (id, tenant_id, type, payload, max_attempts, timeout_ms, payload_bytes, priority,
+                  run_at)
+SELECT id, tenant_id, type, payload, max_attempts, timeout_ms, payload_bytes, priority,
+       coalesce(run_at, now() + make_interval(secs => delay_ms / 1000.0))
+FROM unnest(%(ids)s::uuid[], %(tenants)s::text[], %(types)s::text[], %(payloads)s::jsonb[],
+            %(max_attempts)s::int[], %(timeouts)s::int[], %(payload_bytes)s::int[],
+            %(priorities)s::int[], %(run_ats)s::timestamptz[], %(delays)s::bigint[])
+     AS u(id, tenant_id, type, payload, max_attempts, timeout_ms, payload_bytes, priority, run_at,
+          delay_ms);
 
 -- name: record_started
 -- Fenced by attempt: only a newer attempt may mark a non-terminal job RUNNING.
@@ -41,7 +47,7 @@ RETURNING jobs.id::text, jobs.tenant_id, jobs.status, jobs.attempts, jobs.max_at
 
 -- name: get_job
 SELECT id::text, tenant_id, type, payload, status, attempts, max_attempts, retries, timeout_ms, error,
-       result, run_at, created_at, updated_at
+       result, run_at, created_at, updated_at, priority, schedule_name, scheduled_for
 FROM jobs WHERE id = %(id)s;
 
 -- name: list_jobs
@@ -55,7 +61,7 @@ SELECT id::text, tenant_id, type,
        CASE WHEN coalesce(result_bytes, octet_length(result::text), 0) <= %(most)s
             THEN result END AS result,
        coalesce(result_bytes, octet_length(result::text), 0) > %(most)s AS result_omitted,
-       run_at, created_at, updated_at
+       run_at, created_at, updated_at, priority, schedule_name, scheduled_for
 FROM jobs
 WHERE tenant_id = %(tenant)s AND (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(type)s::text IS NULL OR type = %(type)s::text)
@@ -74,7 +80,7 @@ SELECT 1;
 -- The reconciler's scan: non-terminal jobs untouched for a while, in (updated_at, id) order from
 -- a cursor, so successive calls walk the whole set a page at a time (partial index jobs_unfinished).
 SELECT id::text, tenant_id, type, payload, status, attempts, max_attempts, retries, timeout_ms,
-       greatest(0, extract(epoch FROM run_at - now()) * 1000)::bigint AS due_in_ms,
+       priority, greatest(0, extract(epoch FROM run_at - now()) * 1000)::bigint AS due_in_ms,
        updated_at
 FROM jobs
 WHERE status IN ('PENDING', 'RUNNING')
@@ -85,18 +91,19 @@ LIMIT %(limit)s;
 
 -- name: get_job_of_tenant
 SELECT id::text, tenant_id, type, payload, status, attempts, max_attempts, retries, timeout_ms, error,
-       result, run_at, created_at, updated_at
+       result, run_at, created_at, updated_at, priority, schedule_name, scheduled_for
 FROM jobs WHERE id = %(id)s AND tenant_id = %(tenant)s;
 
 -- name: create_tenant
 -- Returns no row when the tenant already exists.
 INSERT INTO tenants (id, max_running, submit_rate, submit_burst, max_queued, max_websockets,
-                     max_queued_bytes, read_rate, read_burst)
+                     max_queued_bytes, read_rate, read_burst, retention_seconds, max_schedules)
 VALUES (%(id)s, %(max_running)s, %(submit_rate)s, %(submit_burst)s, %(max_queued)s,
-        %(max_websockets)s, %(max_queued_bytes)s, %(read_rate)s, %(read_burst)s)
+        %(max_websockets)s, %(max_queued_bytes)s, %(read_rate)s, %(read_burst)s,
+        %(retention_seconds)s, %(max_schedules)s)
 ON CONFLICT (id) DO NOTHING
 RETURNING id, max_running, submit_rate, submit_burst, max_queued, max_websockets,
-          max_queued_bytes, read_rate, read_burst, created_at;
+          max_queued_bytes, read_rate, read_burst, retention_seconds, max_schedules, created_at;
 
 -- name: update_tenant_limits
 -- Sets the given limits (NULL: back to the default); columns not given keep their value.
@@ -110,14 +117,18 @@ UPDATE tenants SET
                             ELSE max_queued_bytes END,
     read_rate      = CASE WHEN %(set_read_rate)s THEN %(read_rate)s ELSE read_rate END,
     read_burst     = CASE WHEN %(set_read_burst)s THEN %(read_burst)s ELSE read_burst END,
+    retention_seconds = CASE WHEN %(set_retention_seconds)s THEN %(retention_seconds)s
+                             ELSE retention_seconds END,
+    max_schedules  = CASE WHEN %(set_max_schedules)s THEN %(max_schedules)s ELSE max_schedules END,
     updated_at     = now()
 WHERE id = %(id)s
 RETURNING id, max_running, submit_rate, submit_burst, max_queued, max_websockets,
-          max_queued_bytes, read_rate, read_burst, created_at;
+          max_queued_bytes, read_rate, read_burst, retention_seconds, max_schedules, created_at;
 
 -- name: list_tenants
 SELECT t.id, t.max_running, t.submit_rate, t.submit_burst, t.max_queued, t.max_websockets,
-       t.max_queued_bytes, t.read_rate, t.read_burst, t.created_at,
+       t.max_queued_bytes, t.read_rate, t.read_burst, t.retention_seconds, t.max_schedules,
+       t.created_at,
        (SELECT count(*) FROM api_keys k WHERE k.tenant_id = t.id AND k.revoked_at IS NULL)
            AS active_keys
 FROM tenants t ORDER BY t.id;
@@ -125,10 +136,10 @@ FROM tenants t ORDER BY t.id;
 -- name: tenant_overrides
 -- The tenants with at least one limit of their own, read by every node's tenancy loop.
 SELECT id, max_running, submit_rate, submit_burst, max_queued, max_websockets,
-       max_queued_bytes, read_rate, read_burst
+       max_queued_bytes, read_rate, read_burst, retention_seconds, max_schedules
 FROM tenants
 WHERE num_nonnulls(max_running, submit_rate, submit_burst, max_queued, max_websockets,
-                   max_queued_bytes, read_rate, read_burst) > 0;
+                   max_queued_bytes, read_rate, read_burst, retention_seconds, max_schedules) > 0;
 
 -- name: create_key
 INSERT INTO api_keys (id, tenant_id, name, digest)
@@ -162,7 +173,7 @@ UPDATE jobs SET status = CASE WHEN status = 'PENDING' THEN 'CANCELLED' ELSE stat
 WHERE id = %(id)s AND (%(tenant)s::text IS NULL OR tenant_id = %(tenant)s)
   AND status IN ('PENDING', 'RUNNING')
 RETURNING id::text, tenant_id, type, payload, status, attempts, max_attempts, retries, timeout_ms, error,
-          result, run_at, created_at, updated_at;
+          result, run_at, created_at, updated_at, priority, schedule_name, scheduled_for;
 
 -- name: retry_job
 -- A FAILED or CANCELLED job goes back to PENDING with `budget` more attempts. Its attempt counter
@@ -174,7 +185,7 @@ UPDATE jobs SET status = 'PENDING', attempts = attempts + 1, retries = retries +
 WHERE id = %(id)s AND (%(tenant)s::text IS NULL OR tenant_id = %(tenant)s)
   AND status IN ('FAILED', 'CANCELLED')
 RETURNING id::text, tenant_id, type, payload, status, attempts, max_attempts, retries, timeout_ms, error,
-          result, run_at, created_at, updated_at;
+          result, run_at, created_at, updated_at, priority, schedule_name, scheduled_for;
 
 -- name: claim_idempotency_keys
 -- Take the keys of a batch of submissions; a key held within the retention window is not taken
@@ -199,7 +210,7 @@ DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => %(
 -- name: unfinished_jobs_by_id
 -- The reconciler's second look at the jobs Redis did not know: those still non-terminal now.
 SELECT id::text, tenant_id, type, payload, status, attempts, max_attempts, retries, timeout_ms,
-       greatest(0, extract(epoch FROM run_at - now()) * 1000)::bigint AS due_in_ms,
+       priority, greatest(0, extract(epoch FROM run_at - now()) * 1000)::bigint AS due_in_ms,
        updated_at
 FROM jobs
 WHERE id = ANY(%(ids)s::uuid[]) AND status IN ('PENDING', 'RUNNING');
