@@ -137,6 +137,11 @@ class TenantLimitsView:
     def of(self, tenant: str) -> TenantLimits:
         return self._overrides.get(tenant, self.defaults)
 
+    def retentions(self) -> dict[str, int]:
+        """The tenants whose retention is their own, and it (seconds, 0: kept forever)."""
+        default = self.defaults.retention_seconds
+        return {t: lim.retention_seconds for t, lim in self._overrides.items() if lim.retention_seconds != default}
+
     def replace(self, rows: list[dict[str, Any]]) -> dict[str, int]:
         """Take a fresh set of override rows; returns the running caps that are overridden."""
         self._overrides = {row["id"]: resolve(self.config, row) for row in rows}

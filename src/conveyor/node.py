@@ -22,6 +22,7 @@ from .actors.heartbeat import run_heartbeat
 from .actors.maintenance import run_reaper, run_reconciler, run_scheduler
 from .actors.pool import CancelReason, ExecutorPool
 from .actors.recorder import run_recorder
+from .actors.retention import run_pruner
 from .actors.tenancy import run_tenancy
 from .actors.writer import Submit, run_writer, submit_through
 from .auth import Authenticator
@@ -266,8 +267,8 @@ def _pipeline(node: Node, ch: _Channels) -> Supervisor:
 
 
 def _maintenance(node: Node, ch: _Channels) -> Supervisor:
-    """Timers and repairs: due retries, expired leases, tenants' limits and keys, and rows
-    PostgreSQL has that the dispatch index lost."""
+    """Timers and repairs: due jobs, expired leases, tenants' limits and keys, rows PostgreSQL
+    has that the dispatch index lost, and retention."""
     config, pg, redis = node.config, node.pg, node.redis
     return Supervisor(
         "maintenance",
@@ -289,6 +290,14 @@ def _maintenance(node: Node, ch: _Channels) -> Supervisor:
                 functools.partial(
                     run_reconciler, pg, redis, node.metrics, node_id=node.node_id,
                     interval=config.reconcile_seconds,
+                ),
+            ),
+            ChildSpec(
+                "pruner",
+                functools.partial(
+                    run_pruner, pg, redis, node.metrics, node_id=node.node_id,
+                    retention_s=config.retention_seconds, retentions=node.limits.retentions,
+                    idempotency_s=config.idempotency_seconds,
                 ),
             ),
         ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -9,8 +10,9 @@ import httpx
 import pytest
 import trio
 
+from conveyor.model import NewJob
 from conveyor.node import Node
-from tests.helpers import base_url, wait_until
+from tests.helpers import base_url, dispatch, wait_until
 from tests.integration import probe_handlers
 
 PROBES = ("tests.integration.probe_handlers",)
@@ -189,3 +191,20 @@ async def test_priority_orders_a_tenant_and_leaves_the_rotation_alone(start_node
     assert tenants[:40] == [a, b] * 20  # one each per turn of the ring, as without priorities
     a_order = [i for i, (t, _) in zip(probe_handlers.ORDER[1:], probe_handlers.STARTED[1:], strict=True) if t == a]
     assert a_order[:5] == urgent
+
+
+async def test_ready_lists_of_an_earlier_version_are_moved_to_the_ready_queues(stores: Any, tenant: str) -> None:
+    _, redis = stores
+    jobs = [NewJob(str(uuid.uuid4()), tenant, "sleep", {"delayMs": 0}, 3, 1000) for _ in range(3)]
+    assert await dispatch(redis, jobs) == 3
+
+    def as_before() -> None:  # the ready queue as a list, as versions before priorities kept it
+        redis.client.delete(redis.key("ready", tenant))
+        redis.client.rpush(redis.key("q", tenant), *[j.id for j in jobs])
+
+    await trio.to_thread.run_sync(as_before)
+    assert await redis.upgrade() == 3
+    assert await redis.upgrade() == 0
+    assert not await trio.to_thread.run_sync(lambda: redis.client.exists(redis.key("q", tenant)))
+    claimed = await redis.claim(10, node="n", lease_ms=60_000)
+    assert [c.id for c in claimed] == [j.id for j in jobs]

@@ -205,10 +205,25 @@ class PostgresStore:
         args = {"tenant": tenant, "key": key, "retain_s": retain_s}
         return await self._fetch_one("get_idempotency_key", args)
 
-    async def purge_idempotency_keys(self, *, retain_s: float) -> None:
-        await self._run(
-            lambda conn: conn.execute(QUERIES["purge_idempotency_keys"], {"retain_s": retain_s})
-        )
+    async def purge_idempotency_keys(self, *, retain_s: float, limit: int) -> int:
+        """Delete up to limit expired idempotency keys; returns how many."""
+        return await self._count("purge_idempotency_keys", {"retain_s": retain_s, "limit": limit})
+
+    async def prune_jobs(self, *, retain_s: int, own: Sequence[str], limit: int) -> int:
+        """Delete up to limit jobs finished more than retain_s ago, of tenants not in `own`."""
+        return await self._count("prune_jobs", {"retain_s": retain_s, "own": list(own), "limit": limit})
+
+    async def prune_tenant_jobs(self, retentions: dict[str, int], *, limit: int) -> int:
+        """Delete up to limit jobs of each of these tenants finished more than its retention
+        (seconds) ago."""
+        if not retentions:
+            return 0
+        args = {"tenants": list(retentions), "seconds": list(retentions.values()), "limit": limit}
+        return await self._count("prune_tenant_jobs", args)
+
+    async def _count(self, name: str, args: dict[str, Any]) -> int:
+        """Run one named statement in its own transaction; the rows it touched."""
+        return await self._run(lambda conn: conn.execute(QUERIES[name], args).rowcount)
 
     async def cancel_job(self, job_id: str, tenant: str | None) -> dict[str, Any] | None:
         return await self._fetch_one("cancel_job", {"id": job_id, "tenant": tenant})

@@ -205,7 +205,42 @@ WHERE tenant_id = %(tenant)s AND key = %(key)s
   AND created_at >= now() - make_interval(secs => %(retain_s)s);
 
 -- name: purge_idempotency_keys
-DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => %(retain_s)s);
+-- The oldest expired keys, at most %(limit)s of them (index idempotency_keys_created).
+DELETE FROM idempotency_keys
+WHERE (tenant_id, key) IN (
+    SELECT tenant_id, key FROM idempotency_keys
+    WHERE created_at < now() - make_interval(secs => %(retain_s)s)
+    ORDER BY created_at LIMIT %(limit)s);
+
+-- name: prune_jobs
+-- Retention: the oldest jobs finished more than %(retain_s)s ago, at most %(limit)s of them, of
+-- every tenant but those with a retention of their own (index jobs_finished). A finished row
+-- never changes, but for a retry by hand: one that is being retried is skipped, and the status
+-- is checked again under the row's lock.
+DELETE FROM jobs
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+      AND updated_at < now() - make_interval(secs => %(retain_s)s)
+      AND tenant_id <> ALL(%(own)s::text[])
+    ORDER BY updated_at LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+  AND status IN ('COMPLETED', 'FAILED', 'CANCELLED');
+
+-- name: prune_tenant_jobs
+-- Retention of the tenants with their own: at most %(limit)s jobs of each (index
+-- jobs_tenant_finished).
+DELETE FROM jobs
+WHERE id IN (
+    SELECT d.id
+    FROM unnest(%(tenants)s::text[], %(seconds)s::bigint[]) AS o(tenant_id, secs)
+    CROSS JOIN LATERAL (
+        SELECT id FROM jobs
+        WHERE jobs.tenant_id = o.tenant_id AND status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+          AND updated_at < now() - make_interval(secs => o.secs)
+        ORDER BY updated_at LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED) AS d)
+  AND status IN ('COMPLETED', 'FAILED', 'CANCELLED');
 
 -- name: unfinished_jobs_by_id
 -- The reconciler's second look at the jobs Redis did not know: those still non-terminal now.
