@@ -24,7 +24,7 @@ import trio
 from conveyor.config import Config
 from conveyor.node import Node, run_node
 from conveyor.stores import PostgresStore, RedisStore
-from conveyor.stores.postgres import migrate_sync
+from conveyor.stores.sqlfiles import migrate_sync
 from tests import services
 
 SERVICES = services.choose()  # the machine's PostgreSQL and Redis, or embedded ones (tests/services.py)

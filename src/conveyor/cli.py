@@ -23,14 +23,14 @@ import psycopg
 import trio
 
 from . import config as config_mod
-from . import feed, jobs_cli, tenants, watch
+from . import feed, jobs_cli, schedules_cli, tenants, watch
 from .embedded import DataDirError, EmbeddedError, embedded_services
 from .handlers import build_registry
 from .limits import FIELDS
 from .node import CannotListen, run_node
 from .process import tune_allocator
 from .stores import PostgresStore, StoreUnavailable
-from .stores.postgres import migrate_sync
+from .stores.sqlfiles import migrate_sync
 from .supervision import SupervisorGaveUp
 from .validation import Invalid
 
@@ -145,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     revoke_p.add_argument("key_id", help="the key's id (the part after cvk_)")
     for action_p in (create_p, key_actions.choices["list"], revoke_p):
         action_p.add_argument("--tenant", required=True, help="the tenant the key belongs to")
-    jobs_cli.add_parsers(sub)
+    schedules_cli.add_parser(sub, jobs_cli.add_parsers(sub))
     return parser
 
 
@@ -162,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
-    if args.command in ("jobs", "stats"):  # clients of a node, like watch
-        return jobs_cli.main(args)
+    if args.command in ("jobs", "stats", "schedules"):  # clients of a node, like watch
+        return jobs_cli.main(args, schedules_cli.run if args.command == "schedules" else None)
     if args.command == "watch":  # a client: needs no database or node settings
         if args.after is not None and not feed.resumable(args.after):
             print("conveyor: --from must be an eventId like 1732950000000-0", file=sys.stderr)

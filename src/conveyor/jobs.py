@@ -17,14 +17,14 @@ from typing import Any
 
 import attrs
 
-from . import feed, history, keys
+from . import feed, history, keys, paging
 from .actors.writer import AlreadySubmitted
 from .config import Config
 from .model import JobRecord, NewJob, Status
 from .stores import PostgresStore, RedisStore, StoreUnavailable
 from .stores.postgres import IdempotencyKey
 from .stores.redis import Applied
-from .validation import parse_job_id
+from .validation import ListQuery, parse_job_id
 from .wire import job_update
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,14 @@ class IdempotencyInUse(Exception):
 class Submitted:
     answer: dict[str, Any]  # what the first request with this key was answered
     replayed: bool = False
+
+
+@attrs.frozen
+class Page:
+    jobs: list[JobRecord]
+    total: int
+    total_exact: bool  # False: total is an estimate (beyond stores.postgres.EXACT_TOTAL_UP_TO)
+    next_cursor: str | None  # None: this page is the last
 
 
 @attrs.frozen
@@ -102,12 +110,15 @@ class Jobs:
             raise JobNotFound("Job not found")
         return JobRecord.from_row(row)
 
-    async def page(
-        self, tenant: str, status: str | None, limit: int, offset: int, job_type: str | None
-    ) -> tuple[list[JobRecord], int]:
-        """A page of a tenant's jobs, newest first, and how many there are."""
-        rows, total = await self.pg.list_jobs(tenant, status, limit, offset, job_type)
-        return [JobRecord.from_row(row) for row in rows], total
+    async def page(self, query: ListQuery) -> Page:
+        """A page of a tenant's jobs, newest first, how many there are, and the cursor of the
+        next page."""
+        rows, total, exact = await self.pg.list_jobs(
+            query.tenant, query.status, query.limit, query.offset, query.type, after=query.after
+        )
+        found = [JobRecord.from_row(row) for row in rows]
+        more = len(found) == query.limit
+        return Page(found, total, exact, paging.encode(found[-1].created_at, found[-1].id) if more else None)
 
     async def history(self, tenant: str) -> dict[str, Any]:
         """The tenant's last hour in slots (history.py), for the dashboard's charts."""

@@ -1,4 +1,5 @@
-"""`conveyor jobs …` and `conveyor stats`: the job API from the command line, on conveyor.client.
+"""`conveyor jobs …` and `conveyor stats`: the job API from the command line, on conveyor.client
+(`conveyor schedules …`, in schedules_cli.py, shares what is here).
 
 The node is CONVEYOR_URL (or --url), the key CONVEYOR_API_KEY. Output is readable by default and
 JSON with --json (one JSON document, or one line per job for `jobs list`). An error is one line
@@ -12,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -22,7 +24,8 @@ DEFAULT_URL = "http://127.0.0.1:3000"
 ENDED_BADLY = 3
 
 
-def add_parsers(sub: Any) -> None:
+def add_parsers(sub: Any) -> argparse.ArgumentParser:
+    """The jobs and stats commands; returns the options every client command shares."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help=f"a node, or nginx in front of nodes (default CONVEYOR_URL or {DEFAULT_URL})")
     common.add_argument("--tenant", help="the tenant (only with auth off: a key names its tenant)")
@@ -34,6 +37,10 @@ def add_parsers(sub: Any) -> None:
     submit_p.add_argument("--payload", default="{}", help="the payload, a JSON object (default {})")
     submit_p.add_argument("--max-attempts", type=int, help="attempts before it fails (default: the node's)")
     submit_p.add_argument("--timeout-ms", type=int, help="each attempt's deadline (default: the type's)")
+    submit_p.add_argument("--priority", type=int, help="0 (most urgent) to 9 (default 5)")
+    later = submit_p.add_mutually_exclusive_group()
+    later.add_argument("--delay-ms", type=int, help="run no earlier than this long from now")
+    later.add_argument("--run-at", help="run no earlier than this, ISO 8601 with an offset")
     submit_p.add_argument("--wait", action="store_true", help="wait until it ends and print it (exit 3 unless COMPLETED)")
     submit_p.add_argument("--wait-timeout", type=float, default=None, help="give up waiting after this many seconds")
     list_p = actions.add_parser("list", parents=[common], help="list jobs, newest first")
@@ -47,14 +54,16 @@ def add_parsers(sub: Any) -> None:
     for action_p in (get_p, cancel_p, retry_p):
         action_p.add_argument("job_id")
     sub.add_parser("stats", parents=[common], help="the tenant's queue now: unfinished, running, waiting")
+    return common
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace, run: Callable[[Client, argparse.Namespace], int] | None = None) -> int:
+    """Run a client command (`run`, or the jobs and stats commands) against the node."""
     url = args.url or os.environ.get("CONVEYOR_URL") or DEFAULT_URL
     key = os.environ.get("CONVEYOR_API_KEY") or None
     try:
         with Client(url, key, tenant=args.tenant) as client:
-            return _run(client, args)
+            return (run or _run)(client, args)
     except UsageError as exc:
         return _fail(str(exc), 2)
     except ApiError as exc:
@@ -77,7 +86,7 @@ def _fail(message: str, code: int) -> int:
 def _run(client: Client, args: argparse.Namespace) -> int:
     if args.command == "stats":
         stats = client.stats()
-        _show(args, {"tenantId": stats.tenant_id, "unfinished": stats.unfinished, "running": stats.running,
+        show(args, {"tenantId": stats.tenant_id, "unfinished": stats.unfinished, "running": stats.running,
                      "waiting": stats.waiting},
               f"tenant {stats.tenant_id}: {stats.unfinished} unfinished, {stats.running} running, "
               f"{stats.waiting} waiting")
@@ -95,33 +104,40 @@ def _run(client: Client, args: argparse.Namespace) -> int:
             return 0
         case "get":
             job = client.get(args.job_id)
-            _show(args, job.raw, details_of(job))
+            show(args, job.raw, details_of(job))
         case "cancel":
             job = client.cancel(args.job_id)
-            _show(args, job.raw, line_of(job) + ("  (being stopped)" if job.status == "RUNNING" else ""))
+            show(args, job.raw, line_of(job) + ("  (being stopped)" if job.status == "RUNNING" else ""))
         case "retry":
             job = client.retry(args.job_id, args.max_attempts)
-            _show(args, job.raw, line_of(job))
+            show(args, job.raw, line_of(job))
     return 0
 
 
-def _submit(client: Client, args: argparse.Namespace) -> int:
+def payload_of(text: str) -> dict[str, Any]:
     try:
-        payload = json.loads(args.payload)
+        payload = json.loads(text)
     except ValueError as exc:
         raise UsageError(f"--payload is not JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise UsageError("--payload must be a JSON object")
-    job_id = client.submit(args.type, payload, max_attempts=args.max_attempts, timeout_ms=args.timeout_ms)
+    return payload
+
+
+def _submit(client: Client, args: argparse.Namespace) -> int:
+    job_id = client.submit(
+        args.type, payload_of(args.payload), max_attempts=args.max_attempts, timeout_ms=args.timeout_ms,
+        priority=args.priority, delay_ms=args.delay_ms, run_at=args.run_at,
+    )
     if not args.wait:
-        _show(args, {"jobId": job_id}, job_id)
+        show(args, {"jobId": job_id}, job_id)
         return 0
     job = client.wait(job_id, args.wait_timeout)
-    _show(args, job.raw, line_of(job))
+    show(args, job.raw, line_of(job))
     return 0 if job.status == "COMPLETED" else ENDED_BADLY
 
 
-def _show(args: argparse.Namespace, body: Any, text: str) -> None:
+def show(args: argparse.Namespace, body: Any, text: str) -> None:
     print(json.dumps(body) if args.json else text)
 
 

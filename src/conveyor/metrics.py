@@ -74,6 +74,7 @@ HELP = {
     "conveyor_jobs_reaped_total": ("counter", "Expired leases taken back by this node's reaper, by verdict."),
     "conveyor_jobs_reconciled_total": ("counter", "Jobs dispatched again because Redis did not know them."),
     "conveyor_jobs_pruned_total": ("counter", "Finished jobs deleted by retention."),
+    "conveyor_schedule_jobs_total": ("counter", "Jobs made by the fires of recurring schedules."),
     "conveyor_submissions_limited_total": ("counter", "Submissions refused with 429 by a tenant limit, by reason."),
     "conveyor_auth_failures_total": ("counter", "Requests and sockets refused for missing or bad credentials."),
     "conveyor_supervisor_restarts_total": ("counter", "Actor restarts, by supervisor."),

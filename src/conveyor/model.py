@@ -120,6 +120,18 @@ Record = Started | Finished | Progress | Flush  # what the recorder's channel ca
 
 
 @attrs.frozen
+class Fire:
+    """A schedule's due fire, as planned: the job it makes (None: none, its job no longer
+    validates), the fire time that job is for, and the schedule's next fire."""
+
+    tenant_id: str
+    name: str
+    fired_for: datetime
+    next_fire_at: datetime
+    job: NewJob | None
+
+
+@attrs.frozen
 class JobRecord:
     """A job as PostgreSQL holds it: what the jobs service returns and wire.py renders. A page
     of a list may leave out a large payload or result (None, and the *_omitted flag set)."""

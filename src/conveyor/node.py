@@ -23,6 +23,7 @@ from .actors.maintenance import run_reaper, run_reconciler, run_scheduler
 from .actors.pool import CancelReason, ExecutorPool
 from .actors.recorder import run_recorder
 from .actors.retention import run_pruner
+from .actors.schedules import Nudge, planner, run_schedule_fires
 from .actors.tenancy import run_tenancy
 from .actors.writer import Submit, run_writer, submit_through
 from .auth import Authenticator
@@ -36,9 +37,11 @@ from .metrics import Metrics, Sample
 from .model import Envelope, Flush, NewJob, Record
 from .process import default_node_id, process_samples
 from .progress import Flusher
+from .scheduling import Schedules
 from .status import ExecutorStatistics, NodeStatistics, WebSocketStatistics
 from .stores import PostgresStore, RedisStore
-from .stores.postgres import IdempotencyKey, migrate_sync
+from .stores.postgres import IdempotencyKey
+from .stores.sqlfiles import migrate_sync
 from .supervision import ChildSpec, Restart, Strategy, Supervisor
 from .tenants import Tenants
 from .web.app import body_budget, create_app
@@ -66,6 +69,8 @@ class Node:
     limits: TenantLimitsView
     tenants: Tenants
     jobs: Jobs = attrs.field(init=False)
+    schedules: Schedules = attrs.field(init=False)
+    nudge: Nudge = attrs.Factory(Nudge)  # wakes this node's schedule fires when it writes one
     tree: Supervisor | None = None
     body_budget: ByteBudget | None = None  # the web layer's, for the gauges
     urls: list[str] = attrs.Factory(list)
@@ -73,6 +78,7 @@ class Node:
 
     def __attrs_post_init__(self) -> None:
         self.jobs = Jobs(self.config, self.pg, self.redis, self.submit)
+        self.schedules = Schedules(self.pg, self.limits.of, self.nudge)
 
     async def submit(self, jobs: list[NewJob], idempotency: IdempotencyKey | None = None) -> None:
         """Have the writer commit and dispatch jobs (actors/writer.py), unless the node drains."""
@@ -281,17 +287,11 @@ def _maintenance(node: Node, ch: _Channels) -> Supervisor:
                     interval=min(1.0, config.lease_seconds / 10), **kw,
                 ),
             ),
-            ChildSpec(
-                "tenancy",
-                functools.partial(run_tenancy, node.tenants.refresh, interval=config.auth_refresh_seconds),
-            ),
-            ChildSpec(
-                "reconciler",
-                functools.partial(
-                    run_reconciler, pg, redis, node.metrics, node_id=node.node_id,
-                    interval=config.reconcile_seconds,
-                ),
-            ),
+            ChildSpec("tenancy", functools.partial(run_tenancy, node.tenants.refresh, interval=config.auth_refresh_seconds)),
+            ChildSpec("reconciler", functools.partial(
+                run_reconciler, pg, redis, node.metrics, node_id=node.node_id, interval=config.reconcile_seconds)),
+            ChildSpec("schedules", functools.partial(
+                run_schedule_fires, pg, redis, planner(node.registry, config), node.metrics, node.nudge)),
             ChildSpec(
                 "pruner",
                 functools.partial(
@@ -313,7 +313,8 @@ def _web(node: Node) -> ASGIApp:
     config = node.config
     node.body_budget = body_budget(config.body_budget_bytes, config.max_body_bytes, config.auth)
     services = Services(
-        config=config, registry=node.registry, jobs=node.jobs, tenants=node.tenants, auth=node.auth,
+        config=config, registry=node.registry, jobs=node.jobs, schedules=node.schedules,
+        tenants=node.tenants, auth=node.auth,
         limits=node.limits, hub=node.hub, metrics=node.metrics, node=node,
     )
     return create_app(services, node.body_budget)

@@ -11,7 +11,9 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import keys, storable
+import attrs
+
+from . import keys, paging, schedules, storable
 from .config import Config
 from .handlers import FieldError, Registry
 from .model import PRIORITY_DEFAULT, NewJob, Status
@@ -119,6 +121,14 @@ def job_errors(
         _own_tenant(body.get("tenantId"), tenant, f"{where}tenantId", errors)
     elif not keys.valid_tenant_id(body.get("tenantId")):
         errors.append(FieldError(f"{where}tenantId", keys.TENANT_ID_RULE))
+    errors += _work_errors(body, registry, where)
+    errors += timing_errors(body, where)
+    return errors
+
+
+def _work_errors(body: dict[str, Any], registry: Registry, where: str) -> list[FieldError]:
+    """What is wrong with a job's type, payload, maxAttempts and timeoutMs."""
+    errors = []
     type_ = body.get("type")
     handler = registry.get(type_) if isinstance(type_, str) else None
     if handler is None:
@@ -138,7 +148,6 @@ def job_errors(
         errors.append(
             FieldError(f"{where}timeoutMs", f"must be an integer from 1 to {MAX_TIMEOUT_MS}")
         )
-    errors += timing_errors(body, where)
     return errors
 
 
@@ -198,6 +207,61 @@ def new_job(
     )
 
 
+@attrs.frozen
+class ScheduleDef:
+    """A schedule as PUT /schedules/{name} defines it, validated."""
+
+    tenant: str
+    name: str
+    timing: schedules.Timing
+    job: dict[str, Any]  # type, payload and the options given (a schedule's JOB_FIELDS)
+    paused: bool
+
+
+def parse_schedule(
+    name: str, body: Any, registry: Registry, now: datetime, tenant: str | None = None
+) -> ScheduleDef:
+    """A schedule from PUT /schedules/{name}; Invalid names every field that is wrong, and
+    naming another tenant raises Forbidden."""
+    if not isinstance(body, dict):
+        raise Invalid("Validation failed", [FieldError("body", "must be a JSON object")])
+    errors = _unknown_fields(body, "", schedules.SCHEDULE_FIELDS, "a schedule")
+    if not schedules.NAME_RE.fullmatch(name):
+        errors.append(FieldError("name", schedules.NAME_RULE))
+    if tenant is not None:
+        _own_tenant(body.get("tenantId"), tenant, "tenantId", errors)
+    elif not keys.valid_tenant_id(body.get("tenantId")):
+        errors.append(FieldError("tenantId", keys.TENANT_ID_RULE))
+    errors += schedules.timing_errors(body)
+    if "paused" in body and not isinstance(body["paused"], bool):
+        errors.append(FieldError("paused", "must be true or false"))
+    job = body.get("job")
+    if not isinstance(job, dict):
+        errors.append(FieldError("job", "must be a JSON object: {type, payload, maxAttempts?, timeoutMs?, priority?}"))
+    else:
+        errors += _unknown_fields(job, "job.", schedules.JOB_FIELDS, "a schedule's job")
+        errors += _work_errors(job, registry, "job.")
+        errors += timing_errors({k: v for k, v in job.items() if k == "priority"}, "job.")
+    if errors:
+        raise Invalid("Validation failed", _capped(errors))
+    assert isinstance(job, dict)
+    return ScheduleDef(
+        tenant=tenant or body["tenantId"], name=name, timing=schedules.timing_of(body, now),
+        job={k: job[k] for k in schedules.JOB_FIELDS if k in job}, paused=body.get("paused", False),
+    )
+
+
+def scheduled_job(
+    tenant: str, name: str, job: dict[str, Any], scheduled_for: datetime, registry: Registry, config: Config
+) -> NewJob | None:
+    """The job a schedule's fire makes (None: its job no longer validates, as when its type is
+    gone from the node's handlers)."""
+    if _work_errors(job, registry, "job.") or timing_errors({k: v for k, v in job.items() if k == "priority"}):
+        return None
+    made = new_job({**job, "tenantId": tenant}, registry, config, tenant)
+    return attrs.evolve(made, schedule_name=name, scheduled_for=scheduled_for)
+
+
 def parse_submission(
     body: Any, registry: Registry, config: Config, tenant: str | None = None
 ) -> NewJob:
@@ -223,10 +287,22 @@ def parse_batch(
     return [new_job(item, registry, config, tenant) for item in jobs]
 
 
-def parse_list_query(
-    args: Mapping[str, str], tenant: str | None = None
-) -> tuple[str, str | None, str | None, int, int]:
-    """tenantId, status, type, limit, offset of GET /jobs; the caller's tenant when authenticated."""
+@attrs.frozen
+class ListQuery:
+    """What GET /jobs asks for: a tenant's jobs, newest first, filtered, from an offset or after
+    a cursor's job."""
+
+    tenant: str
+    status: str | None = None
+    type: str | None = None
+    limit: int = LIST_LIMIT_DEFAULT
+    offset: int = 0
+    after: tuple[datetime, str] | None = None  # (created_at, id) of the previous page's last job
+
+
+def parse_list_query(args: Mapping[str, str], tenant: str | None = None) -> ListQuery:
+    """tenantId, status, type, limit, offset or cursor of GET /jobs; the caller's tenant when
+    authenticated."""
     errors: list[FieldError] = []
     tenant = _query_tenant(args, tenant, errors)
     status = args.get("status") or None
@@ -239,9 +315,16 @@ def parse_list_query(
         errors.append(FieldError("type", why))
     limit = _query_int(args, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX, errors)
     offset = _query_int(args, "offset", 0, 0, LIST_OFFSET_MAX, errors)
+    after = None
+    if args.get("cursor"):
+        after = paging.decode(args["cursor"])
+        if after is None:
+            errors.append(FieldError("cursor", "is not a cursor of this list (use a page's nextCursor as it is)"))
+        elif offset:
+            errors.append(FieldError("offset", "cannot be given together with cursor"))
     if errors:
         raise Invalid("Validation failed", errors)
-    return tenant, status, job_type, limit, offset
+    return ListQuery(tenant, status, job_type, limit, offset, after)
 
 
 def parse_tenant_query(args: Mapping[str, str], tenant: str | None) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from .model import Envelope, JobRecord, NewJob
+from .schedules import every_text
 
 
 def iso(value: datetime | None) -> str | None:
@@ -96,4 +97,22 @@ def job_progress(job: Envelope, progress: float, message: str) -> dict[str, Any]
         "attempts": job.runs[0],
         "progress": progress,
         "message": message,
+    }
+
+
+def schedule_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A schedule as the API shows it (a row of stores/sql's schedules)."""
+    return {
+        "name": row["name"],
+        "tenantId": row["tenant_id"],
+        "cron": row["cron"],
+        "every": every_text(row["every_ms"]) if row["every_ms"] is not None else None,
+        "timezone": row["timezone"],
+        "job": row["job"],
+        "paused": row["paused"],
+        "nextFireAt": None if row["paused"] else iso(row["next_fire_at"]),
+        "lastFireAt": iso(row["last_fire_at"]),
+        "lastJobId": row["last_job_id"],
+        "createdAt": iso(row["created_at"]),
+        "updatedAt": iso(row["updated_at"]),
     }

@@ -113,6 +113,23 @@ def test_hostile_submissions(target: Target, http: httpx.Client, body: Any, raw:
 
 
 @FUZZ
+@given(
+    body=st.fixed_dictionaries({}, optional={
+        "cron": values | st.sampled_from(["* * * * *", "0 3 * * *", "61 * * * *", "*/0 * * * *", "0 0 31 2 *"]),
+        "every": values | st.sampled_from(["1s", "1h30m", "999ms", "99999999999d"]),
+        "timezone": values | st.sampled_from(["UTC", "Europe/Paris", "../etc/passwd", "Etc/GMT+14", ""]),
+        "job": jobs() | values, "paused": values, "tenantId": values,
+    }) | values,
+    name=segments, raw=st.booleans(), tenant=st.sampled_from(["acme", "umbrella"]),
+)
+def test_hostile_schedules(target: Target, http: httpx.Client, body: Any, name: str, raw: bool, tenant: str) -> None:
+    headers = {**target.headers(tenant), "Content-Type": "application/json"}
+    r = target.check(http.put(f"/schedules/{name}", content=encode(body, raw), headers=headers))
+    if r.status_code in (200, 201):  # a valid one: it goes, and the jobs it fired meanwhile stay its own
+        assert target.check(http.delete(f"/schedules/{name}", headers=target.headers(tenant))).status_code == 204
+
+
+@FUZZ
 @given(raw=st.binary(max_size=400), path=st.sampled_from(["/jobs", "/jobs/batch", "/ws/tickets"]))
 def test_hostile_bytes(target: Target, http: httpx.Client, raw: bytes, path: str) -> None:
     target.check(http.post(path, content=raw, headers=target.headers()))
@@ -125,6 +142,8 @@ def test_hostile_bytes(target: Target, http: httpx.Client, raw: bytes, path: str
         ("POST", "/jobs/{s}/cancel"), ("POST", "/jobs/{s}/retry"), ("GET", "/job-types?{q}"),
         ("GET", "/dashboard/{s}"), ("GET", "/{s}"), ("POST", "/ws/tickets?{q}"), ("GET", "/health?{q}"),
         ("GET", "/health/ready?{q}"), ("GET", "/metrics?{q}"), ("OPTIONS", "/jobs/{s}"), ("GET", "/?{q}"),
+        ("GET", "/schedules?{q}"), ("GET", "/schedules/{s}?{q}"), ("DELETE", "/schedules/{s}?{q}"),
+        ("POST", "/schedules/{s}/pause?{q}"), ("POST", "/schedules/{s}/resume"), ("PUT", "/schedules/{s}?{q}"),
     ]),
     segment=segments, query=queries, body=st.none() | values,
 )

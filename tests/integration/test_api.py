@@ -15,7 +15,7 @@ SLEEP = {"type": "sleep", "payload": {"delayMs": 0}}
 
 
 async def count_rows(node: Node, tenant: str) -> int:
-    _, total = await node.pg.list_jobs(tenant, None, 1, 0)
+    _, total, _ = await node.pg.list_jobs(tenant, None, 1, 0)
     return total
 
 

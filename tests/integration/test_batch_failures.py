@@ -45,7 +45,7 @@ async def test_one_refused_submission_fails_alone_in_its_group_commit(stores: An
     assert [a is None for a in answers] == [True, False, True, True]
     refused = answers[1]
     assert isinstance(refused, Invalid) and "cannot be stored" in refused.details[0].message
-    _, total = await pg.list_jobs(tenant, None, 100, 0)
+    _, total, _ = await pg.list_jobs(tenant, None, 100, 0)
     assert total == 3  # the others were committed; nothing of the refused submission was
 
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import anyio
 import pytest
 import trio
 
@@ -45,6 +48,21 @@ async def test_blocking_client_does_every_call(served: tuple[str, str], tenant: 
             assert len(ids) == 150 and len(set(ids)) == 150
             listed = [j.id for j in client.list()]  # more than a page: iterated across pages
             assert set(ids) | {job_id} <= set(listed) and len(listed) == len(set(listed))
+            due = datetime.now(UTC) + timedelta(hours=1)
+            later = client.get(client.submit("sleep", {"delayMs": 0}, priority=1, run_at=due))
+            assert later.priority == 1 and later.run_at is not None and abs((later.run_at - due).total_seconds()) < 0.01
+            soon = client.get(client.submit("sleep", {"delayMs": 0}, delay_ms=60_000))
+            assert soon.priority == 5 and soon.run_at is not None and soon.created_at is not None
+            assert (soon.run_at - soon.created_at).total_seconds() >= 60
+            client.cancel(later.id), client.cancel(soon.id)
+            nightly = client.put_schedule("nightly", "sleep", {"delayMs": 0}, cron="0 3 * * *", timezone="Asia/Tokyo")
+            assert nightly.timezone == "Asia/Tokyo" and nightly.next_fire_at is not None
+            assert nightly.next_fire_at.astimezone(ZoneInfo("Asia/Tokyo")).hour == 3
+            assert client.get_schedule("nightly").cron == "0 3 * * *"
+            assert client.pause_schedule("nightly").next_fire_at is None
+            assert [s.name for s in client.list_schedules()] == ["nightly"]
+            client.delete_schedule("nightly")
+            assert client.list_schedules() == []
             long = client.submit("sleep", {"delayMs": 60_000})
             assert client.get(long).status in ("PENDING", "RUNNING")
             cancelled = client.cancel(long)
@@ -132,6 +150,24 @@ async def _async_scenario(url: str, key: str, tenant: str) -> None:
                     break
         assert [e.status for e in seen] == ["PENDING", "RUNNING", "COMPLETED"]
         assert all(e.event_id for e in seen)
+        # schedules
+        made = await client.put_schedule("tick", "sleep", {"delayMs": 0}, every="1s", priority=3)
+        assert (made.every, made.cron, made.job["priority"], made.tenant_id) == ("1s", None, 3, tenant)
+        for _ in range(100):  # its first fire is a second away
+            fired_jobs = [j async for j in client.list() if j.schedule_name == "tick"]
+            if fired_jobs:
+                break
+            await anyio.sleep(0.1)
+        fired = fired_jobs[0]
+        assert fired.priority == 3 and fired.scheduled_for is not None
+        assert (await client.pause_schedule("tick")).paused
+        assert (await client.resume_schedule("tick")).next_fire_at is not None
+        assert [s.name for s in await client.list_schedules()] == ["tick"]
+        await client.delete_schedule("tick")
+        with pytest.raises(NotFound):
+            await client.get_schedule("tick")
+        with pytest.raises(Invalid):
+            await client.put_schedule("bad", "sleep", {"delayMs": 0}, cron="not cron")
     async with AsyncClient(url, "cvk_nope") as stranger:
         with pytest.raises(Unauthorized):
             await stranger.submit("sleep", {"delayMs": 1})

@@ -160,7 +160,7 @@ async def test_a_small_tenant_is_not_starved_by_a_flood(start_node: Any, tenant:
 
             await wait_until(done)
             waited = trio.current_time() - started
-            _, flood_done = await node.pg.list_jobs(flood, "COMPLETED", 1, 0)
+            _, flood_done, _ = await node.pg.list_jobs(flood, "COMPLETED", 1, 0)
     # the flood needs 10,000 × 50 ms / 4 executors ≈ 125 s; B waited about one job's length
     assert flood_done < 5000
     assert waited < 5

@@ -96,3 +96,49 @@ async def test_jobs_command_errors_are_one_line(start_node: Any, tenant: str) ->
 
     with trio.fail_after(120):
         await trio.to_thread.run_sync(scenario)
+
+
+async def test_schedules_commands_and_timing_options(start_node: Any, tenant: str) -> None:
+    node: Node = await start_node(auth=True)
+    url, key = base_url(node), await new_tenant(node, tenant)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        return cli(url, key, *args)
+
+    def scenario() -> None:
+        code, out, err = run("schedules", "put", "nightly", "--cron", "0 3 * * *", "--timezone", "Asia/Tokyo",
+                             "--type", "sleep", "--payload", '{"delayMs": 1}', "--priority", "7", "--json")
+        made = json.loads(out)
+        assert code == 0 and err == "" and made["cron"] == "0 3 * * *" and made["job"]["priority"] == 7, err
+        code, out, _ = run("schedules", "put", "often", "--every", "1h30m", "--type", "sleep", "--payload", '{"delayMs": 1}')
+        assert code == 0 and out.startswith("often  every 1h30m  sleep  next "), out
+        code, out, _ = run("schedules", "list")
+        assert code == 0 and [line.split()[0] for line in out.splitlines()] == ["nightly", "often"], out
+        code, out, _ = run("schedules", "get", "nightly")
+        assert code == 0 and "timezone: Asia/Tokyo" in out and "cron: 0 3 * * *" in out, out
+        code, out, _ = run("schedules", "pause", "often")
+        assert code == 0 and "  paused  " in out, out
+        code, out, _ = run("schedules", "resume", "often", "--json")
+        assert code == 0 and json.loads(out)["paused"] is False
+        code, out, _ = run("schedules", "delete", "often")
+        assert (code, out.strip()) == (0, "deleted often")
+        code, out, err = run("schedules", "get", "often")
+        assert (code, out) == (1, "") and err.strip() == "conveyor: 404: Schedule not found", err
+        code, _, err = run("schedules", "put", "bad", "--every", "10ms", "--type", "sleep", "--payload", '{"delayMs": 1}')
+        assert code == 1 and err.startswith("conveyor: ") and "every" in err and len(err.splitlines()) == 1, err
+        code, _, err = run("schedules", "put", "x", "--cron", "* * * * *", "--every", "1m", "--type", "sleep")
+        assert code == 2 and "not allowed with argument" in err, err
+        code, _, err = run("schedules", "put", "x", "--every", "1m", "--type", "sleep", "--payload", "[1]")
+        assert (code, err.strip()) == (2, "conveyor: --payload must be a JSON object")
+        # submit's timing options
+        code, out, _ = run("jobs", "submit", "sleep", "--payload", '{"delayMs": 1}', "--delay-ms", "600000",
+                           "--priority", "0", "--json")
+        later = json.loads(run("jobs", "get", json.loads(out)["jobId"], "--json")[1])
+        assert code == 0 and later["status"] == "PENDING" and later["priority"] == 0
+        code, out, _ = run("jobs", "submit", "sleep", "--payload", '{"delayMs": 1}', "--run-at", "2026-01-01T00:00:00+00:00",
+                           "--wait", "--wait-timeout", "30")
+        assert code == 0 and " COMPLETED " in out, out  # a runAt in the past is due at once
+        code, _, err = run("jobs", "submit", "sleep", "--payload", '{"delayMs": 1}', "--run-at", "tomorrow")
+        assert code == 1 and "runAt" in err, err
+
+    await trio.to_thread.run_sync(scenario)

@@ -117,7 +117,7 @@ async def test_submit_rate_limit_is_shared_by_all_nodes(start_node: Any) -> None
             assert "split it" in too_big.json()["error"]
             await trio.sleep(int(refused.headers["Retry-After"]) + 0.1)
             assert (await client.post(f"{base_url(nodes[1])}/jobs", json=sleep, headers=bearer(key))).status_code == 201
-            _, total = await nodes[0].pg.list_jobs("limited", None, 100, 0)
+            _, total, _ = await nodes[0].pg.list_jobs("limited", None, 100, 0)
             assert total == 11  # refused submissions stored nothing
     assert nodes[1].metrics.value("conveyor_submissions_limited_total", reason="rate") == 1
     assert nodes[1].metrics.value("conveyor_submissions_limited_total", reason="burst") == 1
@@ -144,7 +144,7 @@ async def test_queue_quota_is_shared_by_all_nodes(start_node: Any) -> None:
             assert int(refused.headers["Retry-After"]) >= 1
             assert (await post(nodes[1], 5)).status_code == 201
             assert (await post(nodes[0], 1)).status_code == 429
-            _, total = await nodes[0].pg.list_jobs("quota", None, 100, 0)
+            _, total, _ = await nodes[0].pg.list_jobs("quota", None, 100, 0)
             assert total == 20
 
 

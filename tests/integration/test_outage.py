@@ -43,5 +43,5 @@ async def test_postgres_down_means_503_quickly_and_nothing_runs(
                 return (await client.post("/jobs", json=job)).status_code == 201
 
             await wait_until(accepted, interval=0.2)
-    _, total = await node.pg.list_jobs(tenant, None, 1, 0)
+    _, total, _ = await node.pg.list_jobs(tenant, None, 1, 0)
     assert total == 2

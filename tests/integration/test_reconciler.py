@@ -48,7 +48,7 @@ async def test_redis_flushed_mid_run_loses_nothing(start_node: Any, tenant: str,
             await trio.to_thread.run_sync(lambda: redis_lib.Redis.from_url(private_redis.url).flushall())
 
             async def all_completed() -> bool:
-                rows, total = await node.pg.list_jobs(tenant, "COMPLETED", 1, 0)
+                rows, total, _ = await node.pg.list_jobs(tenant, "COMPLETED", 1, 0)
                 return total == len(ids)
 
             await wait_until(all_completed, interval=0.2)

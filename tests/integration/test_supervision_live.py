@@ -33,7 +33,7 @@ async def test_a_crashed_recorder_is_restarted_and_nothing_is_lost(
             assert (await client.post("/jobs/batch", json={"jobs": jobs})).status_code == 201
 
             async def all_completed() -> bool:
-                _, total = await node.pg.list_jobs(tenant, "COMPLETED", 1, 0)
+                _, total, _ = await node.pg.list_jobs(tenant, "COMPLETED", 1, 0)
                 return total == 20
 
             # the crashed batch's jobs keep no lease here: they expire, are reaped and run again

@@ -24,7 +24,7 @@ DOC = document(REGISTRY, "0")
 
 def _quart_app() -> QuartTrio:
     fake: Any = SimpleNamespace(of=lambda tenant: None)
-    svc = Services(config=CONFIG, registry=REGISTRY, jobs=fake, tenants=fake, auth=fake, limits=fake,
+    svc = Services(config=CONFIG, registry=REGISTRY, jobs=fake, schedules=fake, tenants=fake, auth=fake, limits=fake,
                    hub=fake, metrics=Metrics(), node=fake)
     app: Any = create_app(svc, body_budget(CONFIG.body_budget_bytes, CONFIG.max_body_bytes, CONFIG.auth))
     while not isinstance(app, QuartTrio):  # under the access log and the body gate

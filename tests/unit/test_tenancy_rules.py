@@ -104,8 +104,8 @@ def test_an_authenticated_submission_takes_the_keys_tenant() -> None:
 
 
 def test_an_authenticated_listing_is_of_the_keys_tenant() -> None:
-    assert parse_list_query({}, "acme")[0] == "acme"
-    assert parse_list_query({"tenantId": "acme"}, "acme")[0] == "acme"
+    assert parse_list_query({}, "acme").tenant == "acme"
+    assert parse_list_query({"tenantId": "acme"}, "acme").tenant == "acme"
     with pytest.raises(Forbidden):
         parse_list_query({"tenantId": "other"}, "acme")
     with pytest.raises(Invalid):

@@ -1,12 +1,23 @@
 from __future__ import annotations
 
+import base64
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from conveyor import paging
 from conveyor.config import Config
 from conveyor.handlers import build_registry
-from conveyor.validation import Invalid, parse_batch, parse_list_query, parse_submission
+from conveyor.validation import (
+    Invalid,
+    ListQuery,
+    parse_batch,
+    parse_list_query,
+    parse_submission,
+    run_at_problem,
+)
 
 CONFIG = Config(sleep_max_ms=10_000)
 REGISTRY = build_registry(CONFIG)
@@ -100,12 +111,32 @@ def test_batch_is_all_or_nothing_and_names_the_item() -> None:
 
 
 def test_list_query() -> None:
-    assert parse_list_query({"tenantId": "t"}) == ("t", None, None, 20, 0)
+    assert parse_list_query({"tenantId": "t"}) == ListQuery("t", None, None, 20, 0)
     assert parse_list_query(
         {"tenantId": "t", "status": "FAILED", "type": "email", "limit": "100", "offset": "5"}
-    ) == ("t", "FAILED", "email", 100, 5)
+    ) == ListQuery("t", "FAILED", "email", 100, 5)
+    at = datetime(2026, 12, 2, 10, 0, 0, 123456, tzinfo=UTC)
+    job_id = str(uuid.uuid4())
+    cursor = paging.encode(at, job_id)
+    assert parse_list_query({"tenantId": "t", "cursor": cursor}).after == (at, job_id)
     for bad in ({}, {"tenantId": "t", "limit": "0"}, {"tenantId": "t", "limit": "101"},
                 {"tenantId": "t", "offset": "-1"}, {"tenantId": "t", "status": "DONE"},
-                {"tenantId": "t", "limit": "ten"}, {"tenantId": "t", "type": "x" * 101}):
+                {"tenantId": "t", "limit": "ten"}, {"tenantId": "t", "type": "x" * 101},
+                {"tenantId": "t", "cursor": "nope"}, {"tenantId": "t", "cursor": cursor, "offset": "3"},
+                {"tenantId": "t", "cursor": cursor[:-3]}, {"tenantId": "t", "cursor": "x" * 201},
+                {"tenantId": "t", "cursor": base64.urlsafe_b64encode(b"2026-12-02T10:00:00|x").decode()}):
         with pytest.raises(Invalid):
             parse_list_query(bad)
+
+
+def test_timing_fields() -> None:
+    base = {"tenantId": "t", "type": "sleep", "payload": {"delayMs": 1}}
+    job = parse_submission({**base, "priority": 0, "delayMs": 2500}, REGISTRY, CONFIG)
+    assert (job.priority, job.delay_ms, job.run_at) == (0, 2500, None)
+    job = parse_submission({**base, "runAt": "2027-06-01T12:00:00+02:00"}, REGISTRY, CONFIG)
+    assert job.run_at == datetime(2027, 6, 1, 10, 0, tzinfo=UTC) and job.run_at_ms == 1811844000000
+    assert parse_submission(base, REGISTRY, CONFIG).priority == 5
+    assert parse_submission({**base, "runAt": "2027-06-01T12:00:00Z"}, REGISTRY, CONFIG).run_at == datetime(2027, 6, 1, 12, tzinfo=UTC)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert run_at_problem("2027-01-02T00:00:00+00:00", now) == datetime(2027, 1, 2, tzinfo=UTC)  # 366 days
+    assert isinstance(run_at_problem("2027-01-02T00:00:01+00:00", now), str)

@@ -28,9 +28,9 @@ from .errors import (
     Unavailable,
     WaitTimeout,
 )
-from .records import TERMINAL, Event, Job, Stats
+from .records import TERMINAL, Event, Job, Schedule, Stats
 
 __all__ = [
     "TERMINAL", "ApiError", "AsyncClient", "Client", "Conflict", "Event", "Forbidden", "Invalid", "Job",
-    "NotFound", "RateLimited", "Stats", "Unauthorized", "Unavailable", "WaitTimeout",
+    "NotFound", "RateLimited", "Schedule", "Stats", "Unauthorized", "Unavailable", "WaitTimeout",
 ]

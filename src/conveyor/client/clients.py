@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import math
 import queue
@@ -31,10 +32,13 @@ from .protocol import (
     _job_body,
     _job_path,
     _list_params,
+    _put_schedule,
+    _schedule_call,
+    _tenant_params,
     _upgrade_refusal,
     _ws_url,
 )
-from .records import TERMINAL, Event, Job, Stats
+from .records import TERMINAL, Event, Job, Schedule, Stats
 
 RETRY_FIRST_S, RETRY_MOST_S = 0.5, 5.0  # reconnect backoff of events()
 FEED_BUFFER = 64  # events read ahead of the caller; then the connection waits for it
@@ -106,7 +110,8 @@ class AsyncClient:
         return _answer(call, response)
 
     async def submit(self, type_: str, payload: Mapping[str, Any], **options: Any) -> str:
-        """Submit a job; options: max_attempts, timeout_ms. Returns its id."""
+        """Submit a job; options: max_attempts, timeout_ms, priority (0 most urgent .. 9),
+        delay_ms or run_at (an aware datetime, or ISO 8601 text). Returns its id."""
         body = _job_body(type_, payload, self.tenant, options)
         return str((await self._send(_Call("POST", "/jobs", body, ok=(201,))))["jobId"])
 
@@ -119,14 +124,15 @@ class AsyncClient:
         return Job.from_json(await self._send(_Call("GET", _job_path(job_id))))
 
     async def list(self, *, status: str | None = None, type: str | None = None) -> AsyncIterator[Job]:  # noqa: A002
-        """The tenant's jobs, newest first, a page per request."""
-        offset = 0
+        """The tenant's jobs, newest first, a page per request (by cursor: none is skipped or
+        repeated while new ones arrive)."""
+        cursor = None
         while True:
-            page = await self._send(_Call("GET", "/jobs", params=_list_params(self.tenant, status, type, offset)))
+            page = await self._send(_Call("GET", "/jobs", params=_list_params(self.tenant, status, type, cursor)))
             for body in page["jobs"]:
                 yield Job.from_json(body)
-            offset += len(page["jobs"])
-            if not page["jobs"] or offset >= page["total"]:
+            cursor = page.get("nextCursor")
+            if not page["jobs"] or not cursor:
                 return
 
     async def cancel(self, job_id: str) -> Job:
@@ -136,6 +142,33 @@ class AsyncClient:
     async def retry(self, job_id: str, max_attempts: int | None = None) -> Job:
         body = {} if max_attempts is None else {"maxAttempts": max_attempts}
         return Job.from_json(await self._send(_Call("POST", _job_path(job_id, "retry"), body)))
+
+    async def put_schedule(
+        self, name: str, type_: str, payload: Mapping[str, Any], *, cron: str | None = None,
+        every: str | None = None, timezone: str | None = None, paused: bool = False, **options: Any,
+    ) -> Schedule:
+        """Create or replace a schedule: `cron` (five fields, in `timezone`) or `every` ("30s",
+        "5m", "1h30m"); each fire makes a job of type_ with payload (options: max_attempts,
+        timeout_ms, priority)."""
+        call = _put_schedule(self.tenant, name, type_, payload, cron, every, timezone, paused, options)
+        return Schedule.from_json(await self._send(call))
+
+    async def get_schedule(self, name: str) -> Schedule:
+        return Schedule.from_json(await self._send(_schedule_call(self.tenant, "GET", name)))
+
+    async def list_schedules(self) -> builtins.list[Schedule]:
+        body = await self._send(_Call("GET", "/schedules", params=_tenant_params(self.tenant)))
+        return [Schedule.from_json(s) for s in body["schedules"]]
+
+    async def delete_schedule(self, name: str) -> None:
+        """Delete a schedule: no fire after this returns."""
+        await self._send(_schedule_call(self.tenant, "DELETE", name))
+
+    async def pause_schedule(self, name: str) -> Schedule:
+        return Schedule.from_json(await self._send(_schedule_call(self.tenant, "POST", name, "pause")))
+
+    async def resume_schedule(self, name: str) -> Schedule:
+        return Schedule.from_json(await self._send(_schedule_call(self.tenant, "POST", name, "resume")))
 
     async def stats(self) -> Stats:
         params = {"tenantId": self.tenant} if self.tenant else None
@@ -250,12 +283,12 @@ class Client:
         return Job.from_json(self._send(_Call("GET", _job_path(job_id))))
 
     def list(self, *, status: str | None = None, type: str | None = None) -> Iterator[Job]:  # noqa: A002
-        offset = 0
+        cursor = None
         while True:
-            page = self._send(_Call("GET", "/jobs", params=_list_params(self.tenant, status, type, offset)))
+            page = self._send(_Call("GET", "/jobs", params=_list_params(self.tenant, status, type, cursor)))
             yield from (Job.from_json(body) for body in page["jobs"])
-            offset += len(page["jobs"])
-            if not page["jobs"] or offset >= page["total"]:
+            cursor = page.get("nextCursor")
+            if not page["jobs"] or not cursor:
                 return
 
     def cancel(self, job_id: str) -> Job:
@@ -264,6 +297,29 @@ class Client:
     def retry(self, job_id: str, max_attempts: int | None = None) -> Job:
         body = {} if max_attempts is None else {"maxAttempts": max_attempts}
         return Job.from_json(self._send(_Call("POST", _job_path(job_id, "retry"), body)))
+
+    def put_schedule(
+        self, name: str, type_: str, payload: Mapping[str, Any], *, cron: str | None = None,
+        every: str | None = None, timezone: str | None = None, paused: bool = False, **options: Any,
+    ) -> Schedule:
+        call = _put_schedule(self.tenant, name, type_, payload, cron, every, timezone, paused, options)
+        return Schedule.from_json(self._send(call))
+
+    def get_schedule(self, name: str) -> Schedule:
+        return Schedule.from_json(self._send(_schedule_call(self.tenant, "GET", name)))
+
+    def list_schedules(self) -> builtins.list[Schedule]:
+        body = self._send(_Call("GET", "/schedules", params=_tenant_params(self.tenant)))
+        return [Schedule.from_json(s) for s in body["schedules"]]
+
+    def delete_schedule(self, name: str) -> None:
+        self._send(_schedule_call(self.tenant, "DELETE", name))
+
+    def pause_schedule(self, name: str) -> Schedule:
+        return Schedule.from_json(self._send(_schedule_call(self.tenant, "POST", name, "pause")))
+
+    def resume_schedule(self, name: str) -> Schedule:
+        return Schedule.from_json(self._send(_schedule_call(self.tenant, "POST", name, "resume")))
 
     def stats(self) -> Stats:
         body = self._send(_Call("GET", "/stats", params={"tenantId": self.tenant} if self.tenant else None))

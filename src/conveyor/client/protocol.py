@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -31,7 +32,7 @@ class _Call:
 def _answer(call: _Call, response: httpx.Response) -> Any:
     """The JSON of a success, or the ApiError the answer says, raised."""
     if response.status_code in call.ok:
-        return response.json()
+        return None if response.status_code == 204 else response.json()
     raise _error_of(response)
 
 
@@ -58,7 +59,8 @@ def _job_path(job_id: str, *action: str) -> str:
 
 
 def _job_body(type_: str, payload: Mapping[str, Any], tenant: str | None, options: Mapping[str, Any]) -> dict[str, Any]:
-    names = {"max_attempts": "maxAttempts", "timeout_ms": "timeoutMs"}
+    names = {"max_attempts": "maxAttempts", "timeout_ms": "timeoutMs", "priority": "priority",
+             "delay_ms": "delayMs", "run_at": "runAt"}
     unknown = set(options) - set(names)
     if unknown:
         raise TypeError(f"unknown job options: {', '.join(sorted(unknown))} (known: {', '.join(names)})")
@@ -66,11 +68,47 @@ def _job_body(type_: str, payload: Mapping[str, Any], tenant: str | None, option
     if tenant is not None:
         body["tenantId"] = tenant
     body.update({names[k]: v for k, v in options.items() if v is not None})
+    if isinstance(body.get("runAt"), datetime):
+        when = body["runAt"]
+        if when.tzinfo is None:
+            raise ValueError("run_at must be an aware datetime (with a tzinfo)")
+        body["runAt"] = when.isoformat()
     return body
 
 
-def _list_params(tenant: str | None, status: str | None, type_: str | None, offset: int) -> dict[str, Any]:
-    params: dict[str, Any] = {"limit": PAGE, "offset": offset}
+def _schedule_path(name: str, *action: str) -> str:
+    return "/".join(("/schedules", quote(name, safe=""), *action))
+
+
+def _tenant_params(tenant: str | None) -> dict[str, Any] | None:
+    return {"tenantId": tenant} if tenant else None
+
+
+def _put_schedule(
+    tenant: str | None, name: str, type_: str, payload: Mapping[str, Any], cron: str | None, every: str | None,
+    timezone: str | None, paused: bool, options: Mapping[str, Any],
+) -> _Call:
+    """PUT /schedules/{name}: options are the job's max_attempts, timeout_ms and priority."""
+    names = {"max_attempts": "maxAttempts", "timeout_ms": "timeoutMs", "priority": "priority"}
+    unknown = set(options) - set(names)
+    if unknown:
+        raise TypeError(f"unknown job options: {', '.join(sorted(unknown))} (known: {', '.join(names)})")
+    job = {"type": type_, "payload": dict(payload), **{names[k]: v for k, v in options.items() if v is not None}}
+    body: dict[str, Any] = {"job": job, "paused": paused}
+    for field, value in (("tenantId", tenant), ("cron", cron), ("every", every), ("timezone", timezone)):
+        if value is not None:
+            body[field] = value
+    return _Call("PUT", _schedule_path(name), body, ok=(200, 201))
+
+
+def _schedule_call(tenant: str | None, method: str, name: str, *action: str) -> _Call:
+    """GET, DELETE, or POST pause / resume of one schedule."""
+    return _Call(method, _schedule_path(name, *action), params=_tenant_params(tenant),
+                 ok=(204,) if method == "DELETE" else (200,))
+
+
+def _list_params(tenant: str | None, status: str | None, type_: str | None, cursor: str | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"limit": PAGE} | ({"cursor": cursor} if cursor else {})
     for name, value in (("tenantId", tenant), ("status", status), ("type", type_)):
         if value is not None:
             params[name] = value

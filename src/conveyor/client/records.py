@@ -32,6 +32,9 @@ class Job:
     created_at: datetime | None
     updated_at: datetime | None
     raw: dict[str, Any] = attrs.field(repr=False, eq=False, factory=dict)  # the API's JSON
+    priority: int = 5
+    schedule_name: str | None = None  # the schedule whose fire made it, at scheduled_for
+    scheduled_for: datetime | None = None
 
     @property
     def done(self) -> bool:
@@ -44,7 +47,8 @@ class Job:
             status=body["status"], attempts=body["attempts"], max_attempts=body["maxAttempts"],
             timeout_ms=body["timeoutMs"], error=body.get("error"), result=body.get("result"),
             run_at=_time(body.get("runAt")), created_at=_time(body.get("createdAt")),
-            updated_at=_time(body.get("updatedAt")), raw=dict(body),
+            updated_at=_time(body.get("updatedAt")), raw=dict(body), priority=body.get("priority", 5),
+            schedule_name=body.get("scheduleName"), scheduled_for=_time(body.get("scheduledFor")),
         )
 
 
@@ -72,3 +76,30 @@ class Stats:
     unfinished: int
     running: int
     waiting: int
+
+
+@attrs.frozen
+class Schedule:
+    """A recurring schedule: cron (in timezone) or every, the job each fire makes, and its
+    fires (next_fire_at is None while paused)."""
+
+    name: str
+    tenant_id: str
+    cron: str | None
+    every: str | None
+    timezone: str
+    job: dict[str, Any]
+    paused: bool
+    next_fire_at: datetime | None
+    last_fire_at: datetime | None
+    last_job_id: str | None
+    raw: dict[str, Any] = attrs.field(repr=False, eq=False, factory=dict)  # the API's JSON
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Schedule:
+        return cls(
+            name=body["name"], tenant_id=body["tenantId"], cron=body.get("cron"), every=body.get("every"),
+            timezone=body.get("timezone", "UTC"), job=dict(body.get("job") or {}), paused=bool(body.get("paused")),
+            next_fire_at=_time(body.get("nextFireAt")), last_fire_at=_time(body.get("lastFireAt")),
+            last_job_id=body.get("lastJobId"), raw=dict(body),
+        )

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from importlib import resources
 from typing import Any, TypeVar
 
 import attrs
@@ -22,7 +20,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from ..failures import DataRefused, StoreUnavailable
-from ..model import NewJob
+from ..model import Fire, NewJob
+from .sqlfiles import QUERIES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,7 +31,7 @@ LIMIT_COLUMNS = (
     "max_queued_bytes", "read_rate", "read_burst", "retention_seconds", "max_schedules",
 )
 LIST_VALUE_BYTES = 16 * 1024  # a list leaves out payloads and results larger than this
-MIGRATION_LOCK = 0x636F6E76  # "conv": advisory lock key serialising migrations across nodes
+EXACT_TOTAL_UP_TO = 10_000  # a list's total is counted up to this, and estimated beyond it
 
 
 @attrs.frozen
@@ -63,57 +62,6 @@ def _job_params(jobs: Sequence[NewJob]) -> dict[str, list[Any]]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _load_queries() -> dict[str, str]:
-    text = resources.files(__package__).joinpath("sql/queries.sql").read_text()
-    queries: dict[str, str] = {}
-    for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
-        name, _, body = block.partition("\n")
-        lines = [ln for ln in body.splitlines() if not ln.startswith("--")]
-        queries[name.strip()] = "\n".join(lines).strip().rstrip(";")
-    return queries
-
-
-def _migrations() -> list[tuple[int, str, str]]:
-    folder = resources.files(__package__).joinpath("sql/migrations")
-    found = []
-    for entry in folder.iterdir():
-        match = re.fullmatch(r"(\d+)_(\w+)\.sql", entry.name)
-        if match:
-            found.append((int(match[1]), match[2], entry.read_text()))
-    return sorted(found)
-
-
-QUERIES = _load_queries()
-
-
-def migrate_sync(database_url: str) -> list[int]:
-    """Apply pending migrations under an advisory lock; returns the versions applied."""
-    applied = []
-    with psycopg.connect(database_url, autocommit=True, connect_timeout=5) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
-        try:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS conveyor_migrations ("
-                " version integer PRIMARY KEY, name text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            done = {row[0] for row in conn.execute("SELECT version FROM conveyor_migrations")}
-            for version, name, sql in _migrations():
-                if version in done:
-                    continue
-                with conn.transaction():
-                    conn.execute(sql)
-                    conn.execute(
-                        "INSERT INTO conveyor_migrations (version, name) VALUES (%s, %s)",
-                        (version, name),
-                    )
-                log.info("applied migration %04d_%s", version, name)
-                applied.append(version)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
-    return applied
 
 
 class PostgresStore:
@@ -312,23 +260,103 @@ class PostgresStore:
         offset: int,
         job_type: str | None = None,
         *,
+        after: tuple[datetime, str] | None = None,
         most_bytes: int = LIST_VALUE_BYTES,
-    ) -> tuple[list[dict[str, Any]], int]:
-        """A page of a tenant's jobs and their total; payloads and results over most_bytes of
-        JSON are left out (payload_omitted, result_omitted)."""
+        exact_up_to: int = EXACT_TOTAL_UP_TO,
+    ) -> tuple[list[dict[str, Any]], int, bool]:
+        """A page of a tenant's jobs (newest first, from an offset or after a (created_at, id)
+        cursor) and their total: exact up to exact_up_to, else the planner's estimate (False).
+        Payloads and results over most_bytes of JSON are left out (payload_omitted,
+        result_omitted)."""
 
-        def work(conn: psycopg.Connection[Any]) -> tuple[list[dict[str, Any]], int]:
+        def work(conn: psycopg.Connection[Any]) -> tuple[list[dict[str, Any]], int, bool]:
             args = {
                 "tenant": tenant, "status": status, "type": job_type, "limit": limit, "offset": offset,
-                "most": most_bytes,
+                "most": most_bytes, "after_ts": after[0] if after else None,
+                "after_id": after[1] if after else None, "bound": exact_up_to + 1,
             }
             with conn.cursor(row_factory=dict_row) as cur:
                 rows = cur.execute(QUERIES["list_jobs"], args).fetchall()
                 counted = cur.execute(QUERIES["count_jobs"], args).fetchone()
-            return rows, counted["count"] if counted else 0
+                total = counted["count"] if counted else 0
+                if total <= exact_up_to:
+                    return rows, total, True
+                plan = cur.execute(QUERIES["estimate_jobs"], args).fetchone()
+            estimate = int(plan["QUERY PLAN"][0]["Plan"]["Plan Rows"]) if plan else 0
+            return rows, max(estimate, total), False
 
         async with self._reads:
             return await self._run(work)
+
+    # Schedules: a tenant's few, written by hand; fired by every node, each fire once.
+
+    async def put_schedule(self, row: dict[str, Any], *, cap: int) -> dict[str, Any] | None:
+        """Create or replace a schedule (the row's columns); None when it is new and its tenant
+        has `cap` schedules already (0: no cap). The row returned says whether it was created."""
+
+        def work(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
+            args = {**row, "job": Jsonb(row["job"])}
+            with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(QUERIES["lock_tenant_schedules"], args)
+                if cap > 0:
+                    counted = cur.execute(QUERIES["count_other_schedules"], args).fetchone()
+                    exists = cur.execute(QUERIES["get_schedule"], args).fetchone()
+                    if exists is None and counted is not None and counted["count"] >= cap:
+                        return None
+                return cur.execute(QUERIES["upsert_schedule"], args).fetchone()
+
+        return await self._run(work)
+
+    async def get_schedule(self, tenant: str, name: str) -> dict[str, Any] | None:
+        return await self._fetch_one("get_schedule", {"tenant": tenant, "name": name})
+
+    async def list_schedules(self, tenant: str, limit: int) -> list[dict[str, Any]]:
+        return await self._fetch("list_schedules", {"tenant": tenant, "limit": limit})
+
+    async def delete_schedule(self, tenant: str, name: str) -> bool:
+        return await self._fetch_one("delete_schedule", {"tenant": tenant, "name": name}) is not None
+
+    async def set_schedule_paused(
+        self, tenant: str, name: str, paused: bool, next_fire_at: datetime | None
+    ) -> dict[str, Any] | None:
+        args = {"tenant": tenant, "name": name, "paused": paused, "next_fire_at": next_fire_at}
+        return await self._fetch_one("set_schedule_paused", args)
+
+    async def fire_schedules(
+        self, plan: Callable[[list[dict[str, Any]], datetime], list[Fire]], *, limit: int
+    ) -> tuple[list[NewJob], datetime | None, datetime]:
+        """Fire up to limit due schedules in one transaction: `plan` (the caller's rules) says
+        what each due row makes, the jobs are inserted (a fire's job at most once) and the
+        schedules move to their next fire. Returns the jobs inserted, for dispatch, the next
+        fire time of any schedule (None: none) and PostgreSQL's now."""
+
+        def work(conn: psycopg.Connection[Any]) -> tuple[list[NewJob], datetime | None, datetime]:
+            made: list[NewJob] = []
+            with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+                rows = cur.execute(QUERIES["due_schedules"], {"limit": limit}).fetchall()
+                if rows:
+                    fires = plan(rows, rows[0]["now"])
+                    jobs = [f.job for f in fires if f.job is not None]
+                    inserted: set[str] = set()
+                    if jobs:
+                        params = {
+                            **_job_params(jobs),
+                            "schedule_names": [j.schedule_name for j in jobs],
+                            "scheduled_fors": [j.scheduled_for for j in jobs],
+                        }
+                        inserted = {r["id"] for r in cur.execute(QUERIES["insert_scheduled_jobs"], params).fetchall()}
+                    made = [j for j in jobs if j.id in inserted]
+                    job_of = {(j.tenant_id, j.schedule_name): j.id for j in made}
+                    cur.execute(QUERIES["schedules_fired"], {
+                        "tenants": [f.tenant_id for f in fires], "names": [f.name for f in fires],
+                        "next": [f.next_fire_at for f in fires], "fired": [f.fired_for for f in fires],
+                        "jobs": [job_of.get((f.tenant_id, f.name)) for f in fires],
+                    })
+                nxt = cur.execute(QUERIES["next_schedule_due"]).fetchone()
+            assert nxt is not None
+            return made, nxt["due"], nxt["now"]
+
+        return await self._run(work)
 
     # Tenants and keys: rare admin calls, and one lookup per key a node has not cached.
 

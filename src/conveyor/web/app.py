@@ -1,10 +1,10 @@
 """The node's HTTP application: the quart app, its routes registered per resource, behind the
 request-body gate.
 
-Routes parse with the pure rules in validation.py, call the services (jobs.py, tenants.py) and
-render with wire.py; no route touches a store or the node (web/context.py says what they get).
-The routes: jobs_api (jobs and tickets), ws (the live feed), admin, dashboard, health, and
-/openapi.json (openapi.py).
+Routes parse with the pure rules in validation.py, call the services (jobs.py, scheduling.py,
+tenants.py) and render with wire.py; no route touches a store or the node (web/context.py says
+what they get). The routes: jobs_api (jobs and tickets), schedules_api (recurring schedules), ws
+(the live feed), admin, dashboard, health, and /openapi.json (openapi.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from .. import validation
-from . import admin, dashboard, errors, health, jobs_api, openapi, ws
+from . import admin, dashboard, errors, health, jobs_api, openapi, schedules_api, ws
 from .access import AccessLog
 from .bodies import ASGIApp, BodyGate, ByteBudget
 from .context import Services
@@ -57,6 +57,7 @@ def create_app(svc: Services, budget: ByteBudget) -> ASGIApp:
     req = Requests(svc)
     errors.register(app, svc.metrics, config.max_body_bytes)
     jobs_api.register(app, svc, req)
+    schedules_api.register(app, svc, req)
     health.register(app, svc.node)
     ws.register(app, svc)
     admin.register(app, svc, req)

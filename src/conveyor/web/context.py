@@ -19,6 +19,7 @@ from ..hub import Hub
 from ..jobs import Jobs
 from ..limits import TenantLimitsView
 from ..metrics import Metrics, Sample
+from ..scheduling import Schedules
 from ..tenants import Tenants
 
 
@@ -42,6 +43,7 @@ class Services:
     config: Config
     registry: Registry
     jobs: Jobs
+    schedules: Schedules
     tenants: Tenants
     auth: Authenticator
     limits: TenantLimitsView

@@ -18,6 +18,7 @@ from ..failures import Busy, DataRefused, StoreUnavailable
 from ..jobs import IdempotencyInUse, IdempotencyMismatch, JobConflict, JobNotFound
 from ..limits import Limited
 from ..metrics import Metrics
+from ..scheduling import ScheduleNotFound, TooManySchedules
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 STATUS_OF: dict[type[Exception], int] = {
     tenants.NotFound: 404,
     JobNotFound: 404,
+    ScheduleNotFound: 404,
+    TooManySchedules: 409,
     tenants.Conflict: 409,
     JobConflict: 409,
     IdempotencyInUse: 409,

@@ -76,10 +76,13 @@ def register(app: QuartTrio, svc: Services, req: Requests) -> None:
     @app.get("/jobs")
     async def list_jobs() -> Any:
         who = await req.caller()
-        tenant, status, job_type, limit, offset = validation.parse_list_query(request.args, who.tenant)
-        async with req.reading(list_cost(limit), who):
-            found, total = await jobs.page(tenant, status, limit, offset, job_type)
-        return {"jobs": [job_json(job) for job in found], "total": total}
+        query = validation.parse_list_query(request.args, who.tenant)
+        async with req.reading(list_cost(query.limit), who):
+            page = await jobs.page(query)
+        return {
+            "jobs": [job_json(job) for job in page.jobs], "total": page.total,
+            "totalExact": page.total_exact, "nextCursor": page.next_cursor,
+        }
 
     @app.get("/jobs/<job_id>")
     async def get_job(job_id: str) -> Any:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import history, keys, limits, validation
+from .. import history, keys, limits, paging, schedules, validation
 from ..handlers import Registry
 from ..model import PRIORITY_DEFAULT, Status
 from ..tenants import MAX_KEY_NAME
@@ -100,7 +100,11 @@ def _job_schemas(registry: Registry) -> dict[str, Any]:
         "CancelAccepted": {"allOf": [_ref("Job"), _object(("cancelRequested",), cancelRequested={"const": True})]},
         "Created": _object(("jobId",), jobId={"type": "string", "format": "uuid"}),
         "BatchCreated": _object(("jobIds",), jobIds={"type": "array", "items": {"type": "string", "format": "uuid"}}),
-        "JobList": _object(("jobs", "total"), jobs={"type": "array", "items": _ref("Job")}, total=_int(0)),
+        "JobList": _object(
+            ("jobs", "total", "totalExact", "nextCursor"), jobs={"type": "array", "items": _ref("Job")},
+            total=_int(0) | {"description": "exact when totalExact, else the planner's estimate"},
+            totalExact={"type": "boolean"},
+            nextCursor=_nullable("string", description="pass as cursor for the next page; null on the last")),
         "Retry": _object((), maxAttempts=_int(1, validation.MAX_ATTEMPTS_LIMIT)),
         "JobEvents": _object(("jobId", "events"), jobId={"type": "string"},
                              events={"type": "array", "items": {"type": "object"},
@@ -186,7 +190,9 @@ def _job_paths() -> dict[str, Any]:
     listing = (TENANT_QUERY, _query("status", {"type": "string", "enum": list(Status.__members__)}),
                _query("type", {"type": "string", "maxLength": 100}),
                _query("limit", _int(1, validation.LIST_LIMIT_MAX), f"default {validation.LIST_LIMIT_DEFAULT}"),
-               _query("offset", _int(0, validation.LIST_OFFSET_MAX)))
+               _query("offset", _int(0, validation.LIST_OFFSET_MAX)),
+               _query("cursor", {"type": "string", "maxLength": paging.MAX_CURSOR_CHARS},
+                      "a page's nextCursor: the page after it (not with offset)"))
     return {
         "/jobs": {
             "post": _op("Submit a job", {201: ("Stored and queued", _ref("Created"))}, (*body_errors, 409, 422),
@@ -217,6 +223,63 @@ def _job_paths() -> dict[str, Any]:
             {200: ("Its history", _ref("History"))}, (400, 401, 403, 429, 503), params=(TENANT_QUERY,))},
         "/job-types": {"get": _op("The job types this node runs", {200: ("Their names", _ref("JobTypes"))},
                                   (400, 401, 503))},
+    }
+
+
+def _schedule_schemas(registry: Registry) -> dict[str, Any]:
+    job = _closed(_object(
+        ("type", "payload"), type={"type": "string", "enum": registry.names()},
+        payload={"type": "object", "description": "as the job type defines it (docs/api.md)"},
+        maxAttempts=_int(1, validation.MAX_ATTEMPTS_LIMIT), timeoutMs=_int(1, validation.MAX_TIMEOUT_MS),
+        priority=_int(validation.PRIORITY_MOST_URGENT, validation.PRIORITY_LEAST_URGENT)))
+    timing = {
+        "cron": {"type": "string", "maxLength": schedules.CRON_CHARS,
+                 "description": "five fields: minute hour day-of-month month day-of-week (not with every)"},
+        "every": {"type": "string", "pattern": "^([0-9]+(ms|s|m|h|d))+$",
+                  "description": "a duration like 30s, 5m, 1h30m; at least 1 s (not with cron)"},
+        "timezone": {"type": "string", "maxLength": schedules.TIMEZONE_CHARS,
+                     "description": "IANA name for cron; default UTC"},
+    }
+    return {
+        "ScheduleDefinition": _closed(_object(
+            ("job",), tenantId={**TENANT_ID, "description": "the key's tenant when left out (auth on)"}, **timing,
+            job=job, paused={"type": "boolean"})) | {"examples": [
+                {"cron": "0 9 * * 1-5", "timezone": "Europe/Paris", "job": {"type": "sleep", "payload": {"delayMs": 10}}},
+                {"every": "30s", "job": {"type": "sleep", "payload": {"delayMs": 0}, "priority": 8}},
+            ]},
+        "Schedule": _object(
+            ("name", "tenantId", "cron", "every", "timezone", "job", "paused", "nextFireAt", "lastFireAt",
+             "lastJobId", "createdAt", "updatedAt"),
+            name={"type": "string"}, tenantId={"type": "string"}, cron=_nullable("string"), every=_nullable("string"),
+            timezone={"type": "string"}, job={"type": "object"}, paused={"type": "boolean"},
+            nextFireAt=_nullable("string", format="date-time", description="null while paused"),
+            lastFireAt=_nullable("string", format="date-time"), lastJobId=_nullable("string"),
+            createdAt=TIME, updatedAt=TIME),
+        "ScheduleList": _object(("schedules",), schedules={"type": "array", "items": _ref("Schedule")}),
+    }
+
+
+def _schedule_paths() -> dict[str, Any]:
+    name = {**_path_param("name"), "schema": {"type": "string", "pattern": f"^{schedules.NAME_RE.pattern}$"}}
+    one = (name, TENANT_QUERY)
+    deleted = {"summary": "Delete a schedule: no fire after this", "parameters": list(one),
+               "security": [{"apiKey": []}, {}],
+               "responses": {"204": {"description": "Deleted"},
+                             **{str(s): {"$ref": f"#/components/responses/E{s}"} for s in (400, 401, 403, 404, 503)}}}
+    return {
+        "/schedules": {"get": _op("The tenant's schedules, by name", {200: ("Its schedules", _ref("ScheduleList"))},
+                                  (400, 401, 403, 429, 503), params=(TENANT_QUERY,))},
+        "/schedules/{name}": {
+            "put": _op("Create or replace a schedule", {201: ("Created", _ref("Schedule")), 200: ("Replaced", _ref("Schedule"))},
+                       (400, 401, 403, 409, 413, 503), body="ScheduleDefinition", params=(name,)),
+            "get": _op("A schedule", {200: ("The schedule", _ref("Schedule"))}, (400, 401, 403, 404, 429, 503), params=one),
+            "delete": deleted,
+        },
+        "/schedules/{name}/pause": {"post": _op("Pause: no fires until resumed", {200: ("Paused", _ref("Schedule"))},
+                                                (400, 401, 403, 404, 413, 503), params=one)},
+        "/schedules/{name}/resume": {"post": _op(
+            "Resume from the next fire after now (fires missed while paused are not made)",
+            {200: ("Resumed", _ref("Schedule"))}, (400, 401, 403, 404, 413, 503), params=one)},
     }
 
 
@@ -269,9 +332,9 @@ def document(registry: Registry, version: str) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "conveyor", "version": version,
                  "description": "A multi-tenant job queue. The WebSocket feed at /ws is described in docs/api.md."},
-        "paths": _job_paths() | _admin_paths() | _node_paths(),
+        "paths": _job_paths() | _schedule_paths() | _admin_paths() | _node_paths(),
         "components": {
-            "schemas": _job_schemas(registry) | _other_schemas(),
+            "schemas": _job_schemas(registry) | _schedule_schemas(registry) | _other_schemas(),
             "responses": responses,
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer", "description": "a tenant's API key (cvk_…)"},

@@ -65,11 +65,24 @@ SELECT id::text, tenant_id, type,
 FROM jobs
 WHERE tenant_id = %(tenant)s AND (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(after_ts)s::timestamptz IS NULL
+       OR (created_at, id) < (%(after_ts)s::timestamptz, %(after_id)s::uuid))
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s OFFSET %(offset)s;
 
 -- name: count_jobs
-SELECT count(*) FROM jobs
+-- How many jobs a list has, counted up to %(bound)s (an index-only scan of at most that many
+-- entries); beyond it, estimate_jobs.
+SELECT count(*) FROM (
+    SELECT 1 FROM jobs
+    WHERE tenant_id = %(tenant)s AND (%(status)s::text IS NULL OR status = %(status)s::text)
+      AND (%(type)s::text IS NULL OR type = %(type)s::text)
+    LIMIT %(bound)s) AS counted;
+
+-- name: estimate_jobs
+-- The planner's estimate of the same, from the table's statistics: a plan, no scan.
+EXPLAIN (FORMAT JSON)
+SELECT 1 FROM jobs
 WHERE tenant_id = %(tenant)s AND (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(type)s::text IS NULL OR type = %(type)s::text);
 
@@ -254,3 +267,70 @@ WHERE id = ANY(%(ids)s::uuid[]) AND status IN ('PENDING', 'RUNNING');
 -- What the feed says of these jobs (their JOB_UPDATE), for outcomes that PostgreSQL refused.
 SELECT id::text, tenant_id, status, attempts, max_attempts, retries, error, updated_at
 FROM jobs WHERE id = ANY(%(ids)s::uuid[]);
+
+-- name: lock_tenant_schedules
+-- Serialises writes of one tenant's schedules (its cap), for this transaction.
+SELECT pg_advisory_xact_lock(hashtext('conveyor schedules ' || %(tenant)s));
+
+-- name: count_other_schedules
+SELECT count(*) FROM schedules WHERE tenant_id = %(tenant)s AND name <> %(name)s;
+
+-- name: upsert_schedule
+-- Creates or replaces a schedule; created says which. A replaced schedule keeps its last fire.
+INSERT INTO schedules (tenant_id, name, cron, every_ms, timezone, anchor, job, paused, next_fire_at)
+VALUES (%(tenant)s, %(name)s, %(cron)s, %(every_ms)s, %(timezone)s, %(anchor)s, %(job)s, %(paused)s,
+        %(next_fire_at)s)
+ON CONFLICT (tenant_id, name) DO UPDATE
+    SET cron = excluded.cron, every_ms = excluded.every_ms, timezone = excluded.timezone,
+        anchor = excluded.anchor, job = excluded.job, paused = excluded.paused,
+        next_fire_at = excluded.next_fire_at, updated_at = now()
+RETURNING tenant_id, name, cron, every_ms, timezone, anchor, job, paused, next_fire_at, last_fire_at,
+          last_job_id::text, created_at, updated_at, (xmax = 0) AS created;
+
+-- name: get_schedule
+SELECT tenant_id, name, cron, every_ms, timezone, anchor, job, paused, next_fire_at, last_fire_at,
+       last_job_id::text, created_at, updated_at
+FROM schedules WHERE tenant_id = %(tenant)s AND name = %(name)s;
+
+-- name: list_schedules
+SELECT tenant_id, name, cron, every_ms, timezone, anchor, job, paused, next_fire_at, last_fire_at,
+       last_job_id::text, created_at, updated_at
+FROM schedules WHERE tenant_id = %(tenant)s ORDER BY name LIMIT %(limit)s;
+
+-- name: delete_schedule
+DELETE FROM schedules WHERE tenant_id = %(tenant)s AND name = %(name)s RETURNING name;
+
+-- name: set_schedule_paused
+-- Pause, or resume from the next fire after now (the fires missed while paused are not made).
+UPDATE schedules SET paused = %(paused)s, next_fire_at = coalesce(%(next_fire_at)s, next_fire_at),
+                     updated_at = now()
+WHERE tenant_id = %(tenant)s AND name = %(name)s
+RETURNING tenant_id, name, cron, every_ms, timezone, anchor, job, paused, next_fire_at, last_fire_at,
+          last_job_id::text, created_at, updated_at;
+
+-- name: due_schedules
+-- The schedules due now, locked for this transaction; those another node is firing are skipped.
+SELECT tenant_id, name, cron, every_ms, timezone, anchor, job, next_fire_at, now() AS now
+FROM schedules WHERE NOT paused AND next_fire_at <= now()
+ORDER BY next_fire_at LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: insert_scheduled_jobs
+-- The jobs of fires; a fire that made its job already makes none (index jobs_schedule_fire).
+INSERT INTO jobs (id, tenant_id, type, payload, max_attempts, timeout_ms, payload_bytes, priority,
+                  schedule_name, scheduled_for)
+SELECT * FROM unnest(%(ids)s::uuid[], %(tenants)s::text[], %(types)s::text[], %(payloads)s::jsonb[],
+                     %(max_attempts)s::int[], %(timeouts)s::int[], %(payload_bytes)s::int[],
+                     %(priorities)s::int[], %(schedule_names)s::text[], %(scheduled_fors)s::timestamptz[])
+ON CONFLICT (tenant_id, schedule_name, scheduled_for) WHERE schedule_name IS NOT NULL DO NOTHING
+RETURNING id::text;
+
+-- name: schedules_fired
+UPDATE schedules SET next_fire_at = u.next_fire_at, last_fire_at = u.fired_for,
+                     last_job_id = coalesce(u.job_id, last_job_id)
+FROM unnest(%(tenants)s::text[], %(names)s::text[], %(next)s::timestamptz[], %(fired)s::timestamptz[],
+            %(jobs)s::uuid[]) AS u(tenant_id, name, next_fire_at, fired_for, job_id)
+WHERE schedules.tenant_id = u.tenant_id AND schedules.name = u.name;
+
+-- name: next_schedule_due
+SELECT min(next_fire_at) AS due, now() AS now FROM schedules WHERE NOT paused;
