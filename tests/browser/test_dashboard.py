@@ -379,3 +379,47 @@ async def test_dashboard_opened_after_200_jobs_shows_them_in_its_charts(cluster:
     assert "160 completed and 40 failed in the last hour" in seen["label"], seen
     assert seen["green"] > 20, seen  # the completed line is drawn
     assert seen["depth_points"] > 2, seen  # the queue depth's history, not only the polls since opening
+
+
+def schedules_scenario(url: str, key: str) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+        job = {"type": "sleep", "payload": {"delayMs": 0}}
+        assert client.put("/schedules/tick", json={"every": "1s", "job": job}).status_code == 201
+        assert client.put("/schedules/nightly", json={"cron": "0 3 * * *", "timezone": "Asia/Tokyo", "job": job}).status_code == 201
+        with Browser("schedules") as page:
+            sign_in(page, url, key)
+            page.wait_for_function("document.querySelectorAll('#schedules tbody tr').length === 2")
+            seen["names"] = page.eval_on_selector_all("#schedules tbody tr", "rs => rs.map(r => r.dataset.name)")
+            seen["nightly_when"] = page.text_content('#schedules tr[data-name="nightly"] td:nth-child(2)')
+            # the last job of tick, once it fired (the list refreshes every 5 s), opens its detail
+            page.wait_for_selector('#schedules tr[data-name="tick"] a', timeout=20_000)
+            last = page.get_attribute('#schedules tr[data-name="tick"] a', "title")
+            shot(page, "dashboard-schedules.png")
+            page.click('#schedules tr[data-name="tick"] a')
+            page.wait_for_selector("#detail[open]")
+            seen["detail_is_last_job"] = page.text_content("#detail-id") == last
+            page.click("#detail .close")
+            page.click('#schedules tr[data-name="tick"] button.pause')
+            page.wait_for_selector('#schedules tr[data-name="tick"][data-paused="true"]')
+            seen["paused_api"] = client.get("/schedules/tick").json()["paused"]
+            seen["paused_next"] = page.text_content('#schedules tr[data-name="tick"] td.next')
+            page.click('#schedules tr[data-name="tick"] button.resume')
+            page.wait_for_selector('#schedules tr[data-name="tick"][data-paused="false"]')
+            seen["resumed_api"] = client.get("/schedules/tick").json()["paused"]
+            page.click('#schedules tr[data-name="nightly"] button.delete')
+            page.wait_for_function("document.querySelectorAll('#schedules tbody tr').length === 1")
+            seen["deleted_api"] = client.get("/schedules/nightly").status_code
+    return seen
+
+
+async def test_dashboard_shows_schedules_and_pauses_resumes_and_deletes_them(cluster: Cluster, tenant: str) -> None:
+    node = await cluster.start("s", CONVEYOR_AUTH="on", CONVEYOR_CONCURRENCY=2)
+    key = await trio.to_thread.run_sync(tenant_key, cluster, tenant)
+    with trio.fail_after(90):
+        seen = await trio.to_thread.run_sync(schedules_scenario, node.url, key)
+    assert seen["names"] == ["nightly", "tick"]
+    assert seen["nightly_when"] == "0 3 * * * (Asia/Tokyo)"
+    assert seen["detail_is_last_job"] is True
+    assert (seen["paused_api"], seen["paused_next"], seen["resumed_api"]) == (True, "paused", False)
+    assert seen["deleted_api"] == 404

@@ -16,7 +16,7 @@ const state = {
   key: sessionStorage.getItem("conveyor.key"),
   tenant: sessionStorage.getItem("conveyor.tenant"),
   authOn: true,
-  status: "", type: "", page: 0, total: 0,
+  status: "", type: "", page: 0, total: 0, totalExact: true,
   jobs: new Map(), // id -> job, the page on screen
   progress: new Map(), // id -> {progress, message}
   detail: null, // the id shown in the dialog
@@ -86,6 +86,7 @@ async function enter() {
   await loadHistory(); // before the feed: what it hears from then on is added
   feed.connect();
   setInterval(pollDepth, 2000); pollDepth();
+  setInterval(loadSchedules, 5000); loadSchedules();
   setInterval(drawCharts, 1000);
 }
 
@@ -99,6 +100,7 @@ async function loadJobs() {
   if (!state.tenant && body.jobs.length) state.tenant = body.jobs[0].tenantId;
   state.jobs = new Map(body.jobs.map((j) => [j.id, j]));
   state.total = body.total;
+  state.totalExact = body.totalExact;
   renderJobs();
 }
 
@@ -106,7 +108,8 @@ function renderJobs() {
   const tbody = $("#jobs tbody");
   tbody.replaceChildren(...[...state.jobs.values()].map(row));
   const pages = Math.max(1, Math.ceil(state.total / PAGE));
-  $("#page-info").textContent = `page ${state.page + 1} of ${pages} · ${state.total} jobs`;
+  const about = state.totalExact === false ? "about " : "";
+  $("#page-info").textContent = `page ${state.page + 1} of ${about}${pages} · ${about}${state.total} jobs`;
   $("#prev").disabled = state.page === 0;
   $("#next").disabled = state.page + 1 >= pages;
 }
@@ -185,6 +188,42 @@ $("#search-form").addEventListener("submit", async (e) => {
   $("#search-error").textContent = "";
   if (id) openDetail(id).catch(() => { $("#search-error").textContent = `no job ${id}`; });
 });
+
+// ---- schedules ----------------------------------------------------------------------------
+
+async function loadSchedules() {
+  try {
+    const body = await api(withTenant("/schedules"));
+    $("#schedules tbody").replaceChildren(...body.schedules.map(scheduleRow));
+    $("#schedules-empty").hidden = body.schedules.length > 0;
+    $("#schedules").hidden = body.schedules.length === 0;
+    $("#schedules-error").textContent = "";
+  } catch (err) { $("#schedules-error").textContent = `schedules: ${err.message}`; }
+}
+
+function scheduleRow(s) {
+  const when = s.cron ? `${s.cron}${s.timezone !== "UTC" ? ` (${s.timezone})` : ""}` : `every ${s.every}`;
+  const next = s.paused ? "paused" : new Date(s.nextFireAt).toLocaleString();
+  const last = s.lastJobId
+    ? el("a", { href: "#", textContent: s.lastJobId.slice(0, 8), title: s.lastJobId, onclick: (e) => { e.preventDefault(); openDetail(s.lastJobId); } })
+    : "–";
+  const box = el("span", { className: "actions" },
+    el("button", { textContent: s.paused ? "Resume" : "Pause", className: s.paused ? "resume" : "pause",
+      onclick: () => scheduleAct(s.name, s.paused ? "resume" : "pause") }),
+    el("button", { textContent: "Delete", className: "delete", onclick: () => scheduleAct(s.name, "delete") }));
+  const tr = el("tr", {},
+    el("td", { textContent: s.name }), el("td", { textContent: when }), el("td", { className: "next", textContent: next }),
+    el("td", {}, last), el("td", {}, box));
+  tr.dataset.name = s.name; tr.dataset.paused = String(s.paused);
+  return tr;
+}
+
+async function scheduleAct(name, what) {
+  const path = `/schedules/${encodeURIComponent(name)}${what === "delete" ? "" : `/${what}`}`;
+  try { await api(withTenant(path), { method: what === "delete" ? "DELETE" : "POST" }); }
+  catch (err) { $("#schedules-error").textContent = `${what} ${name}: ${err.message}`; }
+  await loadSchedules();
+}
 
 // ---- job detail ---------------------------------------------------------------------------
 
@@ -281,7 +320,7 @@ $("#create-form").addEventListener("submit", async (event) => {
   if (problems.length) return;
   const body = { type, payload };
   if (!state.authOn) body.tenantId = state.tenant;
-  for (const name of ["maxAttempts", "timeoutMs"]) {
+  for (const name of ["maxAttempts", "timeoutMs", "priority", "delayMs"]) {
     const raw = form.elements[name].value.trim();
     if (raw) body[name] = /^\d+$/.test(raw) ? Number(raw) : raw;
   }
