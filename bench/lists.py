@@ -3,7 +3,7 @@ combination of the status and type filters, first pages and deep ones.
 
 Usage: python bench/lists.py [--rows 1000000] [--requests 40]
 The rows are made with SQL (generate_series) in the fresh database of a real `conveyor serve`
-(auth off, retention off), then VACUUM ANALYZE. Prints p50/p99 per filter combination over
+(auth off, retention off), then VACUUM ANALYZE and a CHECKPOINT. Prints p50/p99 per filter combination over
 --requests first pages each, the worst p99, and the time of a page 500,000 jobs deep by OFFSET
 and by cursor. Needs the local PostgreSQL and Redis.
 """
@@ -46,6 +46,7 @@ def build(database_url: str, rows: int) -> None:
         for n in range(10):  # as many rows again, of ten other tenants
             conn.execute(BUILD, {"tenant": f"other-{n}", "rows": rows // 10})
         conn.execute("VACUUM ANALYZE jobs")
+        conn.execute("CHECKPOINT")  # the bulk load's writes flushed now, not during the timing
         size = conn.execute("SELECT pg_size_pretty(pg_total_relation_size('jobs'))").fetchone()
     print(f"built {rows:,} jobs of {TENANT!r} and {rows:,} of others in {time.monotonic() - began:.0f} s; jobs table {size[0] if size else '?'}")
 

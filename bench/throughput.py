@@ -96,31 +96,40 @@ def bench_key(database_url: str, tenant: str = "bench") -> str:
 def conveyor_rate(n: int, concurrency: int, auth: bool) -> float:
     with started_node(concurrency, auth) as (node_url, url):
         headers = {"Authorization": f"Bearer {bench_key(url)}"} if auth else {}
+        return drive(node_url, url, n, headers)
 
-        async def submit() -> float:
-            body = [{"tenantId": "bench", "type": "sleep", "payload": {"delayMs": 0}}] * 1000
-            async with httpx.AsyncClient(base_url=node_url, timeout=60, headers=headers) as client:
-                started = time.time()
-                sem = asyncio.Semaphore(4)
 
-                async def one(size: int) -> None:
-                    async with sem:
-                        r = await client.post("/jobs/batch", json={"jobs": body[:size]})
-                        r.raise_for_status()
+def drive(node_url: str, url: str, n: int, headers: dict[str, str] | None = None) -> float:
+    """Submit n no-op jobs to a node (1,000 per batch, 4 batches in flight) and wait for them:
+    jobs/s from the first submit to the last COMPLETED row (of the jobs created since)."""
+    with psycopg.connect(url) as conn:
+        before = conn.execute("SELECT now()").fetchone()[0]
 
-                await asyncio.gather(*(one(min(1000, n - i)) for i in range(0, n, 1000)))
-                return started
+    async def submit() -> float:
+        body = [{"tenantId": "bench", "type": "sleep", "payload": {"delayMs": 0}}] * 1000
+        async with httpx.AsyncClient(base_url=node_url, timeout=60, headers=headers or {}) as client:
+            started = time.time()
+            sem = asyncio.Semaphore(4)
 
-        started = asyncio.run(submit())
-        with psycopg.connect(url) as conn:
-            while True:
-                done, last = conn.execute(
-                    "SELECT count(*), max(updated_at) FROM jobs WHERE status = 'COMPLETED'"
-                ).fetchone()
-                if done >= n:
-                    break
-                time.sleep(0.05)
-        return n / (last.timestamp() - started)
+            async def one(size: int) -> None:
+                async with sem:
+                    r = await client.post("/jobs/batch", json={"jobs": body[:size]})
+                    r.raise_for_status()
+
+            await asyncio.gather(*(one(min(1000, n - i)) for i in range(0, n, 1000)))
+            return started
+
+    started = asyncio.run(submit())
+    with psycopg.connect(url) as conn:
+        while True:
+            done, last = conn.execute(
+                "SELECT count(*), max(updated_at) FROM jobs WHERE status = 'COMPLETED' AND created_at >= %s",
+                (before,),
+            ).fetchone()
+            if done >= n:
+                break
+            time.sleep(0.05)
+    return n / (last.timestamp() - started)
 
 
 async def noop(ctx: dict) -> None:

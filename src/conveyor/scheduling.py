@@ -16,7 +16,7 @@ import attrs
 from .actors.schedules import Nudge
 from .limits import TenantLimits
 from .schedules import Timing
-from .stores import PostgresStore
+from .stores.schedule_rows import ScheduleRows
 from .validation import ScheduleDef
 
 LISTED_MOST = 1000  # a tenant's schedules in one answer (its cap is 100 by default)
@@ -32,7 +32,7 @@ class TooManySchedules(Exception):
 
 @attrs.define
 class Schedules:
-    pg: PostgresStore
+    rows: ScheduleRows
     limits_of: Callable[[str], TenantLimits]
     nudge: Nudge
 
@@ -42,7 +42,7 @@ class Schedules:
         now = datetime.now(UTC)
         timing = attrs.evolve(new.timing, anchor=now)
         cap = self.limits_of(new.tenant).max_schedules
-        row = await self.pg.put_schedule({
+        row = await self.rows.put_schedule({
             "tenant": new.tenant, "name": new.name, "cron": timing.cron, "every_ms": timing.every_ms,
             "timezone": timing.timezone, "anchor": now, "job": new.job, "paused": new.paused,
             "next_fire_at": timing.next_after(now),
@@ -53,21 +53,21 @@ class Schedules:
         return row, bool(row.pop("created"))
 
     async def get(self, tenant: str, name: str) -> dict[str, Any]:
-        row = await self.pg.get_schedule(tenant, name)
+        row = await self.rows.get_schedule(tenant, name)
         if row is None:
             raise ScheduleNotFound("Schedule not found")
         return row
 
     async def list(self, tenant: str) -> list[dict[str, Any]]:
-        return await self.pg.list_schedules(tenant, LISTED_MOST)
+        return await self.rows.list_schedules(tenant, LISTED_MOST)
 
     async def delete(self, tenant: str, name: str) -> None:
         """No fire after this returns: a fire in flight holds the row, and the delete waits."""
-        if not await self.pg.delete_schedule(tenant, name):
+        if not await self.rows.delete_schedule(tenant, name):
             raise ScheduleNotFound("Schedule not found")
 
     async def pause(self, tenant: str, name: str) -> dict[str, Any]:
-        row = await self.pg.set_schedule_paused(tenant, name, True, None)
+        row = await self.rows.set_schedule_paused(tenant, name, True, None)
         if row is None:
             raise ScheduleNotFound("Schedule not found")
         return row
@@ -76,7 +76,7 @@ class Schedules:
         """Resume from the next fire after now: fires missed while paused are not made."""
         row = await self.get(tenant, name)
         timing = Timing(row["cron"], row["every_ms"], row["timezone"], row["anchor"])
-        resumed = await self.pg.set_schedule_paused(tenant, name, False, timing.next_after(datetime.now(UTC)))
+        resumed = await self.rows.set_schedule_paused(tenant, name, False, timing.next_after(datetime.now(UTC)))
         if resumed is None:
             raise ScheduleNotFound("Schedule not found")
         self.nudge.set()

@@ -170,22 +170,23 @@ def timing_errors(body: Mapping[str, Any], where: str = "") -> list[FieldError]:
 
 def run_at_problem(value: Any, now: datetime | None = None) -> str | datetime:
     """A runAt as a UTC datetime, or what is wrong with it."""
-    rule = "must be an ISO 8601 date and time with an offset, like 2026-12-24T18:00:00+01:00"
-    if not isinstance(value, str) or len(value) > RUN_AT_CHARS:
-        return rule
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        return rule
-    if when.tzinfo is None:
-        return rule
-    try:
-        when = when.astimezone(UTC)
-    except OverflowError:
-        return rule
+    when = _run_at(value)
+    if when is None:
+        return "must be an ISO 8601 date and time with an offset, like 2026-12-24T18:00:00+01:00"
     if when - (now or datetime.now(UTC)) > timedelta(milliseconds=MAX_DELAY_MS):
         return f"must be at most {MAX_DELAY_MS // 86_400_000} days ahead"
     return when
+
+
+def _run_at(value: Any) -> datetime | None:
+    """ISO 8601 text with an offset as a UTC datetime; None when it is not that."""
+    if not isinstance(value, str) or len(value) > RUN_AT_CHARS:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+        return when.astimezone(UTC) if when.tzinfo is not None else None
+    except (ValueError, OverflowError):
+        return None
 
 
 def new_job(
@@ -203,7 +204,7 @@ def new_job(
         timeout_ms=body.get("timeoutMs") or handler.default_timeout_ms(body["payload"]),
         priority=body.get("priority", PRIORITY_DEFAULT),
         delay_ms=body.get("delayMs", 0),
-        run_at=run_at_problem(body["runAt"]) if "runAt" in body else None,  # type: ignore[arg-type]
+        run_at=_run_at(body.get("runAt")),  # checked by job_errors (its bound, once)
     )
 
 

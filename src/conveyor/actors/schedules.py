@@ -18,13 +18,15 @@ from typing import Any
 
 import trio
 
+from .. import faults
 from ..config import Config
-from ..failures import StoreUnavailable
+from ..failures import DataRefused, StoreUnavailable
 from ..handlers import Registry
 from ..metrics import Metrics
 from ..model import Fire
 from ..schedules import Timing, fire
-from ..stores import PostgresStore, RedisStore
+from ..stores import RedisStore
+from ..stores.schedule_rows import ScheduleRows
 from ..validation import scheduled_job
 from ..wire import created_events
 
@@ -67,13 +69,14 @@ def planner(registry: Registry, config: Config) -> Callable[[list[dict[str, Any]
             if job is None:
                 log.warning("schedule %s of tenant %s: its job no longer validates; fire skipped", name, tenant)
             fires.append(Fire(tenant, name, fired_for, next_fire_at, job))
+        faults.point("fire-in-transaction")
         return fires
 
     return plan
 
 
 async def run_schedule_fires(
-    pg: PostgresStore,
+    rows: ScheduleRows,
     redis: RedisStore,
     plan: Callable[[list[dict[str, Any]], datetime], list[Fire]],
     metrics: Metrics,
@@ -85,12 +88,13 @@ async def run_schedule_fires(
     task_status.started()
     while True:
         try:
-            made, due, now = await pg.fire_schedules(plan, limit=FIRE_LIMIT)
-        except StoreUnavailable as exc:
+            made, due, now = await rows.fire_schedules(plan, limit=FIRE_LIMIT)
+        except (StoreUnavailable, DataRefused) as exc:
             log.warning("schedules: %s", exc)
             await trio.sleep(max_sleep)
             continue
         if made:
+            faults.point("fire-after-commit")
             metrics.inc("conveyor_schedule_jobs_total", len(made))
             try:
                 await redis.enqueue(made, created_events(made))

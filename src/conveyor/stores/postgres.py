@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from ..failures import DataRefused, StoreUnavailable
-from ..model import Fire, NewJob
+from ..model import NewJob
 from .sqlfiles import QUERIES
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class IdempotencyKey:
     response: dict[str, Any]
 
 
-def _job_params(jobs: Sequence[NewJob]) -> dict[str, list[Any]]:
+def job_params(jobs: Sequence[NewJob]) -> dict[str, list[Any]]:
     return {
         "ids": [j.id for j in jobs],
         "tenants": [j.tenant_id for j in jobs],
@@ -141,7 +141,7 @@ class PostgresStore:
                     for job in batch
                 ]
                 if jobs:
-                    conn.execute(QUERIES["insert_jobs"], _job_params(jobs))
+                    conn.execute(QUERIES["insert_jobs"], job_params(jobs))
             return taken
 
         return await self._run(work)
@@ -168,6 +168,23 @@ class PostgresStore:
             return 0
         args = {"tenants": list(retentions), "seconds": list(retentions.values()), "limit": limit}
         return await self._count("prune_tenant_jobs", args)
+
+    async def jobs_dead_rows(self) -> tuple[int, int]:
+        """(dead, live) rows of the jobs table by PostgreSQL's statistics."""
+        row = await self._fetch_one("jobs_dead_rows", {})
+        return (int(row["dead"]), int(row["live"])) if row else (0, 0)
+
+    async def vacuum_jobs(self) -> None:
+        """VACUUM (ANALYZE) the jobs table: it takes no lock that writes or reads wait for."""
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            conn.autocommit = True  # VACUUM cannot run in a transaction
+            try:
+                conn.execute(QUERIES["vacuum_jobs"])
+            finally:
+                conn.autocommit = False
+
+        await self._run(work)
 
     async def _count(self, name: str, args: dict[str, Any]) -> int:
         """Run one named statement in its own transaction; the rows it touched."""
@@ -217,6 +234,15 @@ class PostgresStore:
 
         return await self._run(work)
 
+    async def run(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """fn(connection) in a worker thread, in one transaction of a pooled connection: for the
+        stores of other tables (stores/schedule_rows.py)."""
+        return await self._run(fn)
+
+    async def fetch(self, name: str, args: dict[str, Any]) -> list[dict[str, Any]]:
+        """The rows of one named query, as dicts."""
+        return await self._fetch(name, args)
+
     async def _fetch(self, name: str, args: dict[str, Any]) -> list[dict[str, Any]]:
         """Run one named query; its rows as dicts."""
 
@@ -234,7 +260,8 @@ class PostgresStore:
     async def unfinished_jobs(
         self, *, quiet_s: float, after: tuple[datetime, str], limit: int
     ) -> list[dict[str, Any]]:
-        """Non-terminal jobs not updated for quiet_s seconds, after a (updated_at, id) cursor."""
+        """The ids and updated_at of non-terminal jobs not updated for quiet_s seconds, after a
+        (updated_at, id) cursor."""
         args = {"quiet_s": quiet_s, "after_ts": after[0], "after_id": after[1], "limit": limit}
         return await self._fetch("unfinished_jobs", args)
 
@@ -287,76 +314,6 @@ class PostgresStore:
 
         async with self._reads:
             return await self._run(work)
-
-    # Schedules: a tenant's few, written by hand; fired by every node, each fire once.
-
-    async def put_schedule(self, row: dict[str, Any], *, cap: int) -> dict[str, Any] | None:
-        """Create or replace a schedule (the row's columns); None when it is new and its tenant
-        has `cap` schedules already (0: no cap). The row returned says whether it was created."""
-
-        def work(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
-            args = {**row, "job": Jsonb(row["job"])}
-            with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-                cur.execute(QUERIES["lock_tenant_schedules"], args)
-                if cap > 0:
-                    counted = cur.execute(QUERIES["count_other_schedules"], args).fetchone()
-                    exists = cur.execute(QUERIES["get_schedule"], args).fetchone()
-                    if exists is None and counted is not None and counted["count"] >= cap:
-                        return None
-                return cur.execute(QUERIES["upsert_schedule"], args).fetchone()
-
-        return await self._run(work)
-
-    async def get_schedule(self, tenant: str, name: str) -> dict[str, Any] | None:
-        return await self._fetch_one("get_schedule", {"tenant": tenant, "name": name})
-
-    async def list_schedules(self, tenant: str, limit: int) -> list[dict[str, Any]]:
-        return await self._fetch("list_schedules", {"tenant": tenant, "limit": limit})
-
-    async def delete_schedule(self, tenant: str, name: str) -> bool:
-        return await self._fetch_one("delete_schedule", {"tenant": tenant, "name": name}) is not None
-
-    async def set_schedule_paused(
-        self, tenant: str, name: str, paused: bool, next_fire_at: datetime | None
-    ) -> dict[str, Any] | None:
-        args = {"tenant": tenant, "name": name, "paused": paused, "next_fire_at": next_fire_at}
-        return await self._fetch_one("set_schedule_paused", args)
-
-    async def fire_schedules(
-        self, plan: Callable[[list[dict[str, Any]], datetime], list[Fire]], *, limit: int
-    ) -> tuple[list[NewJob], datetime | None, datetime]:
-        """Fire up to limit due schedules in one transaction: `plan` (the caller's rules) says
-        what each due row makes, the jobs are inserted (a fire's job at most once) and the
-        schedules move to their next fire. Returns the jobs inserted, for dispatch, the next
-        fire time of any schedule (None: none) and PostgreSQL's now."""
-
-        def work(conn: psycopg.Connection[Any]) -> tuple[list[NewJob], datetime | None, datetime]:
-            made: list[NewJob] = []
-            with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-                rows = cur.execute(QUERIES["due_schedules"], {"limit": limit}).fetchall()
-                if rows:
-                    fires = plan(rows, rows[0]["now"])
-                    jobs = [f.job for f in fires if f.job is not None]
-                    inserted: set[str] = set()
-                    if jobs:
-                        params = {
-                            **_job_params(jobs),
-                            "schedule_names": [j.schedule_name for j in jobs],
-                            "scheduled_fors": [j.scheduled_for for j in jobs],
-                        }
-                        inserted = {r["id"] for r in cur.execute(QUERIES["insert_scheduled_jobs"], params).fetchall()}
-                    made = [j for j in jobs if j.id in inserted]
-                    job_of = {(j.tenant_id, j.schedule_name): j.id for j in made}
-                    cur.execute(QUERIES["schedules_fired"], {
-                        "tenants": [f.tenant_id for f in fires], "names": [f.name for f in fires],
-                        "next": [f.next_fire_at for f in fires], "fired": [f.fired_for for f in fires],
-                        "jobs": [job_of.get((f.tenant_id, f.name)) for f in fires],
-                    })
-                nxt = cur.execute(QUERIES["next_schedule_due"]).fetchone()
-            assert nxt is not None
-            return made, nxt["due"], nxt["now"]
-
-        return await self._run(work)
 
     # Tenants and keys: rare admin calls, and one lookup per key a node has not cached.
 

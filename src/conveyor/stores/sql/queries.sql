@@ -92,9 +92,8 @@ SELECT 1;
 -- name: unfinished_jobs
 -- The reconciler's scan: non-terminal jobs untouched for a while, in (updated_at, id) order from
 -- a cursor, so successive calls walk the whole set a page at a time (partial index jobs_unfinished).
-SELECT id::text, tenant_id, type, payload, status, attempts, max_attempts, retries, timeout_ms,
-       priority, greatest(0, extract(epoch FROM run_at - now()) * 1000)::bigint AS due_in_ms,
-       updated_at
+-- Ids only: the few that Redis does not know are read whole (unfinished_jobs_by_id).
+SELECT id::text, updated_at
 FROM jobs
 WHERE status IN ('PENDING', 'RUNNING')
   AND updated_at < now() - make_interval(secs => %(quiet_s)s)
@@ -334,3 +333,11 @@ WHERE schedules.tenant_id = u.tenant_id AND schedules.name = u.name;
 
 -- name: next_schedule_due
 SELECT min(next_fire_at) AS due, now() AS now FROM schedules WHERE NOT paused;
+
+-- name: jobs_dead_rows
+-- Dead and live rows of the jobs table, by the statistics PostgreSQL keeps (track_counts).
+SELECT coalesce(n_dead_tup, 0) AS dead, coalesce(n_live_tup, 0) AS live
+FROM pg_stat_user_tables WHERE relid = 'jobs'::regclass;
+
+-- name: vacuum_jobs
+VACUUM (ANALYZE) jobs;
