@@ -90,8 +90,10 @@ def cron_problem(text: Any) -> str | None:
         return rule
     try:
         valid = croniter.is_valid(text)
+        if valid:  # valid fields may still name no day at all (February 31st): never fires
+            croniter(text, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
     except Exception:  # croniter's parser raises more than its own errors on odd input
-        valid = False
+        return f"{rule}, one that fires at some time"
     return None if valid else rule
 
 

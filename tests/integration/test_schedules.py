@@ -102,6 +102,7 @@ async def test_bad_definitions_are_refused_by_name(node: Node, tenant: str) -> N
     async with httpx.AsyncClient(base_url=base_url(node)) as client:
         for body, field in (
             ({"tenantId": tenant, "cron": "* * *", "job": JOB}, "cron"),
+            ({"tenantId": tenant, "cron": "0 0 31 2 *", "job": JOB}, "cron"),  # never fires: was a 500
             ({"tenantId": tenant, "cron": "0 0 * * *", "timezone": "Nowhere/Else", "job": JOB}, "timezone"),
             ({"tenantId": tenant, "every": "10ms", "job": JOB}, "every"),
             ({"tenantId": tenant, "every": "1m", "job": {"type": "sleep", "payload": {"delayMs": -1}}}, "job.payload.delayMs"),

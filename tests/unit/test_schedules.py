@@ -89,6 +89,8 @@ def test_a_schedule_definition_is_validated_field_by_field() -> None:
         ({"cron": "61 * * * *", "job": JOB}, "cron"),
         ({"cron": "* * * * * *", "job": JOB}, "cron"),  # six fields: seconds are not standard
         ({"cron": "@hourly", "job": JOB}, "cron"),
+        ({"cron": "0 0 31 2 *", "job": JOB}, "cron"),  # valid fields, but no February 31st: a 500 before
+        ({"cron": "* * 31 4 *", "job": JOB}, "cron"),
         ({"cron": 5, "job": JOB}, "cron"),
         ({"every": "500ms", "job": JOB}, "every"),
         ({"every": "soon", "job": JOB}, "every"),
