@@ -27,6 +27,8 @@ import httpx
 import psycopg
 import redis
 
+from conveyor.stores.redis_conn import is_cluster
+
 NODE_PIDS: list[int] = []  # of the nodes started_node runs, for benchmarks that read /proc
 ADMIN_URL = os.environ.get("CONVEYOR_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -76,7 +78,7 @@ def started_node(concurrency: int, auth: bool, **settings: str) -> Iterator[tupl
         proc.wait()
         with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        client = redis.Redis.from_url(REDIS_URL)
+        client = (redis.RedisCluster if is_cluster(REDIS_URL) else redis.Redis).from_url(REDIS_URL)
         for key in client.scan_iter(match=f"{prefix}:*", count=1000):
             client.delete(key)
         client.close()
@@ -99,24 +101,28 @@ def conveyor_rate(n: int, concurrency: int, auth: bool) -> float:
         return drive(node_url, url, n, headers)
 
 
-def drive(node_url: str, url: str, n: int, headers: dict[str, str] | None = None) -> float:
+def drive(node_url: str, url: str, n: int, headers: dict[str, str] | None = None, tenants: int = 0) -> float:
     """Submit n no-op jobs to a node (1,000 per batch, 4 batches in flight) and wait for them:
-    jobs/s from the first submit to the last COMPLETED row (of the jobs created since)."""
+    jobs/s from the first submit to the last COMPLETED row (of the jobs created since). The jobs
+    are tenant "bench"'s, or spread over `tenants` tenants bench-0, bench-1, …"""
     with psycopg.connect(url) as conn:
         before = conn.execute("SELECT now()").fetchone()[0]
 
+    def tenant(k: int) -> str:
+        return f"bench-{k % tenants}" if tenants else "bench"
+
     async def submit() -> float:
-        body = [{"tenantId": "bench", "type": "sleep", "payload": {"delayMs": 0}}] * 1000
         async with httpx.AsyncClient(base_url=node_url, timeout=60, headers=headers or {}) as client:
             started = time.time()
             sem = asyncio.Semaphore(4)
 
-            async def one(size: int) -> None:
+            async def one(first: int, size: int) -> None:
+                body = [{"tenantId": tenant(first + k), "type": "sleep", "payload": {"delayMs": 0}} for k in range(size)]
                 async with sem:
-                    r = await client.post("/jobs/batch", json={"jobs": body[:size]})
+                    r = await client.post("/jobs/batch", json={"jobs": body})
                     r.raise_for_status()
 
-            await asyncio.gather(*(one(min(1000, n - i)) for i in range(0, n, 1000)))
+            await asyncio.gather(*(one(i, min(1000, n - i)) for i in range(0, n, 1000)))
             return started
 
     started = asyncio.run(submit())

@@ -27,7 +27,7 @@ TIERS: list[tuple[str, tuple[str, ...]]] = [
     ("entry", ("conveyor.cli", "conveyor.__main__", "conveyor")),
     ("node", ("conveyor.node", "conveyor.process", "conveyor.embedded")),
     ("web", ("conveyor.web",)),
-    ("service", ("conveyor.jobs", "conveyor.scheduling", "conveyor.tenants", "conveyor.auth", "conveyor.watch")),
+    ("service", ("conveyor.jobs", "conveyor.rebuild", "conveyor.scheduling", "conveyor.tenants", "conveyor.auth", "conveyor.watch")),
     ("actors", ("conveyor.actors",)),
     ("stores", ("conveyor.stores",)),
     ("rules", ("conveyor.",)),  # rules, model, wire, validation, handlers and the other pure parts

@@ -23,13 +23,46 @@ import trio
 
 from conveyor.config import Config
 from conveyor.node import Node, run_node
+from conveyor.shards import CLUSTER_DEFAULT_SHARDS, ShardMap
 from conveyor.stores import PostgresStore, RedisStore
+from conveyor.stores.redis_conn import is_cluster
 from conveyor.stores.sqlfiles import migrate_sync
 from tests import services
 
 SERVICES = services.choose()  # the machine's PostgreSQL and Redis, or embedded ones (tests/services.py)
 ADMIN_URL = SERVICES.admin_url
-REDIS_URL = SERVICES.redis_url
+REDIS_URL = SERVICES.redis_url  # the nodes' Redis (a node of a cluster under CONVEYOR_TEST_REDIS=cluster)
+PLAIN_REDIS_URL = SERVICES.plain_redis_url  # a plain Redis, for what tests keep beside the queue
+SHARDS = SERVICES.shards
+
+
+def redis_client(url: str = REDIS_URL, **options: Any) -> Any:
+    """A redis-py client for the server `url` names: redis-py's cluster client for a cluster."""
+    if is_cluster(url):
+        return redis_lib.RedisCluster.from_url(url, **options)
+    return redis_lib.Redis.from_url(url, **options)
+
+
+def shard_map(config: Config) -> ShardMap:
+    """The shards of the dispatch index of nodes with this config."""
+    count = config.redis_shards or (CLUSTER_DEFAULT_SHARDS if is_cluster(config.redis_url) else 1)
+    return ShardMap(config.redis_prefix, count)
+
+
+def feed_key(config: Config, tenant: str) -> str:
+    """The key of a tenant's feed in the dispatch index of nodes with this config."""
+    return f"{shard_map(config).tenant_base(tenant)}:feed:{tenant}"
+
+
+def delete_prefix(url: str, prefix: str) -> None:
+    """Delete every key under a prefix (of every master, on a cluster)."""
+    client = redis_client(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i : i + 500])
+    finally:
+        client.close()
 
 
 def _db_url(name: str) -> str:
@@ -68,11 +101,9 @@ def database_url(template_database: str) -> Iterator[str]:
 def redis_prefix() -> Iterator[str]:
     prefix = f"ctest-{secrets.token_hex(6)}"
     yield prefix
-    client = redis_lib.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    for i in range(0, len(keys), 500):
-        client.delete(*keys[i : i + 500])
-    client.close()
+    delete_prefix(REDIS_URL, prefix)
+    if PLAIN_REDIS_URL != REDIS_URL:
+        delete_prefix(PLAIN_REDIS_URL, prefix)
 
 
 @pytest.fixture
@@ -80,7 +111,7 @@ async def stores(database_url: str, redis_prefix: str) -> AsyncIterator[tuple[Po
     """This test's stores, for tests that drive actors and scripts without a node."""
     pg = PostgresStore(database_url, pool_size=2)
     await pg.open()
-    redis = RedisStore(REDIS_URL, prefix=redis_prefix, pool_size=4)
+    redis = RedisStore(REDIS_URL, prefix=redis_prefix, pool_size=4, shards=SHARDS)
     yield pg, redis
     await pg.close()
     await redis.close()
@@ -98,6 +129,7 @@ def make_config(database_url: str, redis_prefix: str) -> Callable[..., Config]:
             "database_url": database_url,
             "redis_url": REDIS_URL,
             "redis_prefix": redis_prefix,
+            "redis_shards": SHARDS,
             "host": "127.0.0.1",
             "port": 0,
             "concurrency": 8,

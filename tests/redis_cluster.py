@@ -159,6 +159,35 @@ class ValkeyCluster:
                 raise TimeoutError(f"{address} was not failed over: {dead}")
             time.sleep(0.1)
 
+    def restart(self, port: int) -> None:
+        """Start a killed node again: it rejoins (nodes.conf) as a replica of the master that
+        took over, and this returns once it has synced."""
+        self._start_node(port)
+        self.wait_ok()
+        self.wait_replicas_synced()
+
+    def masters(self) -> list[int]:
+        """The ports of the masters that serve slots now."""
+        return [int(n["address"].split(":")[1]) for n in self.nodes()
+                if n["role"] == "master" and n["slots"] and "fail" not in n["flags"].split(",")]
+
+    def master_of(self, key: str) -> int:
+        """The port of the master that serves a key's slot now."""
+        from conveyor.shards import key_slot
+
+        slot = key_slot(key)
+        for node in self.nodes():
+            if node["role"] == "master" and "fail" not in node["flags"].split(","):
+                for part in node["slots"].split():
+                    low, _, high = part.partition("-")
+                    if int(low) <= slot <= int(high or low):
+                        return int(node["address"].split(":")[1])
+        raise AssertionError(f"no master serves slot {slot}")
+
+    def victim(self) -> int:
+        """A master to kill: not the node that `url` names, through which clients connect."""
+        return next(port for port in self.masters() if port != self.ports[0])
+
     def kill(self, port: int) -> None:
         """kill -9 one node (by the PID we started)."""
         proc = self.procs[port]

@@ -6,6 +6,11 @@ CONVEYOR_TEST_SERVICES says which:
 - `embedded`: `conveyor services` on a temporary data directory, started once for the session
   and stopped (with its data) when the session ends; it dies with the session however that ends;
 - unset: the machine's when they answer, otherwise embedded ones.
+
+CONVEYOR_TEST_REDIS=cluster puts the dispatch index on a real Valkey Cluster instead (3 masters, 3
+replicas, tests/redis_cluster.py), started once for the session; the plain Redis above still holds
+what tests keep beside the queue (the fault suite's ledger). CONVEYOR_TEST_REDIS_SHARDS sets the
+nodes' CONVEYOR_REDIS_SHARDS (default 0, the mode's default).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
@@ -28,8 +34,11 @@ import attrs
 @attrs.frozen
 class Services:
     admin_url: str  # a PostgreSQL URL of the `postgres` database, for CREATE DATABASE
-    redis_url: str
+    redis_url: str  # the nodes' Redis: a plain one, or a node of the session's cluster
     embedded: bool
+    plain_redis_url: str = ""  # a plain Redis (the same as redis_url without a cluster)
+    cluster: bool = False
+    shards: int = 0
 
 
 def _postgres_db(url: str) -> str:
@@ -94,6 +103,37 @@ def _embedded() -> Services:
 
 
 def choose() -> Services:
+    services = _choose_servers()
+    services = attrs.evolve(services, plain_redis_url=services.redis_url,
+                            shards=int(os.environ.get("CONVEYOR_TEST_REDIS_SHARDS") or 0))
+    which = os.environ.get("CONVEYOR_TEST_REDIS", "")
+    if which not in ("", "plain", "cluster"):
+        raise SystemExit(f"CONVEYOR_TEST_REDIS must be plain or cluster, got {which!r}")
+    if which == "cluster":
+        return attrs.evolve(services, redis_url=session_cluster().url, cluster=True)
+    return services
+
+
+_CLUSTER: list[Any] = []
+
+
+def session_cluster() -> Any:
+    """The session's Valkey Cluster (tests/redis_cluster.py), started on first use and stopped
+    when the session ends. A test that kills one of its nodes restarts it before it returns."""
+    if not _CLUSTER:
+        from pathlib import Path
+
+        from tests.redis_cluster import ValkeyCluster
+
+        root = tempfile.mkdtemp(prefix="conveyor-test-cluster-")
+        cluster = ValkeyCluster(Path(root))
+        atexit.register(lambda: (cluster.stop(), shutil.rmtree(root, ignore_errors=True)))
+        cluster.start()
+        _CLUSTER.append(cluster)
+    return _CLUSTER[0]
+
+
+def _choose_servers() -> Services:
     mode = os.environ.get("CONVEYOR_TEST_SERVICES", "")
     if mode not in ("", "machine", "embedded"):
         raise SystemExit(f"CONVEYOR_TEST_SERVICES must be machine or embedded, got {mode!r}")

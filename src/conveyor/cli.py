@@ -1,7 +1,7 @@
 """The `conveyor` command: `serve` runs a node, `migrate` applies the schema, `tenants` and
 `keys` manage tenants and their API keys (JSON on stdout; a new key is shown once), `jobs` and
 `stats` use a node's job API, `watch` tails a tenant's feed, `services` runs the embedded
-servers alone.
+servers alone, `redis rebuild` rebuilds the dispatch index from PostgreSQL.
 
 Without DATABASE_URL or REDIS_URL, every command uses the embedded PostgreSQL and Valkey of
 CONVEYOR_DATA_DIR (starting them, or joining those a running node owns).
@@ -23,7 +23,7 @@ import psycopg
 import trio
 
 from . import config as config_mod
-from . import feed, jobs_cli, schedules_cli, tenants, watch
+from . import feed, jobs_cli, rebuild, schedules_cli, tenants, watch
 from .embedded import DataDirError, EmbeddedError, embedded_services
 from .handlers import build_registry
 from .limits import FIELDS
@@ -71,6 +71,12 @@ async def services(config: config_mod.Config) -> None:
 async def migrate(config: config_mod.Config) -> list[int]:
     async with embedded_services(config, needs=("postgres",)) as config:
         return await trio.to_thread.run_sync(migrate_sync, config.database_url)
+
+
+async def rebuild_redis(config: config_mod.Config, wipe: bool) -> object:
+    async with embedded_services(config) as config:
+        await trio.to_thread.run_sync(migrate_sync, config.database_url)
+        return await rebuild.rebuild(config, wipe=wipe)
 
 
 async def manage(config: config_mod.Config, args: argparse.Namespace) -> object:
@@ -125,6 +131,16 @@ def _parser() -> argparse.ArgumentParser:
     watch_p.add_argument("--tenant", help="the tenant (default: the API key's; required when auth is off)")
     watch_p.add_argument("--from", dest="after", help="start after this eventId (default: from now)")
     watch_p.add_argument("--json", action="store_true", help="print each event as one JSON line")
+
+    redis_p = sub.add_parser("redis", help="the dispatch index in Redis")
+    redis_actions = redis_p.add_subparsers(dest="action", required=True)
+    rebuild_p = redis_actions.add_parser(
+        "rebuild", help="dispatch again every unfinished job that Redis does not know (safe while nodes run)"
+    )
+    rebuild_p.add_argument(
+        "--wipe", action="store_true",
+        help="first delete every key under the prefix (to change CONVEYOR_REDIS_SHARDS; stop every node first)",
+    )
 
     tenants_p = sub.add_parser("tenants", help="create, list and set limits of tenants")
     tenant_actions = tenants_p.add_subparsers(dest="action", required=True)
@@ -198,6 +214,8 @@ def _main(argv: list[str] | None) -> int:
             print(f"applied migrations: {applied or 'none pending'}")
         elif args.command == "services":
             trio.run(services, config)
+        elif args.command == "redis":
+            print(json.dumps(trio.run(rebuild_redis, config, args.wipe)))
         elif args.command in ("tenants", "keys"):
             print(json.dumps(trio.run(manage, config, args)))
         else:
@@ -229,7 +247,9 @@ def _main(argv: list[str] | None) -> int:
         print(f"conveyor: embedded services: {_one_line(embedded[0])}", file=sys.stderr)
         return 1
     if unavailable:
-        print(f"conveyor: PostgreSQL unavailable: {_one_line(unavailable[0])}", file=sys.stderr)
+        line = _one_line(unavailable[0])
+        named = line.startswith(("PostgreSQL unavailable", "Redis unavailable"))
+        print(f"conveyor: {line}" if named else f"conveyor: PostgreSQL unavailable: {line}", file=sys.stderr)
         return 1
     if gave_up:
         print(f"conveyor: node stopped: {_one_line(gave_up[0])}", file=sys.stderr)

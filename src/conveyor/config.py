@@ -39,6 +39,8 @@ class Config:
     writer_queue: int = 256
     pg_pool_size: int = 8
     redis_pool_size: int = 16
+    redis_cluster: str = "auto"
+    redis_shards: int = 0  # 0: 1 on a single Redis, shards.CLUSTER_DEFAULT_SHARDS on a cluster
     smtp_url: str = ""
     outbox_dir: str = "outbox"
     handler_modules: tuple[str, ...] = ()
@@ -85,6 +87,7 @@ def _int_in(low: int, high: int, what: str) -> Callable[[str, str], int]:
 
 _positive_int = _int_in(1, 2**31 - 1, "a positive integer")
 _limit = _int_in(0, 2**31 - 1, "an integer >= 0 (0: no limit)")
+_shards = _int_in(0, 1024, "an integer from 0 to 1024 (0: the mode's default)")
 _port = _int_in(0, 65535, "a port number 0-65535")
 
 
@@ -118,7 +121,7 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
-def _embedded(name: str, raw: str) -> str:
+def _auto_on_off(name: str, raw: str) -> str:
     value = raw.lower()
     if value not in ("auto", "on", "off"):
         raise ConfigError(f"{name} must be auto, on or off, got {raw!r}")
@@ -188,7 +191,7 @@ SETTINGS: dict[str, tuple[str, Callable[[str, str], Any], str]] = {
     "DATABASE_URL": ("database_url", _url(("postgresql", "postgres")), "PostgreSQL connection URL (unset: an embedded PostgreSQL)"),
     "REDIS_URL": ("redis_url", _url(("redis", "rediss", "unix")), "Redis connection URL (unset: an embedded Valkey)"),
     "CONVEYOR_DATA_DIR": ("data_dir", _text, "where the embedded servers keep their data (unset: the user's data directory, ~/.local/share/conveyor)"),
-    "CONVEYOR_EMBEDDED": ("embedded", _embedded, "embedded servers for an unset URL: auto (on a loopback bind only), on, or off"),
+    "CONVEYOR_EMBEDDED": ("embedded", _auto_on_off, "embedded servers for an unset URL: auto (on a loopback bind only), on, or off"),
     "CONVEYOR_HOST": ("host", _text, "address to bind (overridden by --host)"),
     "CONVEYOR_PORT": ("port", _port, "port to bind (overridden by --port; 0 picks a free one)"),
     "CONVEYOR_REDIS_PREFIX": ("redis_prefix", _prefix, "prefix of every Redis key"),
@@ -204,6 +207,8 @@ SETTINGS: dict[str, tuple[str, Callable[[str, str], Any], str]] = {
     "CONVEYOR_WRITER_QUEUE": ("writer_queue", _positive_int, "submissions waiting for group commit before 503"),
     "CONVEYOR_PG_POOL_SIZE": ("pg_pool_size", _positive_int, "PostgreSQL connections per node"),
     "CONVEYOR_REDIS_POOL_SIZE": ("redis_pool_size", _positive_int, "Redis connections per node"),
+    "CONVEYOR_REDIS_CLUSTER": ("redis_cluster", _auto_on_off, "REDIS_URL names a Redis or Valkey Cluster: auto (ask the server), on, or off"),
+    "CONVEYOR_REDIS_SHARDS": ("redis_shards", _shards, "shards of the dispatch index, the same on every node (0: 1 on a single Redis, 12 on a cluster); changing it takes `conveyor redis rebuild`"),
     "CONVEYOR_SMTP_URL": ("smtp_url", _url(("smtp", "smtps")), "SMTP server for email jobs (smtp://user:pass@host:port)"),
     "CONVEYOR_OUTBOX_DIR": ("outbox_dir", _text, "where email jobs are written when no SMTP server is set"),
     "CONVEYOR_HANDLER_MODULES": ("handler_modules", _modules, "extra modules that register job handlers"),

@@ -135,7 +135,7 @@ class Jobs:
             raise JobConflict(f"Job is {job.status}: only PENDING or RUNNING jobs can be cancelled")
         # Redis first: a waiting job leaves the queues (held for us) before PostgreSQL calls it
         # CANCELLED, so no executor can claim a job that is already cancelled.
-        verdict, attempt = await self.redis.cancel(job.id, lease_ms=int(self.config.lease_seconds * 1000))
+        verdict, attempt = await self.redis.cancel(job.tenant_id, job.id, lease_ms=int(self.config.lease_seconds * 1000))
         row = await self.pg.cancel_job(job.id, tenant)
         if row is None:  # it ended meanwhile: perhaps cancelled already, by its node
             now = await self.get(job_id, tenant)
@@ -154,7 +154,7 @@ class Jobs:
         event = json.dumps(job_update(job))
         try:
             if verdict == "parked":
-                await self.redis.finish([Applied(job.id, attempt, "done", 0, (event,))])
+                await self.redis.finish([Applied(job.tenant_id, job.id, attempt, "done", 0, (event,))])
             elif verdict == "absent":
                 await self.redis.publish([(job.tenant_id, job.id, event)])
         except StoreUnavailable as exc:

@@ -42,6 +42,7 @@ from .scheduling import Schedules
 from .status import ExecutorStatistics, NodeStatistics, WebSocketStatistics
 from .stores import PostgresStore, RedisStore
 from .stores.postgres import IdempotencyKey
+from .stores.redis import open_redis
 from .stores.schedule_rows import ScheduleRows
 from .stores.sqlfiles import migrate_sync
 from .supervision import ChildSpec, Restart, Strategy, Supervisor
@@ -172,9 +173,10 @@ async def run_node(
     except psycopg.OperationalError as exc:
         raise StoreUnavailable(f"cannot apply migrations: {exc}".strip()) from exc
     pg = PostgresStore(config.database_url, pool_size=config.pg_pool_size)
-    redis = RedisStore(
-        config.redis_url, prefix=config.redis_prefix, pool_size=config.redis_pool_size,
-        feed_events=config.feed_retention_events, feed_seconds=config.feed_retention_seconds,
+    redis = await open_redis(
+        config.redis_url, setting=config.redis_cluster, shards=config.redis_shards, prefix=config.redis_prefix,
+        pool_size=config.redis_pool_size, feed_events=config.feed_retention_events,
+        feed_seconds=config.feed_retention_seconds,
     )
     try:
         await pg.open()

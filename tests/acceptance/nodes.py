@@ -20,11 +20,10 @@ import attrs
 import httpx
 import psycopg
 import pytest
-import redis as redis_lib
 import trio
 
 from conveyor.config import Config
-from tests.conftest import ADMIN_URL, REDIS_URL, _db_url
+from tests.conftest import ADMIN_URL, REDIS_URL, _db_url, delete_prefix
 from tests.helpers import ADMIN_KEY
 
 
@@ -37,6 +36,7 @@ class NodeProcess:
             "DATABASE_URL": config.database_url,
             "REDIS_URL": config.redis_url,
             "CONVEYOR_REDIS_PREFIX": config.redis_prefix,
+            "CONVEYOR_REDIS_SHARDS": str(config.redis_shards),
             "CONVEYOR_BACKOFF_BASE_MS": str(config.backoff_base_ms),
             "CONVEYOR_BACKOFF_CAP_MS": str(config.backoff_cap_ms),
             "CONVEYOR_AUTH": "on" if config.auth else "off",
@@ -173,8 +173,4 @@ def served_with_auth(template_database: str, tmp_path_factory: pytest.TempPathFa
         proc.wait(10)
         with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        client = redis_lib.Redis.from_url(REDIS_URL)
-        stale = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        for i in range(0, len(stale), 500):
-            client.delete(*stale[i : i + 500])
-        client.close()
+        delete_prefix(REDIS_URL, prefix)

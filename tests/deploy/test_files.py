@@ -141,4 +141,4 @@ def test_help_says_its_whole_first_paragraph() -> None:
     # `conveyor --help` once stopped mid-sentence ("… `tenants` and"), cut at the first blank line
     text = _parser().format_help()
     description = text.split("\n\n")[1]
-    assert " ".join(description.split()).endswith("embedded servers alone."), description
+    assert " ".join(description.split()).endswith("rebuilds the dispatch index from PostgreSQL."), description

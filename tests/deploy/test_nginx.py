@@ -143,9 +143,9 @@ async def test_rolling_restart_behind_nginx_loses_nothing(
                 # every client is back and, having resumed, has heard every event of the feed
                 for feed in feeds:
                     await wait_until(lambda feed=feed: feed.completed() >= set(accepted))
-                redis = cluster.redis()
+                redis = cluster.queue_redis()
                 try:
-                    log = [i for i, _ in redis.xrange(f"{cluster.config.redis_prefix}:feed:{tenant}")]
+                    log = [i for i, _ in redis.xrange(cluster.feed_key(tenant))]
                 finally:
                     redis.close()
                 for feed in feeds:

@@ -19,7 +19,7 @@ import trio
 
 from conveyor.config import Config
 from tests.acceptance.nodes import NodeProcess
-from tests.conftest import REDIS_URL
+from tests.conftest import PLAIN_REDIS_URL, feed_key, redis_client
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.slow
@@ -37,7 +37,7 @@ class Cluster:
     async def start(self, name: str, port: int = 0, **env: Any) -> NodeProcess:
         settings = {
             "PYTHONPATH": str(ROOT),
-            "LEDGER_REDIS_URL": REDIS_URL,
+            "LEDGER_REDIS_URL": PLAIN_REDIS_URL,
             "CONVEYOR_HANDLER_MODULES": "tests.faults.ledger",
             "CONVEYOR_NODE_ID": name,
             "CONVEYOR_LEASE_SECONDS": "3",
@@ -51,8 +51,15 @@ class Cluster:
         return node
 
     def redis(self) -> redis_lib.Redis:
-        """The Redis that holds the ledger (and the events, unless the nodes use a private one)."""
-        return redis_lib.Redis.from_url(REDIS_URL, decode_responses=True)
+        """The Redis that holds the ledger: a plain one, also under CONVEYOR_TEST_REDIS=cluster."""
+        return redis_lib.Redis.from_url(PLAIN_REDIS_URL, decode_responses=True)
+
+    def queue_redis(self) -> Any:
+        """The nodes' Redis (a cluster client on a cluster), for looking at the dispatch index."""
+        return redis_client(self.config.redis_url, decode_responses=True)
+
+    def feed_key(self, tenant: str) -> str:
+        return feed_key(self.config, tenant)
 
     def _ledger(self, name: str) -> list[tuple[str, ...]]:
         client = self.redis()
@@ -74,9 +81,9 @@ class Cluster:
         """Every event in the tenant's feed, oldest first."""
         import json
 
-        client = self.redis()
+        client = redis_client(self.config.redis_url, decode_responses=True)
         try:
-            entries = client.xrange(f"{self.config.redis_prefix}:feed:{tenant}")
+            entries = client.xrange(feed_key(self.config, tenant))
         finally:
             client.close()
         return [json.loads(fields["d"]) for _, fields in entries]

@@ -44,9 +44,9 @@ async def test_events_resume_across_a_restart_of_the_node(cluster: Cluster, tena
                         await watched.start()
                     if len(ids) == 40 and completed() >= set(ids):
                         break
-    redis = cluster.redis()
+    redis = cluster.queue_redis()
     try:
-        log = [i for i, _ in redis.xrange(f"{cluster.config.redis_prefix}:feed:{tenant}")]
+        log = [i for i, _ in redis.xrange(cluster.feed_key(tenant))]
     finally:
         redis.close()
     assert subscribed >= 2  # it reconnected

@@ -17,6 +17,7 @@ import httpx
 import psycopg
 import trio
 
+from tests.conftest import shard_map
 from tests.faults.conftest import Cluster
 from tests.helpers import wait_until
 
@@ -42,8 +43,8 @@ def terminal_events(cluster: Cluster, tenant: str) -> Counter[tuple[str, str]]:
 
 
 def index_empty(cluster: Cluster, tenant: str) -> bool:
-    client = cluster.redis()
-    p = cluster.config.redis_prefix
+    client = cluster.queue_redis()
+    p = shard_map(cluster.config).tenant_base(tenant)
     try:
         return client.zcard(f"{p}:leases") == 0 and int(client.hget(f"{p}:queued", tenant) or 0) == 0
     finally:
@@ -80,10 +81,11 @@ async def test_a_node_dies_between_committing_an_end_and_telling_redis(cluster: 
     assert_ledger(cluster, tenant, {job_id})
     assert len(cluster.starts()) == 1  # it did not run again
     assert stats["unfinished"] == 0  # nothing of it is left in the dispatch index
-    redis = cluster.redis()
+    redis = cluster.queue_redis()
+    p = shard_map(cluster.config).tenant_base(tenant)
     try:
-        assert not redis.exists(f"{cluster.config.redis_prefix}:job:{job_id}")
-        assert redis.zscore(f"{cluster.config.redis_prefix}:leases", job_id) is None
+        assert not redis.exists(f"{p}:job:{job_id}")
+        assert redis.zscore(f"{p}:leases", job_id) is None
     finally:
         redis.close()
 

@@ -27,9 +27,9 @@ async def test_a_client_resumes_on_another_node_after_a_kill_9(cluster: Cluster,
                 await trio.sleep(0.02)
             await cluster.wait_terminal(tenant, len(ids))
             await wait_until(lambda: client_feed.completed() >= set(ids))  # PostgreSQL is written first
-            redis = cluster.redis()
+            redis = cluster.queue_redis()
             try:
-                feed = [entry_id for entry_id, _ in redis.xrange(f"{cluster.config.redis_prefix}:feed:{tenant}")]
+                feed = [entry_id for entry_id, _ in redis.xrange(cluster.feed_key(tenant))]
             finally:
                 redis.close()
             await wait_until(lambda: client_feed.last == feed[-1])

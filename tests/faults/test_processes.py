@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import trio
 
+from tests.conftest import shard_map
 from tests.faults.conftest import Cluster, submit_ledger
 from tests.helpers import wait_until
 
@@ -68,9 +69,9 @@ async def test_a_node_stalled_beyond_its_lease_cannot_record_late_outcomes(
 def terminal_events(cluster: Cluster, tenant: str) -> list[str]:
     import json
 
-    client = cluster.redis()
+    client = cluster.queue_redis()
     try:
-        entries = client.xrange(f"{cluster.config.redis_prefix}:feed:{tenant}")
+        entries = client.xrange(cluster.feed_key(tenant))
     finally:
         client.close()
     out = []
@@ -150,12 +151,13 @@ async def gauge(client: httpx.AsyncClient, name: str, value: float) -> bool:
 
 def redis_leftovers(cluster: Cluster, ids: list[str]) -> list[str]:
     """Which of these jobs still have an envelope, or sit in a ready queue or the delayed set."""
-    client = cluster.redis()
-    p = cluster.config.redis_prefix
+    client = cluster.queue_redis()
+    bases = shard_map(cluster.config).bases()
     try:
-        queued = {i for key in client.scan_iter(f"{p}:ready:*") for i in client.zrange(key, 0, -1)}
-        delayed = set(client.zrange(f"{p}:delayed", 0, -1))
-        return [i for i in ids if client.exists(f"{p}:job:{i}") or i in queued or i in delayed]
+        queued = {i for p in bases for key in client.scan_iter(f"{p}:ready:*") for i in client.zrange(key, 0, -1)}
+        delayed = {i for p in bases for i in client.zrange(f"{p}:delayed", 0, -1)}
+        envelopes = {key.rsplit(":", 1)[1] for p in bases for key in client.scan_iter(f"{p}:job:*")}
+        return [i for i in ids if i in envelopes or i in queued or i in delayed]
     finally:
         client.close()
 

@@ -127,7 +127,7 @@ async def test_a_job_dispatched_twice_runs_once(
             assert await dispatch(redis, jobs) == 0  # the second dispatch is refused outright
             # and ids put into the ready queue again behind the script's back (with scores after
             # their own, as once more) are skipped once their job has run
-            queue = redis.key("ready", tenant)
+            queue = redis.tkey(tenant, "ready", tenant)
             again = {j.id: 2**52 + n for n, j in enumerate(jobs)}
             await trio.to_thread.run_sync(lambda: redis.client.zadd(queue, again))
             nodes = [await cluster.start(f"n{i}", CONVEYOR_CONCURRENCY=10) for i in range(2)]

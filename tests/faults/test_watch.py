@@ -54,9 +54,9 @@ async def test_watch_resumes_across_a_restart_of_its_node(
                 await watched.start()
                 await submit(10)
                 await wait_until(lambda: completed() >= set(ids))
-        redis = cluster.redis()
+        redis = cluster.queue_redis()
         try:
-            log = [i for i, _ in redis.xrange(f"{cluster.config.redis_prefix}:feed:{tenant}")]
+            log = [i for i, _ in redis.xrange(cluster.feed_key(tenant))]
         finally:
             redis.close()
     finally:

@@ -61,7 +61,7 @@ async def test_one_refused_outcome_fails_alone_and_says_why(stores: Any, tenant:
         await record_batch(pg, redis, outcomes)
         rows = [await pg.get_job(job.id) for job in claimed]
         events = [await events_for(redis, tenant, job.id) for job in claimed]
-        left = [await leftovers(redis, job.id, "leases") for job in claimed]
+        left = [await leftovers(redis, tenant, job.id, "leases") for job in claimed]
     assert [r["status"] for r in rows] == ["COMPLETED", "COMPLETED", "FAILED", "COMPLETED", "COMPLETED"]
     assert rows[0]["result"] == {"n": 0} and rows[2]["result"] is None
     assert rows[2]["error"].startswith("the job's outcome could not be stored: PostgreSQL refused")
@@ -90,7 +90,7 @@ async def test_a_reaped_job_whose_row_ended_is_finished_not_run_again(stores: An
         # node X committed COMPLETED and died before telling Redis: its lease is still there
         await pg.record([], [{"id": job.id, "attempt": 1, "new_attempt": 1, "status": "COMPLETED",
                               "error": None, "result": None, "delay_ms": 0}])
-        await trio.to_thread.run_sync(lambda: redis.client.zadd(redis.key("leases"), {job.id: 0}))
+        await trio.to_thread.run_sync(lambda: redis.client.zadd(redis.tkey(tenant, "leases"), {job.id: 0}))
         ((verdict, reaped),) = await redis.reap(10, lease_ms=60_000)
         assert verdict == "requeued"  # by Redis's count it has attempts left...
         await record_batch(pg, redis, [Finished(reaped, Outcome.REQUEUED, error="lease expired")])
@@ -98,7 +98,7 @@ async def test_a_reaped_job_whose_row_ended_is_finished_not_run_again(stores: An
         assert await redis.claim(10, node="node-y", lease_ms=60_000) == []
         statuses = [e["status"] for e in await events_for(redis, tenant, job.id)]
         row = await pg.get_job(job.id)
-        left = await leftovers(redis, job.id, "leases")
+        left = await leftovers(redis, tenant, job.id, "leases")
     assert statuses == ["PENDING", "RUNNING", "COMPLETED"] and row["status"] == "COMPLETED"
     assert left == (0, None)
 
@@ -109,16 +109,16 @@ async def test_a_held_job_cancelled_is_published_once(stores: Any, tenant: str) 
         job = new_job(tenant)
         await pg.insert_jobs([(None, [job])])
         await dispatch(redis, [job])
-        verdict, attempt = await redis.cancel(job.id, lease_ms=60_000)
+        verdict, attempt = await redis.cancel(tenant, job.id, lease_ms=60_000)
         assert (verdict, attempt) == ("parked", 0)
         assert await redis.claim(10, node="node-y", lease_ms=60_000) == []  # held: not claimable
         row = await pg.cancel_job(job.id, tenant)
         assert row is not None and row["status"] == "CANCELLED"
         # the canceller died before dropping it: the lease expires and the reaper finishes it
-        await trio.to_thread.run_sync(lambda: redis.client.zadd(redis.key("leases"), {job.id: 0}))
+        await trio.to_thread.run_sync(lambda: redis.client.zadd(redis.tkey(tenant, "leases"), {job.id: 0}))
         ((verdict, reaped),) = await redis.reap(10, lease_ms=60_000)
         assert verdict == "cancelled"
         await record_batch(pg, redis, [Finished(reaped, Outcome.CANCELLED, error="cancelled by request")])
         statuses = [e["status"] for e in await events_for(redis, tenant, job.id)]
-        left = await leftovers(redis, job.id, "leases")
+        left = await leftovers(redis, tenant, job.id, "leases")
     assert statuses == ["PENDING", "CANCELLED"] and left == (0, None)

@@ -24,8 +24,8 @@ def new_job(tenant: str) -> NewJob:
     return NewJob(str(uuid.uuid4()), tenant, "sleep", {"delayMs": 0}, max_attempts=3, timeout_ms=1000)
 
 
-async def expire_lease(redis: RedisStore, job_id: str) -> None:
-    await trio.to_thread.run_sync(lambda: redis.client.zadd(redis.key("leases"), {job_id: 0}))
+async def expire_lease(redis: RedisStore, tenant: str, job_id: str) -> None:
+    await trio.to_thread.run_sync(lambda: redis.client.zadd(redis.tkey(tenant, "leases"), {job_id: 0}))
 
 
 async def submit_and_start(pg: PostgresStore, redis: RedisStore, job: NewJob, node: str) -> Envelope:
@@ -37,16 +37,16 @@ async def submit_and_start(pg: PostgresStore, redis: RedisStore, job: NewJob, no
     return claimed
 
 
-async def leftovers(redis: RedisStore, job_id: str, zset: str) -> tuple[int, Any]:
+async def leftovers(redis: RedisStore, tenant: str, job_id: str, zset: str) -> tuple[int, Any]:
     """Whether the job still has an envelope, and its score in a sorted set."""
     return await trio.to_thread.run_sync(
-        lambda: (redis.client.exists(redis.key("job", job_id)), redis.client.zscore(redis.key(zset), job_id))
+        lambda: (redis.client.exists(redis.tkey(tenant, "job", job_id)), redis.client.zscore(redis.tkey(tenant, zset), job_id))
     )
 
 
-async def reclaim_elsewhere(pg: PostgresStore, redis: RedisStore, job_id: str) -> Envelope:
+async def reclaim_elsewhere(pg: PostgresStore, redis: RedisStore, tenant: str, job_id: str) -> Envelope:
     """Node X stalls past its lease: the reaper takes the job back, node Y claims it again."""
-    await expire_lease(redis, job_id)
+    await expire_lease(redis, tenant, job_id)
     ((verdict, reaped),) = await redis.reap(10, lease_ms=60_000)
     assert verdict == "requeued"
     await record_batch(pg, redis, [Finished(reaped, Outcome.REQUEUED, error="lease expired")])
@@ -56,7 +56,7 @@ async def reclaim_elsewhere(pg: PostgresStore, redis: RedisStore, job_id: str) -
 
 
 async def events_for(redis: RedisStore, tenant: str, job_id: str) -> list[dict[str, Any]]:
-    entries = await trio.to_thread.run_sync(lambda: redis.client.xrange(redis.key("feed", tenant)))
+    entries = await trio.to_thread.run_sync(lambda: redis.client.xrange(redis.feed_key(tenant)))
     return [m for m in (json.loads(f["d"]) for _, f in entries) if m["jobId"] == job_id]
 
 
@@ -65,14 +65,14 @@ async def test_a_stale_attempt_cannot_record_its_outcome(stores: Any, tenant: st
     job = new_job(tenant)
     with trio.fail_after(20):
         first = await submit_and_start(pg, redis, job, "node-x")
-        second = await reclaim_elsewhere(pg, redis, job.id)
+        second = await reclaim_elsewhere(pg, redis, tenant, job.id)
         await record_batch(pg, redis, [Started(second)])
         # X wakes up: its heartbeat learns the lease is gone, and its outcome is refused
-        assert await redis.heartbeat([(job.id, 1)], node="node-x", lease_ms=60_000) == [(job.id, "lost")]
+        assert await redis.heartbeat([(job.id, 1, tenant)], node="node-x", lease_ms=60_000) == [(job.id, "lost")]
         await record_batch(pg, redis, [Finished(first, Outcome.COMPLETED, result={"by": "x"})])
         row = await pg.get_job(job.id)
         assert (row["status"], row["attempts"], row["result"]) == ("RUNNING", 2, None)
-        assert await redis.heartbeat([(job.id, 2)], node="node-y", lease_ms=60_000) == []
+        assert await redis.heartbeat([(job.id, 2, tenant)], node="node-y", lease_ms=60_000) == []
         # Y's outcome is the one that counts
         await record_batch(pg, redis, [Finished(second, Outcome.COMPLETED, result={"by": "y"})])
         row = await pg.get_job(job.id)
@@ -80,7 +80,7 @@ async def test_a_stale_attempt_cannot_record_its_outcome(stores: Any, tenant: st
         statuses = [e["status"] for e in await events_for(redis, tenant, job.id)]
         assert statuses == ["PENDING", "RUNNING", "PENDING", "RUNNING", "COMPLETED"]
         # nothing of the job is left in Redis
-        assert await leftovers(redis, job.id, "leases") == (0, None)
+        assert await leftovers(redis, tenant, job.id, "leases") == (0, None)
 
 
 async def test_stale_outcome_first_means_exactly_one_terminal_transition(stores: Any, tenant: str) -> None:
@@ -88,7 +88,7 @@ async def test_stale_outcome_first_means_exactly_one_terminal_transition(stores:
     job = new_job(tenant)
     with trio.fail_after(20):
         first = await submit_and_start(pg, redis, job, "node-x")
-        second = await reclaim_elsewhere(pg, redis, job.id)
+        second = await reclaim_elsewhere(pg, redis, tenant, job.id)
         # X's outcome lands before Y's start is recorded: X wins, Y is fenced out entirely
         await record_batch(pg, redis, [Finished(first, Outcome.COMPLETED, result={"by": "x"})])
         await record_batch(pg, redis, [Started(second)])
@@ -98,7 +98,7 @@ async def test_stale_outcome_first_means_exactly_one_terminal_transition(stores:
         terminal = [e for e in await events_for(redis, tenant, job.id) if e["status"] in ("COMPLETED", "FAILED")]
         assert len(terminal) == 1
         # Y's refused retry did not put the job back into Redis
-        assert await leftovers(redis, job.id, "delayed") == (0, None)
+        assert await leftovers(redis, tenant, job.id, "delayed") == (0, None)
 
 
 async def test_terminal_rows_never_revert(stores: Any, tenant: str) -> None:
@@ -120,12 +120,12 @@ async def test_duplicate_dispatch_runs_once(stores: Any, tenant: str) -> None:
         assert await dispatch(redis, [job]) == 1
         assert await dispatch(redis, [job]) == 0  # already dispatched: skipped
         # even if the tenant is on the ring twice, only one claim gets the job
-        await trio.to_thread.run_sync(lambda: redis.client.rpush(redis.key("ring"), tenant))
+        await trio.to_thread.run_sync(lambda: redis.client.rpush(redis.tkey(tenant, "ring"), tenant))
         claimed = await redis.claim(10, node="n", lease_ms=60_000)
         assert [c.id for c in claimed] == [job.id]
         # and put back into the ready queue behind the script's back while it runs, it is skipped
-        await trio.to_thread.run_sync(lambda: redis.client.zadd(redis.key("ready", tenant), {job.id: 1}))
-        await trio.to_thread.run_sync(lambda: redis.client.rpush(redis.key("ring"), tenant))
+        await trio.to_thread.run_sync(lambda: redis.client.zadd(redis.tkey(tenant, "ready", tenant), {job.id: 1}))
+        await trio.to_thread.run_sync(lambda: redis.client.rpush(redis.tkey(tenant, "ring"), tenant))
         assert await redis.claim(10, node="n", lease_ms=60_000) == []
 
 
@@ -171,7 +171,7 @@ async def test_a_lease_expiring_on_the_last_attempt_fails_the_job(stores: Any, t
     job = NewJob(str(uuid.uuid4()), tenant, "sleep", {"delayMs": 0}, max_attempts=1, timeout_ms=1000)
     with trio.fail_after(20):
         await submit_and_start(pg, redis, job, "dead-node")
-        await expire_lease(redis, job.id)
+        await expire_lease(redis, tenant, job.id)
         ((verdict, reaped),) = await redis.reap(10, lease_ms=60_000)
         assert verdict == "failed"
         await record_batch(pg, redis, [Finished(reaped, Outcome.FAILED, error="lease expired")])
@@ -190,7 +190,7 @@ async def test_an_attempt_that_lost_its_lease_is_cancelled(start_node: Any, tena
             await wait_until(lambda: node.pool.running_count() == 1)
             # another node now holds this attempt's lease (as after a reap and a new claim)
             await trio.to_thread.run_sync(
-                lambda: node.redis.client.hset(node.redis.key("job", job_id), "n", "other-node")
+                lambda: node.redis.client.hset(node.redis.tkey(tenant, "job", job_id), "n", "other-node")
             )
             # the attempt is cancelled, and once the recorder has its (LOST) outcome the node
             # stops holding the lease
@@ -223,7 +223,7 @@ async def test_a_late_outcome_from_before_a_retry_by_hand_is_fenced_out(stores: 
     job = NewJob(str(uuid.uuid4()), tenant, "sleep", {"delayMs": 0}, max_attempts=1, timeout_ms=1000)
     with trio.fail_after(20):
         stalled = await submit_and_start(pg, redis, job, "stalled-node")
-        await expire_lease(redis, job.id)
+        await expire_lease(redis, tenant, job.id)
         ((_, reaped),) = await redis.reap(10, lease_ms=60_000)
         await record_batch(pg, redis, [Finished(reaped, Outcome.FAILED, error="lease expired")])
         row = await pg.retry_job(job.id, None, 2)  # as POST /jobs/{id}/retry does

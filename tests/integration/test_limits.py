@@ -17,7 +17,7 @@ from conveyor.model import NewJob
 from conveyor.node import Node
 from conveyor.stores import RedisStore
 from conveyor.stores.redis import Applied
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, SHARDS
 from tests.helpers import ADMIN_KEY, base_url, bearer, dispatch, new_tenant, wait_until
 from tests.integration import probe_handlers
 from tests.integration.test_websocket import next_message, ws_url
@@ -31,7 +31,7 @@ def probe(ms: int) -> dict[str, Any]:
 
 @pytest.fixture
 async def redis_store(redis_prefix: str) -> AsyncIterator[RedisStore]:
-    store = RedisStore(REDIS_URL, prefix=redis_prefix, pool_size=2)
+    store = RedisStore(REDIS_URL, prefix=redis_prefix, pool_size=2, shards=SHARDS)
     yield store
     await store.close()
 
@@ -52,12 +52,12 @@ async def test_claims_pass_over_a_tenant_at_its_running_cap(redis_store: RedisSt
         assert await redis.claim(20, node="n2", lease_ms=60_000, max_running=4) == []
         # a finished job of a frees one slot of a, on any node
         done = next(j for j in first if j.tenant_id == "a")
-        await redis.finish([Applied(done.id, done.attempt, "done")])
+        await redis.finish([Applied(done.tenant_id, done.id, done.attempt, "done")])
         again = await redis.claim(20, node="n2", lease_ms=60_000, max_running=4)
         assert [j.tenant_id for j in again] == ["a"]
         # a job of a handed back, retried or reaped frees its slot too
         retried = next(j for j in first if j.tenant_id == "c")
-        await redis.finish([Applied(retried.id, retried.attempt, "retry", 60_000)])
+        await redis.finish([Applied(retried.tenant_id, retried.id, retried.attempt, "retry", 60_000)])
         assert [j.tenant_id for j in await redis.claim(20, node="n2", lease_ms=60_000, max_running=4)] == ["c"]
         assert await redis.queued("a") == 49 and await redis.queued("b") == 3
 
@@ -217,7 +217,7 @@ async def test_queue_quota_in_bytes(start_node: Any) -> None:
             for queued in listed:
                 await client.post(f"/jobs/{queued['id']}/cancel", headers=bearer(key))
             async def released() -> bool:
-                key = f"{node.config.redis_prefix}:qbytes"
+                key = node.redis.tkey("bytes", "qbytes")
                 return await trio.to_thread.run_sync(node.redis.client.hget, key, "bytes") == "0"
 
             await wait_until(released, interval=0.05)

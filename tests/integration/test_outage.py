@@ -35,7 +35,7 @@ async def test_postgres_down_means_503_quickly_and_nothing_runs(
             ready = await client.get("/health/ready")
             assert ready.status_code == 503 and ready.json()["checks"]["postgres"]["ok"] is False
             # no job was dispatched for the refused submissions: nothing is waiting in Redis
-            queued = await trio.to_thread.run_sync(lambda: node.redis.client.zcard(node.redis.key("ready", tenant)))
+            queued = await trio.to_thread.run_sync(lambda: node.redis.client.zcard(node.redis.tkey(tenant, "ready", tenant)))
             assert queued == 0
             await proxy.start(nursery)  # PostgreSQL is back: the node recovers by itself
 

@@ -184,7 +184,7 @@ async def test_recorder_retries_through_outages_and_loses_nothing(autojump_clock
     pool = ExecutorPool(2)
     job = envelope(1)
     pg.add(job)
-    pool.leases[job.id] = job.attempt
+    pool.hold_lease(job.id, job.attempt, job.tenant_id)
     send, recv = trio.open_memory_channel[Record](10)
     flushed = trio.Event()
     async with trio.open_nursery() as nursery:

@@ -152,7 +152,7 @@ async def test_an_executor_cancelled_mid_job_lets_the_lease_expire(autojump_cloc
     records_send, records_recv = trio.open_memory_channel[Any](10)
     envelope = job("hang")
     assert await pool.take_slots(1) == 1
-    pool.leases[envelope.id] = envelope.attempt
+    pool.hold_lease(envelope.id, envelope.attempt, envelope.tenant_id)
     async with trio.open_nursery() as nursery:
         await nursery.start(
             run_executor, jobs_recv, records_send, pool, registry(), CONFIG, Metrics(),

@@ -34,8 +34,7 @@ async def run_broadcaster(
 ) -> None:
     """Read the control stream, and the feeds of the tenants this node has subscribers for."""
     task_status.started()
-    control_key = redis.key("control")
-    feed_prefix = redis.key("feed", "")
+    control_key = redis.control_key()
     control_last: str | None = None  # from "now" on: a cancel concerns running jobs only
     positions: dict[str, str] = {}  # tenant -> last id read of its feed
     while True:
@@ -50,7 +49,8 @@ async def run_broadcaster(
                 for tenant in new:  # what happened before this read: from the feed itself
                     hub.publish(tenant, CatchUp(tenant))
             streams = {control_key: control_last}
-            streams.update({feed_prefix + t: last for t, last in positions.items()})
+            tenant_of = {redis.feed_key(t): t for t in positions}
+            streams.update({key: positions[t] for key, t in tenant_of.items()})
             got = await redis.read_streams(streams, block_ms=BLOCK_MS)
         except StoreUnavailable as exc:
             log.warning("broadcaster: %s", exc)
@@ -62,7 +62,7 @@ async def run_broadcaster(
                     control_last = entry_id
                     control(fields.get("k", ""), fields)
                 continue
-            tenant = key[len(feed_prefix):]
+            tenant = tenant_of[key]
             for entry_id, fields in entries:
                 hub.publish(tenant, FeedEvent(tenant, entry_id, fields["v"], fields["d"]))
             if entries and tenant in positions:

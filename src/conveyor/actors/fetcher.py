@@ -49,7 +49,7 @@ async def run_fetcher(
                     log.warning("claim failed: %s", exc)
                     claimed = []
                 for job in claimed:
-                    pool.leases[job.id] = job.attempt
+                    pool.hold_lease(job.id, job.attempt, job.tenant_id)
                 got = len(claimed)
                 pool.give_slots(taken - got)
                 taken = got

@@ -29,7 +29,7 @@ async def run_heartbeat(
     interval = lease_ms / 1000 / 3
     while True:
         await trio.sleep(interval)
-        held = list(pool.leases.items())
+        held = pool.held()
         if not held:
             continue
         try:
@@ -37,10 +37,11 @@ async def run_heartbeat(
         except StoreUnavailable as exc:
             log.warning("heartbeat failed: %s", exc)
             continue
-        attempts = dict(held)
+        attempts = {job_id: attempt for job_id, attempt, _ in held}
         for job_id, why in stop:
             if why == "cancel":
                 pool.cancel(job_id, attempts[job_id], CancelReason.CANCEL)
             else:
-                log.warning("lease of job %s attempt %d lost", job_id, attempts[job_id])
-                pool.cancel(job_id, attempts[job_id], CancelReason.LOST)
+                # (one that finished just now has no lease left either: nothing to stop)
+                if pool.cancel(job_id, attempts[job_id], CancelReason.LOST):
+                    log.warning("lease of job %s attempt %d lost", job_id, attempts[job_id])

@@ -85,7 +85,7 @@ async def repair(pg: PostgresStore, redis: RedisStore, rows: list[dict[str, Any]
     deleted, so reading PostgreSQL again *after* Redis said "unknown" tells a finished job (now
     terminal: leave it) from a lost one (still unfinished: dispatch it) — without this second
     look a job that just completed would run again."""
-    unknown = await redis.missing([row["id"] for row in rows])
+    unknown = await redis.missing([(row["id"], row["tenant_id"]) for row in rows])
     if not unknown:
         return 0
     return await redis.reconcile(await pg.unfinished_jobs_by_id(unknown))

@@ -22,6 +22,7 @@ class ExecutorPool:
         self.size = size
         self.slots = trio.Semaphore(size)
         self.leases: dict[str, int] = {}  # job id -> attempt, held by this node
+        self.tenants: dict[str, str] = {}  # job id -> tenant, of the leases held
         self.handing_back = False  # after the drain grace: jobs not yet started go back at once
         self._running: dict[tuple[str, int], trio.CancelScope] = {}
         self._reasons: dict[tuple[str, int], CancelReason] = {}
@@ -46,11 +47,21 @@ class ExecutorPool:
         self._changed.set()
         self._changed = trio.Event()
 
+    def hold_lease(self, job_id: str, attempt: int, tenant: str) -> None:
+        """Hold (and heartbeat) a lease this node claimed."""
+        self.leases[job_id] = attempt
+        self.tenants[job_id] = tenant
+
+    def held(self) -> list[tuple[str, int, str]]:
+        """The leases held: (job id, attempt, tenant)."""
+        return [(job_id, attempt, self.tenants[job_id]) for job_id, attempt in self.leases.items()]
+
     def forget_lease(self, job_id: str, attempt: int) -> None:
         """Stop holding (and heartbeating) a lease: its outcome is written, or it never will be
         by this node, and then the lease expires and the reaper gives the job another attempt."""
         if self.leases.get(job_id) == attempt:
             del self.leases[job_id]
+            self.tenants.pop(job_id, None)
 
     def busy(self) -> int:
         return self.size - self.slots.value

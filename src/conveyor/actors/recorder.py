@@ -133,12 +133,12 @@ def _applied(
             # the RUNNING that PostgreSQL never stored
             events.append(json.dumps(job_update({**row, "status": "RUNNING", "error": None})))
         events.append(json.dumps(job_update(row)))
-        return Applied(f.job.id, f.job.attempt, action, f.delay_ms, tuple(events))
+        return Applied(f.job.tenant_id, f.job.id, f.job.attempt, action, f.delay_ms, tuple(events))
     if ended is not None:
         # The job had ended. If its envelope is still at this attempt, that end was never
         # published (only the call that drops the envelope publishes it): publish it now.
-        return Applied(f.job.id, f.job.attempt, rules.end_action(ended["status"]), 0, (json.dumps(job_update(ended)),))
-    return Applied(f.job.id, f.job.attempt, "done")  # a newer attempt holds it: this one is over
+        return Applied(f.job.tenant_id, f.job.id, f.job.attempt, rules.end_action(ended["status"]), 0, (json.dumps(job_update(ended)),))
+    return Applied(f.job.tenant_id, f.job.id, f.job.attempt, "done")  # a newer attempt holds it: this one is over
 
 
 async def _write(

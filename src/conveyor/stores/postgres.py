@@ -260,7 +260,7 @@ class PostgresStore:
     async def unfinished_jobs(
         self, *, quiet_s: float, after: tuple[datetime, str], limit: int
     ) -> list[dict[str, Any]]:
-        """The ids and updated_at of non-terminal jobs not updated for quiet_s seconds, after a
+        """The ids, tenants and updated_at of non-terminal jobs not updated for quiet_s seconds, after a
         (updated_at, id) cursor."""
         args = {"quiet_s": quiet_s, "after_ts": after[0], "after_id": after[1], "limit": limit}
         return await self._fetch("unfinished_jobs", args)

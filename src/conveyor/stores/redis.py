@@ -1,31 +1,34 @@
-"""Redis store: the dispatch index. Lua scripts from lua/, registered once, called by name.
+"""Redis store: the dispatch index, cut into shards (conveyor.shards) over one Redis or a Redis /
+Valkey Cluster (redis_conn.py). Lua scripts from lua/, registered once, called by name.
 
-Each method is one thread hop and one round trip carrying a batch. Blocking reads use a short
-server-side timeout because a thread cannot be cancelled. Keys all live under one prefix.
+Every script runs on one shard: its KEYS[1] is the shard's key prefix (a hash tag in a cluster),
+and each key it touches starts with that prefix, so the cluster routes the call to one master and
+accepts it (a key of another slot would be refused there). ARGV[1] is the channel prefix of cluster
+mode's wake-ups ('' with one shard). A call that concerns several tenants is cut by shard: one
+script call per shard concerned, all in one thread hop; on one shard that is one call, as before
+shards. Global keys (locks, tickets, the control stream) are plain keys under the prefix.
+
+Blocking reads use a short server-side timeout because a thread cannot be cancelled.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from importlib import resources
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import attrs
-import redis
 import trio
 
-from ..failures import StoreUnavailable
 from ..model import PRIORITY_DEFAULT, Envelope, NewJob
+from ..shards import CLUSTER_DEFAULT_SHARDS, Rotation, ShardMap
 from ..storable import dumps
+from .redis_conn import Connection, Subscription, detect_cluster, is_cluster
+from .redis_feeds import FeedReads, groups_of
 
 T = TypeVar("T")
 
-SCRIPTS = (
-    "enqueue", "claim", "finish", "heartbeat", "reap", "promote", "reconcile", "lock", "admit",
-    "cancel", "publish", "feed", "jobevents", "history", "upgrade",
-)
-JOB_EVENTS_MAX = 1000  # a job's newest events that GET /jobs/{id}/events returns
 
 
 @attrs.frozen
@@ -33,6 +36,7 @@ class Applied:
     """An outcome for finish.lua: what to do with the job's envelope at this attempt, and the
     events to publish if (and only if) that happens."""
 
+    tenant: str
     id: str
     attempt: int
     action: str  # done | retry | handback | requeue
@@ -40,15 +44,16 @@ class Applied:
     events: tuple[str, ...] = ()
 
 
-def _pairs(flat: Sequence[Any]) -> dict[str, str]:
-    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
-def _envelopes(flat: Sequence[Any], start: int, width: int) -> list[tuple[Any, ...]]:
-    return [tuple(flat[i : i + width]) for i in range(start, len(flat), width)]
+def _claimed(flat: Sequence[Any]) -> list[Envelope]:
+    return [
+        Envelope(id, tenant, type_, json.loads(payload), int(a), int(m), int(o), int(w), int(k or 0))
+        for id, tenant, type_, payload, a, m, o, w, k in groups_of(flat, 0, 9)
+    ]
 
 
-class RedisStore:
+class RedisStore(FeedReads):
     def __init__(
         self,
         url: str,
@@ -57,252 +62,287 @@ class RedisStore:
         pool_size: int = 16,
         feed_events: int = 10_000,
         feed_seconds: float = 3_600.0,
+        cluster: bool | None = None,
+        shards: int = 0,
     ) -> None:
+        """cluster None asks the server (it must answer); shards 0 is the default for the mode:
+        1 on a single Redis, CLUSTER_DEFAULT_SHARDS on a cluster."""
         self.prefix = prefix
-        # every script that emits job events takes the feeds' retention after the prefix
+        self.cluster = is_cluster(url) if cluster is None else cluster
+        self.shards = ShardMap(prefix, shards or (CLUSTER_DEFAULT_SHARDS if self.cluster else 1))
+        self._conn = Connection(url, cluster=self.cluster, pool_size=pool_size)
+        self.client: Any = self._conn.client
+        multi = self.shards.count > 1  # wake-ups and feed news by pub/sub (redis_conn.py)
+        self._channel = prefix if multi else ""
+        # every script that emits job events takes the feeds' retention after the channel
         self._feed = [feed_events, int(feed_seconds * 1000)]
-        pool = redis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=pool_size,
-            timeout=2,
-            socket_timeout=10,
-            socket_connect_timeout=2,
-            health_check_interval=15,
-            decode_responses=True,
-        )
-        self.client = redis.Redis(connection_pool=pool)
-        self._limiter = trio.CapacityLimiter(pool_size)
-        lua = resources.files(__package__).joinpath("lua")
-        lib = lua.joinpath("_lib.lua").read_text()
-        self._scripts = {
-            name: self.client.register_script(lib + lua.joinpath(f"{name}.lua").read_text())
-            for name in SCRIPTS
-        }
+        self._rotation = Rotation(self.shards.count)  # which shards a claim asks (claim)
+        self._wakes = Subscription(self.client, f"{prefix}:wake") if multi else None
+        self._feeds = Subscription(self.client, f"{prefix}:feed") if multi else None
 
+    # -- keys ----------------------------------------------------------------------------------
     def key(self, *parts: str) -> str:
+        """A global key (locks, tickets, the control stream)."""
         return ":".join((self.prefix, *parts))
 
+    def tkey(self, tenant: str, *parts: str) -> str:
+        """A key of the tenant's shard, e.g. tkey(t, 'ready', t), tkey(t, 'job', id)."""
+        return ":".join((self.shards.tenant_base(tenant), *parts))
+
+    def control_key(self) -> str:
+        return self.key("control")
+
+    def feed_key(self, tenant: str) -> str:
+        return self.tkey(tenant, "feed", tenant)
+
+    # -- plumbing ------------------------------------------------------------------------------
     async def _run(self, fn: Callable[[], T], *, abandon: bool = False) -> T:
-        def work() -> T:
-            try:
-                return fn()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
+        return await self._conn.run(fn, abandon=abandon)
 
-        return await trio.to_thread.run_sync(
-            work, limiter=self._limiter, abandon_on_cancel=abandon
-        )
+    def _call(self, name: str, base: str, args: list[Any]) -> Any:
+        """Blocking: one script call on the shard whose key prefix is `base`."""
+        return self._conn.scripts[name](keys=[base], args=[self._channel, *args])
 
-    async def _script(self, name: str, args: list[Any]) -> Any:
-        script = self._scripts[name]
-        return await self._run(lambda: script(keys=[], args=[self.prefix, *args]))
+    async def _script(self, name: str, base: str, args: list[Any]) -> Any:
+        return await self._run(lambda: self._call(name, base, args))
+
+    async def _each_shard(self, name: str, groups: dict[int, list[Any]], head: Sequence[Any] = ()) -> list[Any]:
+        """One script call per shard in `groups` (shard -> its arguments after `head`), in one
+        thread hop; their answers, in the order of the groups."""
+        bases = self.shards.bases()
+
+        def work() -> list[Any]:
+            return [self._call(name, bases[index], [*head, *args]) for index, args in groups.items()]
+
+        return await self._run(work) if groups else []
+
+    async def _every_shard(self, name: str, args: list[Any]) -> list[Any]:
+        return await self._each_shard(name, {i: list(args) for i in range(self.shards.count)})
+
+    def _group(self, items: Iterable[tuple[str, Sequence[Any]]]) -> dict[int, list[Any]]:
+        """(tenant, arguments) -> shard -> the arguments of its tenants, concatenated in order."""
+        groups: dict[int, list[Any]] = defaultdict(list)
+        for tenant, args in items:
+            groups[self.shards.of(tenant)].extend(args)
+        return groups
 
     async def close(self) -> None:
-        with trio.move_on_after(5, shield=True):
-            await trio.to_thread.run_sync(self.client.close, abandon_on_cancel=True)
+        for subscription in (self._wakes, self._feeds):
+            if subscription is not None:
+                subscription.close()
+        await self._conn.close()
 
     async def ping(self) -> None:
-        await self._run(self.client.ping)
+        """Every master answers (on a cluster, one that is down or failing over does not)."""
+        if self.cluster:
+            await self._run(lambda: self.client.ping(target_nodes=self.client.PRIMARIES))
+        else:
+            await self._run(self.client.ping)
+
+    async def wipe(self) -> int:
+        """Delete every key under the prefix, on every master: the dispatch index of any shard
+        count, feeds, locks and tickets. Only for a rebuild with every node stopped."""
+
+        def work() -> int:
+            deleted = 0
+            batch: list[str] = []
+            for key in self.client.scan_iter(match=f"{self.prefix}:*", count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    deleted += int(self.client.delete(*batch))
+                    batch = []
+            return deleted + (int(self.client.delete(*batch)) if batch else 0)
+
+        return await self._run(work)
 
     def connections(self) -> int:
-        """Connections the pool holds open now (it grows under load up to its size)."""
-        return len(getattr(self.client.connection_pool, "_connections", ()))
+        return self._conn.connections()
 
+    # -- the hot path --------------------------------------------------------------------------
     async def enqueue(self, jobs: Sequence[NewJob], created: Sequence[str]) -> int:
         """Dispatch new jobs and publish their creation events (PENDING, as JSON text, one per
         job); returns how many were dispatched (a job dispatched before is skipped)."""
-        args: list[Any] = [*self._feed]
-        for j, event in zip(jobs, created, strict=True):
-            args += [
-                j.id, j.tenant_id, j.type, j.payload_json, j.max_attempts, j.timeout_ms, event,
-                j.priority, j.run_at_ms, j.delay_ms,
-            ]
-        return int(await self._script("enqueue", args))
-
-    async def upgrade(self) -> int:
-        """Bring the dispatch index of an earlier version up to this one's (upgrade.lua); returns
-        how many ready jobs moved."""
-        return int(await self._script("upgrade", []))
+        groups = self._group(
+            (j.tenant_id, (j.id, j.tenant_id, j.type, j.payload_json, j.max_attempts, j.timeout_ms, event,
+                           j.priority, j.run_at_ms, j.delay_ms))
+            for j, event in zip(jobs, created, strict=True)
+        )
+        return sum(int(n) for n in await self._each_shard("enqueue", groups, self._feed))
 
     async def claim(
         self, n: int, *, node: str, lease_ms: int, max_running: int = 0
     ) -> list[Envelope]:
-        """Claim up to n jobs; max_running is the tenants' default running cap (0: none)."""
-        flat = await self._script("claim", [n, node, lease_ms, max_running])
-        return [
-            Envelope(id, tenant, type_, json.loads(payload), int(a), int(m), int(o), int(w), int(k or 0))
-            for id, tenant, type_, payload, a, m, o, w, k in _envelopes(flat, 0, 9)
-        ]
+        """Claim up to n jobs; max_running is the tenants' default running cap (0: none).
+
+        Fair across shards as claim.lua is across the tenants of one (shards.Rotation): the
+        shards that may have ready work are asked in turn, each for its tenants' share, and what
+        one cannot fill goes to the next. The wake-ups that came since the last claim are read
+        first, without blocking."""
+        if self._wakes is None:
+            flat = await self._script("claim", self.shards.base(0), [n, node, lease_ms, max_running])
+            return _claimed(flat[1:])
+        bases, rotation = self.shards.bases(), self._rotation
+
+        def work() -> list[Any]:
+            self._wake_shards(self._wakes.poll())  # type: ignore[union-attr]
+            flat: list[Any] = []
+            while (remaining := n - len(flat) // 9) > 0 and rotation.hot:
+                for index in rotation.order(remaining):
+                    if (remaining := n - len(flat) // 9) <= 0:
+                        break
+                    asked = rotation.ask(index, remaining)
+                    left, *got = self._call("claim", bases[index], [asked, node, lease_ms, max_running])
+                    flat.extend(got)
+                    rotation.claimed(index, asked, len(got) // 9, int(left))
+            return flat
+
+        return _claimed(await self._run(work))
+
+    async def wait_wake(self, block_s: int) -> bool:
+        """Block until new work may be ready in some shard, or block_s passes (server-side)."""
+        if self._wakes is not None:
+            got = await self._run(lambda: self._wakes.wait(block_s), abandon=True)  # type: ignore[union-attr]
+            self._wake_shards(got or None)  # nothing in block_s: look at every shard again
+            return got is None or bool(got)
+        key = f"{self.shards.base(0)}:wake"
+        return await self._run(lambda: self.client.blpop([key], timeout=block_s), abandon=True) is not None
+
+    def _wake_shards(self, bases: set[str] | None) -> None:
+        """The shards named may have ready work; None (not subscribed, a timeout) means any
+        may."""
+        if bases is None:
+            self._rotation.wake(None)
+            return
+        indexes = {self.shards.index_of_base(base) for base in bases}
+        self._rotation.wake({i for i in indexes if i is not None})
 
     async def finish(
         self, outcomes: Sequence[Applied], events: Sequence[tuple[str, str, str]] = ()
     ) -> None:
         """Apply outcomes to the dispatch index, each with its events, and publish the other
-        (tenant, job id, event json) events, in one script call."""
-        args: list[Any] = [*self._feed, len(outcomes)]
+        (tenant, job id, event json) events: one script call per shard concerned."""
+        applied = self._group(
+            (o.tenant, (o.id, o.attempt, o.action, o.delay_ms, len(o.events), *o.events)) for o in outcomes
+        )
+        counts: dict[int, int] = defaultdict(int)
         for o in outcomes:
-            args += [o.id, o.attempt, o.action, o.delay_ms, len(o.events), *o.events]
-        for tenant, job_id, data in events:
-            args += [tenant, job_id, data]
-        await self._script("finish", args)
-
-    async def heartbeat(
-        self, leases: Sequence[tuple[str, int]], *, node: str, lease_ms: int
-    ) -> list[tuple[str, str]]:
-        """Extend these leases; returns (job id, 'lost' | 'cancel') of the attempts to stop."""
-        args: list[Any] = [node, lease_ms]
-        for job_id, attempt in leases:
-            args += [job_id, attempt]
-        return [(str(i), str(why)) for i, why in _envelopes(await self._script("heartbeat", args), 0, 2)]
-
-    async def cancel(self, job_id: str, *, lease_ms: int) -> tuple[str, int]:
-        """Stop a job in the dispatch index: ('parked', attempt) when it was waiting (it is held
-        for the canceller, who drops it with `finish`), ('running', attempt) when it runs (its
-        node is told to stop it) or ('absent', 0)."""
-        verdict, attempt = await self._script("cancel", [job_id, lease_ms])
-        return str(verdict), int(attempt)
+            counts[self.shards.of(o.tenant)] += 1
+        published = self._group((tenant, (tenant, job_id, data)) for tenant, job_id, data in events)
+        groups = {
+            index: [counts.get(index, 0), *applied.get(index, ()), *published.get(index, ())]
+            for index in applied.keys() | published.keys()
+        }
+        await self._each_shard("finish", groups, self._feed)
 
     async def publish(self, events: Sequence[tuple[str, str, str]]) -> None:
-        """Publish (tenant, job id, event json) job events to the tenants' feeds, in one round
-        trip."""
-        args: list[Any] = [*self._feed]
-        for tenant, job_id, data in events:
-            args += [tenant, job_id, data]
-        await self._script("publish", args)
+        """Publish (tenant, job id, event json) job events to the tenants' feeds."""
+        groups = self._group((tenant, (tenant, job_id, data)) for tenant, job_id, data in events)
+        await self._each_shard("publish", groups, self._feed)
 
-    async def read_feed(
-        self, tenant: str, after: str, count: int
-    ) -> tuple[str, list[tuple[str, str, str]]]:
-        """Up to count events of a tenant's feed after an id, as (id, event json, previous id),
-        and the feed's newest id ('0-0': none), read at one instant."""
-        flat = await self._script("feed", [tenant, after, count])
-        return str(flat[0]), [(str(i), str(d), str(v)) for i, d, v in _envelopes(flat, 1, 3)]
-
-    async def reap(self, limit: int, *, lease_ms: int) -> list[tuple[str, Envelope]]:
-        flat = await self._script("reap", [limit, lease_ms])
-        return [
-            (verdict, Envelope(id, tenant, type_, json.loads(payload), int(a), int(m), int(o), retries=int(k or 0)))
-            for verdict, id, tenant, type_, payload, a, m, o, k in _envelopes(flat, 0, 9)
-        ]
-
-    async def promote(self, limit: int) -> tuple[int, int]:
-        moved, next_due_ms = await self._script("promote", [limit])
-        return int(moved), int(next_due_ms)
-
-    async def reconcile(self, rows: Sequence[dict[str, Any]]) -> int:
-        """Dispatch again those of these non-terminal jobs that Redis does not know."""
-        args: list[Any] = []
-        for r in rows:
-            args += [
-                r["id"], r["tenant_id"], r["type"], dumps(r["payload"]), r["status"],
-                r["attempts"], r["max_attempts"], r["timeout_ms"], r["due_in_ms"], r.get("retries") or 0,
-                r.get("priority", PRIORITY_DEFAULT),
-            ]
-        return int(await self._script("reconcile", args)) if rows else 0
-
-    async def missing(self, ids: Sequence[str]) -> list[str]:
-        """Which of these jobs have no envelope in Redis (one round trip)."""
-
-        def work() -> list[str]:
-            with self.client.pipeline(transaction=False) as pipe:
-                for job_id in ids:
-                    pipe.exists(self.key("job", job_id))
-                found = pipe.execute()
-            return [job_id for job_id, exists in zip(ids, found, strict=True) if not exists]
-
-        return await self._run(work) if ids else []
-
-    async def try_lock(self, name: str, holder: str, ttl_ms: int) -> bool:
-        """Take (or keep) a named lock for ttl_ms; True when `holder` has it."""
-        return bool(await self._script("lock", [name, holder, ttl_ms]))
-
-    async def wait_wake(self, block_s: int) -> bool:
-        """Block until an enqueue pushes a wake-up token, or block_s passes (server-side)."""
-        got = await self._run(
-            lambda: self.client.blpop([self.key("wake")], timeout=block_s), abandon=True
-        )
-        return got is not None
-
-    async def read_streams(
-        self, positions: dict[str, str], block_ms: int
-    ) -> list[tuple[str, list[tuple[str, dict[str, str]]]]]:
-        """Entries after the given ids of these streams (full keys), blocking up to block_ms
-        (server-side) while there are none: [(key, [(id, fields)])]."""
-        got: Any = await self._run(
-            lambda: self.client.xread(positions, count=500, block=block_ms),  # type: ignore[arg-type]
-            abandon=True,
-        )
-        return [(str(key), entries) for key, entries in got or []]
-
-    async def feed_heads(self, tenants: Sequence[str]) -> dict[str, str]:
-        """The newest event id of each tenant's feed ('0-0': none)."""
-        heads: Any = await self._run(
-            lambda: self.client.mget([self.key("feedhead", t) for t in tenants])
-        )
-        return {t: str(h) if h else "0-0" for t, h in zip(tenants, heads, strict=True)}
-
-    async def now_event_id(self) -> str:
-        """A stream id for "now" by Redis's clock: reading after it misses nothing from now on."""
-        now: Any = await self._run(self.client.time)
-        seconds, micros = now
-        return f"{seconds * 1000 + micros // 1000}-0"
+    async def heartbeat(
+        self, leases: Sequence[tuple[str, int, str]], *, node: str, lease_ms: int
+    ) -> list[tuple[str, str]]:
+        """Extend these (job id, attempt, tenant) leases; returns (job id, 'lost' | 'cancel') of
+        the attempts to stop."""
+        groups = self._group((tenant, (job_id, attempt)) for job_id, attempt, tenant in leases)
+        answers = await self._each_shard("heartbeat", groups, (node, lease_ms))
+        return [(str(i), str(why)) for flat in answers for i, why in groups_of(flat, 0, 2)]
 
     async def admit(
         self, requests: Sequence[tuple[str, int, int, float, int, int, int]]
     ) -> list[tuple[str, int]]:
         """Admission of (tenant, jobs, bytes, rate, burst, max_queued, max_queued_bytes)
-        submissions, in one call.
+        submissions, in one call per shard concerned.
 
-        Per submission: ('ok' | 'queue' | 'bytes' | 'rate' | 'burst', ms to wait before trying
-        again).
+        Per submission, in order: ('ok' | 'queue' | 'bytes' | 'rate' | 'burst', ms to wait
+        before trying again).
         """
-        args: list[Any] = []
-        for tenant, jobs, size, rate, burst, max_queued, max_bytes in requests:
-            args += [tenant, jobs, size, repr(float(rate)), burst, max_queued, max_bytes]
-        flat = await self._script("admit", args)
-        return [(str(v), int(ms)) for v, ms in _envelopes(flat, 0, 2)]
+        groups = self._group(
+            (tenant, (tenant, jobs, size, repr(float(rate)), burst, max_queued, max_bytes))
+            for tenant, jobs, size, rate, burst, max_queued, max_bytes in requests
+        )
+        answers = dict(zip(groups, await self._each_shard("admit", groups), strict=True))
+        verdicts = {index: iter(groups_of(flat, 0, 2)) for index, flat in answers.items()}
+        out = []
+        for tenant, *_ in requests:
+            verdict, ms = next(verdicts[self.shards.of(tenant)])
+            out.append((str(verdict), int(ms)))
+        return out
 
-    async def queued(self, tenant: str) -> int:
-        """The tenant's unfinished jobs that Redis knows of."""
-        value = await self._run(lambda: self.client.hget(self.key("queued"), tenant))
-        return int(value or 0)
+    # -- cancel, maintenance -------------------------------------------------------------------
+    async def cancel(self, tenant: str, job_id: str, *, lease_ms: int) -> tuple[str, int]:
+        """Stop a job in the dispatch index: ('parked', attempt) when it was waiting (it is held
+        for the canceller, who drops it with `finish`), ('running', attempt) when it runs (its
+        node is told on the control stream to stop it) or ('absent', 0)."""
+        base = self.shards.tenant_base(tenant)
 
-    async def history(self, tenant: str) -> tuple[int, int, list[dict[str, str]]]:
-        """The tenant's history slots (history.lua): now in ms, the hour, and the fields of that
-        hour and of the one before."""
-        now, hour, *hashes = await self._script("history", [tenant])
-        return int(now), int(hour), [_pairs(h) for h in hashes]
-
-    async def depth(self, tenant: str) -> tuple[int, int]:
-        """The tenant's unfinished jobs, and those of them running, by the dispatch index."""
-
-        def work() -> tuple[int, int]:
-            with self.client.pipeline(transaction=False) as pipe:
-                pipe.hget(self.key("queued"), tenant)
-                pipe.scard(self.key("running", tenant))
-                queued, running = pipe.execute()
-            return int(queued or 0), int(running or 0)
+        def work() -> tuple[str, int]:
+            verdict, attempt = self._call("cancel", base, [job_id, lease_ms])
+            if verdict == "running":  # the heartbeat reports the flag too, should this be lost
+                self.client.xadd(self.control_key(), {"k": "cancel", "id": job_id}, maxlen=10_000, approximate=True)
+                if self._feeds is not None:
+                    self.client.publish(f"{self.prefix}:feed", self.control_key())
+            return str(verdict), int(attempt)
 
         return await self._run(work)
 
-    async def job_events(self, tenant: str, job_id: str) -> list[tuple[str, str]]:
-        """A job's events still in its tenant's feed, oldest first (its newest JOB_EVENTS_MAX),
-        found through the tenant's event index: the cost is the job's events, not the feed's."""
-        flat = await self._script("jobevents", [tenant, job_id, JOB_EVENTS_MAX])
-        return [(str(i), str(d)) for i, d in _envelopes(flat, 0, 2)]
+    async def upgrade(self) -> int:
+        """Bring the dispatch index of an earlier version up to this one's (upgrade.lua); returns
+        how many ready jobs moved."""
+        return sum(int(n) for n in await self._every_shard("upgrade", []))
+
+    async def reap(self, limit: int, *, lease_ms: int) -> list[tuple[str, Envelope]]:
+        """Take back expired leases, up to `limit` in each shard."""
+        return [
+            (verdict, Envelope(id, tenant, type_, json.loads(payload), int(a), int(m), int(o), retries=int(k or 0)))
+            for flat in await self._every_shard("reap", [limit, lease_ms])
+            for verdict, id, tenant, type_, payload, a, m, o, k in groups_of(flat, 0, 9)
+        ]
+
+    async def promote(self, limit: int) -> tuple[int, int]:
+        """Move due jobs to the ready queues, up to `limit` in each shard: (the most moved in one
+        shard, ms until the next due job in any shard or -1)."""
+        answers = [(int(m), int(d)) for m, d in await self._every_shard("promote", [limit])]
+        due = [d for _, d in answers if d >= 0]
+        return max(m for m, _ in answers), min(due) if due else -1
+
+    async def reconcile(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Dispatch again those of these non-terminal jobs that Redis does not know."""
+        groups = self._group(
+            (r["tenant_id"], (
+                r["id"], r["tenant_id"], r["type"], dumps(r["payload"]), r["status"],
+                r["attempts"], r["max_attempts"], r["timeout_ms"], r["due_in_ms"], r.get("retries") or 0,
+                r.get("priority", PRIORITY_DEFAULT),
+            ))
+            for r in rows
+        )
+        return sum(int(n) for n in await self._each_shard("reconcile", groups))
+
+    async def missing(self, jobs: Sequence[tuple[str, str]]) -> list[str]:
+        """Which of these (job id, tenant) have no envelope in Redis (one pipeline)."""
+
+        def work() -> list[str]:
+            with self.client.pipeline(transaction=False) as pipe:
+                for job_id, tenant in jobs:
+                    pipe.exists(self.tkey(tenant, "job", job_id))
+                found = pipe.execute()
+            return [job_id for (job_id, _), exists in zip(jobs, found, strict=True) if not exists]
+
+        return await self._run(work) if jobs else []
+
+    async def try_lock(self, name: str, holder: str, ttl_ms: int) -> bool:
+        """Take (or keep) a named lock for ttl_ms; True when `holder` has it."""
+        return bool(await self._script("lock", self.key("lock", name), [holder, ttl_ms]))
 
     async def set_running_caps(self, caps: dict[str, int]) -> None:
-        """Replace the per-tenant running caps that the claim script reads."""
+        """Replace the per-tenant running caps that the claim script reads (in each shard, the
+        caps of its tenants)."""
+        groups = {i: [] for i in range(self.shards.count)} | self._group(
+            (tenant, (tenant, cap)) for tenant, cap in caps.items()
+        )
+        await self._each_shard("setcaps", groups)
 
-        def work() -> None:
-            with self.client.pipeline(transaction=True) as pipe:
-                pipe.delete(self.key("maxrun"))
-                if caps:
-                    pipe.hset(self.key("maxrun"), mapping=caps)  # type: ignore[arg-type]
-                pipe.execute()
-
-        await self._run(work)
-
+    # -- tickets -------------------------------------------------------------------------------
     async def put_ticket(self, digest: str, value: str, ttl_ms: int) -> None:
         await self._run(lambda: self.client.set(self.key("ticket", digest), value, px=ttl_ms))
 
@@ -310,3 +350,10 @@ class RedisStore:
         """A ticket's value, once: it is deleted as it is read."""
         value: Any = await self._run(lambda: self.client.getdel(self.key("ticket", digest)))
         return value
+
+
+async def open_redis(url: str, *, setting: str, **options: Any) -> RedisStore:
+    """The store for a node: cluster mode by the setting (auto | on | off), detected from the
+    server under auto, waiting for it to answer."""
+    cluster = await trio.to_thread.run_sync(detect_cluster, url, setting, abandon_on_cancel=True)
+    return RedisStore(url, cluster=cluster, **options)

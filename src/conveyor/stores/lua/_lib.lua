@@ -1,7 +1,10 @@
 -- Shared helpers, prepended to every script when it is registered (stores/redis.py).
+-- Every script runs on one shard: KEYS[1] is its key prefix (p below; a hash tag on a cluster) and
+-- every key it touches starts with it. ARGV[1] is the channel prefix of a cluster's wake-ups, ''
+-- on a single Redis, where idle nodes block on the wake-up lists instead.
 -- Keys: <p>:job:<id> envelope hash, <p>:ready:<tenant> ready zset (by priority, then FIFO; see
 -- push_ready), <p>:seq its sequence, <p>:ring / <p>:ringset tenants with ready work, <p>:delayed
--- zset of jobs not yet due (delayed jobs, retries) by due time in ms, <p>:leases zset, <p>:wake list, <p>:control stream (cancels),
+-- zset of jobs not yet due (delayed jobs, retries) by due time in ms, <p>:leases zset, <p>:wake list,
 -- <p>:running:<tenant> set of the tenant's leased jobs, <p>:maxrun hash tenant -> running cap,
 -- <p>:queued hash tenant -> unfinished jobs (envelopes), <p>:qbytes hash tenant -> bytes of their
 -- payloads, <p>:bucket:<tenant> submit rate bucket, <p>:feed:<tenant> the tenant's retained job
@@ -87,9 +90,14 @@ local function drop_envelope(p, tenant, id)
   end
 end
 
--- Wake up to n idle fetchers (one token each; the list stays short).
+-- Wake up to n idle fetchers (one token each; the list stays short), or on a cluster every node's
+-- fetcher, by a message that names the shard.
 local function wake(p, n)
   if n > 0 then
+    if ARGV[1] ~= '' then
+      redis.call('PUBLISH', ARGV[1] .. ':wake', p)
+      return
+    end
     for _ = 1, math.min(n, 8) do redis.call('LPUSH', p .. ':wake', 1) end
     redis.call('LTRIM', p .. ':wake', 0, 63)
   end
@@ -121,6 +129,9 @@ local function emit(p, tenant, job, data, feed_max)
 end
 
 local function close_feeds(p, feed_max, feed_ms, now)
+  if ARGV[1] ~= '' and next(feeds) then
+    redis.call('PUBLISH', ARGV[1] .. ':feed', p)  -- a cluster's broadcasters read the feeds again
+  end
   for tenant, f in pairs(feeds) do
     local feed = p .. ':feed:' .. tenant
     redis.call('SET', p .. ':feedhead:' .. tenant, f.prev, 'PX', feed_ms)

@@ -1,9 +1,9 @@
 -- Admission of submissions, before they are written: per-tenant queue caps (jobs, then bytes of
 -- payload), then the tenant's submit rate (a token bucket per tenant, shared by every node).
--- ARGV: prefix, then groups of 7: tenant, jobs, bytes, rate (jobs/s, 0: none), burst,
+-- KEYS[1]: shard prefix. ARGV: channel, then groups of 7: tenant, jobs, bytes, rate (jobs/s, 0: none), burst,
 -- max_queued (0: none), max_queued_bytes (0: none).
 -- Returns per group: verdict ('ok', 'queue', 'bytes', 'rate', 'burst'), then ms to wait before a retry.
-local p = ARGV[1]
+local p = KEYS[1]
 local now = now_ms()
 local admitted = {}  -- jobs admitted per tenant by this call, not yet counted in <p>:queued
 local admitted_bytes = {}

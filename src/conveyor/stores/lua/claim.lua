@@ -1,15 +1,16 @@
 -- Claim up to N ready jobs, one per tenant per turn of the ring, so tenants share fairly (a
 -- tenant's priorities order its own jobs only); a tenant that holds as many leases as its
 -- running cap is passed over until one is released.
--- ARGV: prefix, n, node, lease_ms, default running cap (0: none); <p>:maxrun overrides it.
--- Returns a flat list of groups of 9: id, tenant, type, payload, attempt, max_attempts, timeout_ms,
+-- KEYS[1]: shard prefix. ARGV: channel, n, node, lease_ms, default running cap (0: none); <p>:maxrun overrides it.
+-- Returns the tenants with ready work left on the ring (for the fetcher's rotation over shards),
+-- then a flat list of groups of 9: id, tenant, type, payload, attempt, max_attempts, timeout_ms,
 -- ms it waited ready (-1: not known, an envelope from before 'r'), attempt numbers skipped by
 -- retries ('k', 0 when none).
-local p, n, node, lease_ms = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local p, n, node, lease_ms = KEYS[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local default_cap = tonumber(ARGV[5])
 local now = now_ms()
 local ring, ringset, leases = p .. ':ring', p .. ':ringset', p .. ':leases'
-local out = {}
+local out = {0}
 local claimed = 0
 local passed = 0  -- capped tenants passed over since the last claim
 while claimed < n and passed < redis.call('LLEN', ring) do
@@ -45,4 +46,5 @@ while claimed < n and passed < redis.call('LLEN', ring) do
     end
   end
 end
+out[1] = redis.call('LLEN', ring)
 return out

@@ -1,10 +1,10 @@
 -- Dispatch new jobs: write each envelope, put it on its tenant's ready queue (or in the delayed
 -- set until it is due), and publish its creation event (PENDING).
--- ARGV: prefix, feed_max, feed_ms, then groups of 10: id, tenant, type, payload json,
+-- KEYS[1]: shard prefix. ARGV: channel, feed_max, feed_ms, then groups of 10: id, tenant, type, payload json,
 -- max_attempts, timeout_ms, event json, priority, run_at (ms since the epoch, 0: none), delay_ms
 -- (from now by Redis's clock, when there is no run_at).
 -- A job whose envelope already exists is already dispatched and is skipped.
-local p, feed_max, feed_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local p, feed_max, feed_ms = KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 local count, ready = 0, 0
 for i = 4, #ARGV, 10 do

@@ -1,7 +1,7 @@
 -- Read a tenant's feed after an event id: up to count entries (id, data, previous id), and the
 -- feed's newest id ('0-0' when it has none), read together so that they agree.
--- ARGV: prefix, tenant, after, count (at least 1: COUNT 0 answers nil).
-local p, tenant, after, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+-- KEYS[1]: shard prefix. ARGV: channel, tenant, after, count (at least 1: COUNT 0 answers nil).
+local p, tenant, after, count = KEYS[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local head = redis.call('GET', p .. ':feedhead:' .. tenant) or '0-0'
 local out = {head}
 for _, entry in ipairs(redis.call('XRANGE', p .. ':feed:' .. tenant, '(' .. after, '+', 'COUNT', count)) do

@@ -1,5 +1,5 @@
 -- Apply recorded outcomes in Redis, fenced by attempt, and publish their events.
--- ARGV: prefix, feed_max, feed_ms, n, then n groups: id, attempt, action, delay_ms, k, then k
+-- KEYS[1]: shard prefix. ARGV: channel, feed_max, feed_ms, n, then n groups: id, attempt, action, delay_ms, k, then k
 -- events (json) of that outcome; then groups of 3 that are published unconditionally (starts and
 -- progress): tenant, job id, event json.
 -- Actions: completed, failed, done (drop lease and envelope; the first two count the end in
@@ -8,7 +8,7 @@
 -- An action applies only while the envelope is at that attempt, and an outcome's events are
 -- published only when its action applies. Because only this script deletes a leased envelope,
 -- a job's terminal event is published exactly once: by the call that dropped its envelope.
-local p, feed_max, feed_ms, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local p, feed_max, feed_ms, n = KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
 local to_wake = 0
 local i = 5

@@ -1,8 +1,9 @@
--- Extend the leases this node holds. ARGV: prefix, node, lease_ms, then pairs: id, attempt.
+-- Extend the leases this node holds. KEYS[1]: shard prefix. ARGV: channel, node, lease_ms, then
+-- pairs: id, attempt.
 -- Returns pairs (id, why) of the jobs to stop: 'lost' when this node no longer holds the lease
 -- (reaped, or claimed again elsewhere), 'cancel' when their cancellation was requested (their
 -- lease is still extended, so that the cancelled outcome can be recorded).
-local p, node, lease_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local p, node, lease_ms = KEYS[1], ARGV[2], tonumber(ARGV[3])
 local deadline = now_ms() + lease_ms
 local leases = p .. ':leases'
 local stop = {}

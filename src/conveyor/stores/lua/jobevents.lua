@@ -1,7 +1,7 @@
 -- A job's events still in its tenant's feed, found through the tenant's event index (no scan).
--- ARGV: prefix, tenant, job id, most. Returns groups of 2, oldest first: event id, event json
+-- KEYS[1]: shard prefix. ARGV: channel, tenant, job id, most. Returns groups of 2, oldest first: event id, event json
 -- (the newest `most` of them).
-local p, tenant, job, most = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local p, tenant, job, most = KEYS[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local ids = {}
 for _, index in ipairs({p .. ':jev0:' .. tenant, p .. ':jev:' .. tenant}) do
   local found = redis.call('HGET', index, job)

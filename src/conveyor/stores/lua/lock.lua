@@ -1,7 +1,6 @@
--- Take or keep a named lock. ARGV: prefix, name, holder, ttl_ms.
+-- Take or keep a named lock. KEYS[1]: the lock's key. ARGV: channel, holder, ttl_ms.
 -- Returns 1 when `holder` has the lock (its ttl renewed), 0 when another holder has it.
-local p, name, holder, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local key = p .. ':lock:' .. name
+local key, holder, ttl = KEYS[1], ARGV[2], ARGV[3]
 if redis.call('SET', key, holder, 'NX', 'PX', ttl) then return 1 end
 if redis.call('GET', key) == holder then
   redis.call('PEXPIRE', key, ttl)

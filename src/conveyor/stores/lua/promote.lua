@@ -1,6 +1,6 @@
 -- Move due delayed jobs (delayed submissions, retries) to their tenants' ready queues.
--- ARGV: prefix, limit. Returns {moved, ms until the next due job or -1}.
-local p, limit = ARGV[1], tonumber(ARGV[2])
+-- KEYS[1]: shard prefix. ARGV: channel, limit. Returns {moved, ms until the next due job or -1}.
+local p, limit = KEYS[1], tonumber(ARGV[2])
 local now = now_ms()
 local delayed = p .. ':delayed'
 local moved = 0

@@ -1,5 +1,5 @@
 -- Take back jobs whose lease expired (their node died or stalled).
--- ARGV: prefix, limit, lease_ms.
+-- KEYS[1]: shard prefix. ARGV: channel, limit, lease_ms.
 -- Each is leased to the reaper for lease_ms, so that nothing else runs it while PostgreSQL
 -- decides what happens (and so that, should the reaper's node die too, it is reaped again):
 -- 'requeued' when it has attempts left, 'failed' when not, 'cancelled' when its cancellation was
@@ -7,7 +7,7 @@
 -- had already ended gets its terminal event there instead of another run.
 -- Returns groups of 9: verdict, id, tenant, type, payload, attempt, max_attempts, timeout_ms,
 -- attempt numbers skipped by retries.
-local p, limit, lease_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local p, limit, lease_ms = KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 local leases = p .. ':leases'
 local out = {}

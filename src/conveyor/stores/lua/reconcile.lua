@@ -1,11 +1,11 @@
 -- Dispatch again the non-terminal jobs (per PostgreSQL) that Redis does not know: their envelope
 -- is missing because the dispatch after commit failed, or Redis lost its data.
--- ARGV: prefix, then groups of 11: id, tenant, type, payload, status, attempts, max_attempts,
+-- KEYS[1]: shard prefix. ARGV: channel, then groups of 11: id, tenant, type, payload, status, attempts, max_attempts,
 -- timeout_ms, due_in_ms, retries (attempt numbers skipped by retries by hand, kept as 'k'),
 -- priority. A PENDING job goes to ready (or to the delayed set when not yet due);
 -- a RUNNING one gets an already expired lease, so that the reaper decides, as for a dead node,
 -- between another attempt and FAILED. Returns how many jobs were dispatched again.
-local p = ARGV[1]
+local p = KEYS[1]
 local now = now_ms()
 local repaired = 0
 for i = 2, #ARGV, 11 do

@@ -1,7 +1,7 @@
 -- Once per node start: move ready queues kept as lists (<p>:q:<tenant>, before priorities) into
 -- the ready zsets, in their order and at their envelope's priority. A tenant with ready work is
 -- always on the ring set, so its members name every such list. Returns how many jobs moved.
-local p = ARGV[1]
+local p = KEYS[1]
 local now = now_ms()
 local moved = 0
 for _, tenant in ipairs(redis.call('SMEMBERS', p .. ':ringset')) do

@@ -92,8 +92,8 @@ SELECT 1;
 -- name: unfinished_jobs
 -- The reconciler's scan: non-terminal jobs untouched for a while, in (updated_at, id) order from
 -- a cursor, so successive calls walk the whole set a page at a time (partial index jobs_unfinished).
--- Ids only: the few that Redis does not know are read whole (unfinished_jobs_by_id).
-SELECT id::text, updated_at
+-- Ids and tenants only: the few that Redis does not know are read whole (unfinished_jobs_by_id).
+SELECT id::text, tenant_id, updated_at
 FROM jobs
 WHERE status IN ('PENDING', 'RUNNING')
   AND updated_at < now() - make_interval(secs => %(quiet_s)s)

@@ -1,0 +1,170 @@
+"""Faults of the dispatch index on a real Valkey Cluster (issue 16), the session's (tests/services.py),
+with real `conveyor serve` processes and the fault suite's ledger kept in a plain Redis: a master
+killed with -9 mid-run fails over to its replica and loses no job, and the shard count changes
+by `conveyor redis rebuild --wipe`."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sys
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import psycopg
+import trio
+
+from tests import services
+from tests.conftest import shard_map
+from tests.faults.conftest import Cluster
+from tests.helpers import wait_until
+from tests.redis_cluster import ValkeyCluster
+
+TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
+
+
+def statuses(cluster: Cluster, tenants: list[str]) -> dict[str, str]:
+    with psycopg.connect(cluster.config.database_url) as conn:
+        rows = conn.execute("SELECT id::text, status FROM jobs WHERE tenant_id = ANY(%s)", (tenants,))
+        return dict(rows.fetchall())
+
+
+async def all_terminal(cluster: Cluster, tenants: list[str], expected: int) -> dict[str, str] | None:
+    found = await trio.to_thread.run_sync(statuses, cluster, tenants)
+    return found if len(found) == expected and all(s in TERMINAL for s in found.values()) else None
+
+
+async def submitting(urls: list[str], tenants: list[str], accepted: list[str], stop: trio.Event) -> None:
+    """Submit ledger jobs to the nodes in turn until `stop`; the ids of those answered 201."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        i = 0
+        while not stop.is_set():
+            body = {"tenantId": random.choice(tenants), "type": "ledger", "payload": {"ms": 20}}
+            r = await client.post(urls[i % len(urls)] + "/jobs", json=body)
+            assert r.status_code in (201, 503), r.text  # 503: a store answered too slowly, retry
+            if r.status_code == 201:
+                accepted.append(r.json()["jobId"])
+            i += 1
+            await trio.sleep(0.005)
+
+
+async def readiness(urls: list[str]) -> list[int]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        return [(await client.get(url + "/health/ready")).status_code for url in urls]
+
+
+async def test_a_master_killed_mid_run_fails_over_and_no_job_is_lost(
+    make_cluster: Callable[..., Cluster], tenant: str, nursery: trio.Nursery
+) -> None:
+    valkey: ValkeyCluster = services.session_cluster()
+    cluster = make_cluster(redis_url=valkey.url)
+    victim = valkey.victim()
+    shards = shard_map(cluster.config)
+    tenants = [f"{tenant}-{i}" for i in range(12)]
+    on_victim = {t for t in tenants if valkey.master_of(shards.tenant_base(t)) == victim}
+    assert on_victim and len(on_victim) < len(tenants)
+    nodes = [await cluster.start(f"n{i}", CONVEYOR_CONCURRENCY=16) for i in range(2)]
+    urls = [n.url for n in nodes]
+    accepted: list[str] = []
+    stop = trio.Event()
+    try:
+        with trio.fail_after(150):
+            nursery.start_soon(submitting, urls, tenants, accepted, stop)
+            await wait_until(lambda: len(cluster.starts()) >= 100, interval=0.1)
+            valkey.kill(victim)
+            # readiness reports the outage while the master is gone, and recovers by itself
+            await wait_until(lambda: _any_not_ready(urls), interval=0.1)
+            await trio.to_thread.run_sync(valkey.wait_failed_over, victim)
+            await wait_until(lambda: _all_ready(urls), interval=0.2)
+            count = len(accepted)
+            await wait_until(lambda: len(accepted) >= count + 100, interval=0.1)  # and work goes on
+            stop.set()
+            await trio.sleep(0.1)
+            found = await wait_until(lambda: all_terminal(cluster, tenants, len(accepted)), interval=0.5)
+    finally:
+        stop.set()
+        await trio.to_thread.run_sync(valkey.restart, victim)
+    assert set(found) == set(accepted) and set(found.values()) == {"COMPLETED"}  # none lost
+    runs = Counter(job for job, _ in cluster.starts())
+    assert set(runs) == set(accepted)
+    again = [job for job, n in runs.items() if n > 1]
+    tenant_of = dict(_tenants(cluster, again))
+    # only jobs of the killed master's shards ran again, at most those that could be in flight
+    assert {tenant_of[job] for job in again} <= on_victim, (again, on_victim)
+    assert sum(runs[job] - 1 for job in again) <= 2 * 16
+
+
+async def _any_not_ready(urls: list[str]) -> bool:
+    return any(code == 503 for code in await readiness(urls))
+
+
+async def _all_ready(urls: list[str]) -> bool:
+    return all(code == 200 for code in await readiness(urls))
+
+
+def _tenants(cluster: Cluster, ids: list[str]) -> list[tuple[str, str]]:
+    with psycopg.connect(cluster.config.database_url) as conn:
+        return conn.execute("SELECT id::text, tenant_id FROM jobs WHERE id = ANY(%s::uuid[])", (ids,)).fetchall()
+
+
+async def rebuild(cluster: Cluster, shards: int, *flags: str) -> tuple[int, str, str]:
+    env = {
+        **os.environ, "DATABASE_URL": cluster.config.database_url, "REDIS_URL": cluster.config.redis_url,
+        "CONVEYOR_REDIS_PREFIX": cluster.config.redis_prefix, "CONVEYOR_REDIS_SHARDS": str(shards),
+        "CONVEYOR_LOG_LEVEL": "WARNING",
+    }
+    done = await trio.run_process(
+        [sys.executable, "-m", "conveyor", "redis", "rebuild", *flags], env=env, capture_stdout=True,
+        capture_stderr=True, check=False,
+    )
+    return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+
+async def test_the_shard_count_changes_by_a_rebuild_with_every_node_stopped(
+    make_cluster: Callable[..., Cluster], tenant: str
+) -> None:
+    valkey: ValkeyCluster = services.session_cluster()
+    cluster = make_cluster(redis_url=valkey.url, redis_shards=3)
+    tenants = [f"{tenant}-{i}" for i in range(6)]
+    node = await cluster.start("n0", CONVEYOR_CONCURRENCY=4)
+    with trio.fail_after(120):
+        async with httpx.AsyncClient(base_url=node.url, timeout=10) as client:
+            for t in tenants:
+                batch = [{"tenantId": t, "type": "ledger", "payload": {"ms": 50}}] * 40
+                assert (await client.post("/jobs/batch", json={"jobs": batch})).status_code == 201
+        await wait_until(lambda: len(cluster.starts()) >= 20, interval=0.05)
+        node.signal(signal.SIGKILL)
+        await node.wait()
+        old = shard_map(cluster.config)
+        code, out, err = await rebuild(cluster, 6, "--wipe")
+        assert code == 0, err
+        report = json.loads(out)
+        assert report["cluster"] is True and report["shards"] == 6 and report["keysDeleted"] > 0
+        assert report["unfinished"] > 0 and report["dispatched"] == report["unfinished"]
+        # run again without --wipe: nothing is missing now, nothing is dispatched twice
+        code, out, _ = await rebuild(cluster, 6)
+        assert code == 0 and json.loads(out)["dispatched"] == 0
+        await cluster.start("n1", CONVEYOR_CONCURRENCY=4, CONVEYOR_REDIS_SHARDS=6)
+        found = await wait_until(lambda: all_terminal(cluster, tenants, 240), interval=0.5)
+    assert set(found.values()) == {"COMPLETED"}
+    runs = Counter(job for job, _ in cluster.starts())
+    assert set(runs) == set(found) and sum(n - 1 for n in runs.values()) <= 4  # the 4 in flight at most
+    client = cluster.queue_redis()
+    try:  # nothing of the 3-shard layout came back
+        assert not [k for base in old.bases() for k in client.scan_iter(match=f"{base}:*", count=1000)]
+    finally:
+        client.close()
+
+
+def test_rebuild_says_what_is_wrong_in_one_line(tmp_path: Any) -> None:
+    import subprocess
+
+    env = {**os.environ, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x", "REDIS_URL": "redis://127.0.0.1:1/0"}
+    done = subprocess.run([sys.executable, "-m", "conveyor", "redis", "rebuild"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("conveyor: PostgreSQL unavailable"), done.stderr
