@@ -2,7 +2,7 @@
 throughput of no-op jobs spread over many tenants, and the CPU each job costs the node and the
 Redis servers (from /proc).
 
-Usage: python bench/cluster.py [--jobs N] [--tenants T] [--concurrency C] [--runs R]
+Usage: python bench/cluster.py [--jobs N] [--tenants T] [--concurrency C] [--runs R] [--shards S]
 The single Redis is a valkey-server of the bench's own (the one embedded mode ships, like the
 cluster's), so both sides run the same server; the cluster is tests/redis_cluster.py's (3 masters,
 3 replicas). Needs the local PostgreSQL (CONVEYOR_BENCH_ADMIN_URL). Kills what it starts by PID.
@@ -45,13 +45,13 @@ def server_pids(ports: list[int]) -> dict[int, int]:
 
 
 def measure(
-    redis_url: str, ports: list[int], masters: list[int], n: int, tenants: int, concurrency: int
+    redis_url: str, ports: list[int], masters: list[int], n: int, tenants: int, concurrency: int, shards: int = 0
 ) -> dict[str, float]:
     """One node against these servers: its rate, and CPU µs per job of the node, of every server
     (replicas included), of the masters and of the busiest master."""
     throughput.REDIS_URL = redis_url
     pids = server_pids(ports)
-    with throughput.started_node(concurrency, False) as (node_url, url):
+    with throughput.started_node(concurrency, False, CONVEYOR_REDIS_SHARDS=str(shards)) as (node_url, url):
         node = throughput.NODE_PIDS[-1]
         throughput.drive(node_url, url, min(n, 2000), tenants=tenants)  # warm up: connections, scripts, JIT-free caches
         node_before, servers_before = cpu_seconds(node), {p: cpu_seconds(pid) for p, pid in pids.items()}
@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--shards", type=int, default=0, help="CONVEYOR_REDIS_SHARDS on the cluster (0: its default)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="conveyor-bench-cluster-"))
     port = cluster_port(set())
@@ -83,8 +84,9 @@ def main() -> None:
         masters = cluster.masters()
         for run in range(args.runs):
             one = measure(f"redis://127.0.0.1:{port}/0", [port], [port], args.jobs, args.tenants, args.concurrency)
-            three = measure(cluster.url, cluster.ports, masters, args.jobs, args.tenants, args.concurrency)
-            print(f"run {run + 1}: {args.jobs} no-op jobs over {args.tenants} tenants, one node, concurrency {args.concurrency}")
+            three = measure(cluster.url, cluster.ports, masters, args.jobs, args.tenants, args.concurrency, args.shards)
+            print(f"run {run + 1}: {args.jobs} no-op jobs over {args.tenants} tenants, one node, concurrency "
+                  f"{args.concurrency}, cluster shards {args.shards or 'default'}")
             for name, m in (("one Redis", one), ("3-master cluster", three)):
                 print(f"  {name:17} {m['rate']:7,.0f} jobs/s   CPU per job: node {m['node_us']:4.0f} µs, "
                       f"masters {m['masters_us']:4.0f} µs (busiest {m['busiest_us']:3.0f}), "

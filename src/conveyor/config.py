@@ -208,7 +208,7 @@ SETTINGS: dict[str, tuple[str, Callable[[str, str], Any], str]] = {
     "CONVEYOR_PG_POOL_SIZE": ("pg_pool_size", _positive_int, "PostgreSQL connections per node"),
     "CONVEYOR_REDIS_POOL_SIZE": ("redis_pool_size", _positive_int, "Redis connections per node"),
     "CONVEYOR_REDIS_CLUSTER": ("redis_cluster", _auto_on_off, "REDIS_URL names a Redis or Valkey Cluster: auto (ask the server), on, or off"),
-    "CONVEYOR_REDIS_SHARDS": ("redis_shards", _shards, "shards of the dispatch index, the same on every node (0: 1 on a single Redis, 12 on a cluster); changing it takes `conveyor redis rebuild`"),
+    "CONVEYOR_REDIS_SHARDS": ("redis_shards", _shards, "shards of the dispatch index, the same on every node (0: 1 on a single Redis, 6 on a cluster); changing it takes `conveyor redis rebuild --wipe`"),
     "CONVEYOR_SMTP_URL": ("smtp_url", _url(("smtp", "smtps")), "SMTP server for email jobs (smtp://user:pass@host:port)"),
     "CONVEYOR_OUTBOX_DIR": ("outbox_dir", _text, "where email jobs are written when no SMTP server is set"),
     "CONVEYOR_HANDLER_MODULES": ("handler_modules", _modules, "extra modules that register job handlers"),
