@@ -27,7 +27,7 @@ async def rebuild(config: Config, *, wipe: bool) -> dict[str, Any]:
     await pg.open()
     try:
         redis = await open_redis(
-            config.redis_url, setting=config.redis_cluster, shards=config.redis_shards,
+            config.redis_url, setting=config.redis_cluster, wait=False, shards=config.redis_shards,
             prefix=config.redis_prefix, pool_size=4, feed_events=config.feed_retention_events,
             feed_seconds=config.feed_retention_seconds,
         )

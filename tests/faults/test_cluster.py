@@ -12,7 +12,6 @@ import signal
 import sys
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import psycopg
@@ -160,11 +159,13 @@ async def test_the_shard_count_changes_by_a_rebuild_with_every_node_stopped(
         client.close()
 
 
-def test_rebuild_says_what_is_wrong_in_one_line(tmp_path: Any) -> None:
+def test_rebuild_says_what_is_wrong_in_one_line(database_url: str) -> None:
     import subprocess
 
-    env = {**os.environ, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x", "REDIS_URL": "redis://127.0.0.1:1/0"}
-    done = subprocess.run([sys.executable, "-m", "conveyor", "redis", "rebuild"], env=env, capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
-    assert done.stderr.startswith("conveyor: PostgreSQL unavailable"), done.stderr
+    for pg, line in (("postgresql://postgres@127.0.0.1:1/x", "conveyor: PostgreSQL unavailable"),
+                     (database_url, "conveyor: Redis unavailable")):
+        env = {**os.environ, "DATABASE_URL": pg, "REDIS_URL": "redis://127.0.0.1:1/0", "CONVEYOR_LOG_LEVEL": "ERROR"}
+        done = subprocess.run([sys.executable, "-m", "conveyor", "redis", "rebuild"], env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+        assert done.stderr.startswith(line) and "Traceback" not in done.stderr, done.stderr

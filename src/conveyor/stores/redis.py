@@ -3,8 +3,8 @@ Valkey Cluster (redis_conn.py). Lua scripts from lua/, registered once, called b
 
 Every script runs on one shard: its KEYS[1] is the shard's key prefix (a hash tag in a cluster),
 and each key it touches starts with that prefix, so the cluster routes the call to one master and
-accepts it (a key of another slot would be refused there). ARGV[1] is the channel prefix of cluster
-mode's wake-ups ('' with one shard). A call that concerns several tenants is cut by shard: one
+accepts it (a key of another slot would be refused there). ARGV[1] is the channel prefix of the
+wake-ups published with more than one shard ('' with one). A call that concerns several tenants is cut by shard: one
 script call per shard concerned, all in one thread hop; on one shard that is one call, as before
 shards. Global keys (locks, tickets, the control stream) are plain keys under the prefix.
 
@@ -30,7 +30,6 @@ from .redis_feeds import FeedReads, groups_of
 T = TypeVar("T")
 
 
-
 @attrs.frozen
 class Applied:
     """An outcome for finish.lua: what to do with the job's envelope at this attempt, and the
@@ -42,8 +41,6 @@ class Applied:
     action: str  # done | retry | handback | requeue
     delay_ms: int = 0
     events: tuple[str, ...] = ()
-
-
 
 
 def _claimed(flat: Sequence[Any]) -> list[Envelope]:
@@ -352,8 +349,11 @@ class RedisStore(FeedReads):
         return value
 
 
-async def open_redis(url: str, *, setting: str, **options: Any) -> RedisStore:
-    """The store for a node: cluster mode by the setting (auto | on | off), detected from the
-    server under auto, waiting for it to answer."""
-    cluster = await trio.to_thread.run_sync(detect_cluster, url, setting, abandon_on_cancel=True)
+async def open_redis(url: str, *, setting: str, wait: bool = True, **options: Any) -> RedisStore:
+    """The store: cluster mode by the setting (auto | on | off), detected from the server under
+    auto, waiting for it to answer (or, without `wait`, StoreUnavailable when it does not)."""
+    if setting == "auto" and not wait:
+        cluster = await trio.to_thread.run_sync(is_cluster, url, abandon_on_cancel=True)
+    else:
+        cluster = await trio.to_thread.run_sync(detect_cluster, url, setting, abandon_on_cancel=True)
     return RedisStore(url, cluster=cluster, **options)
