@@ -1,7 +1,8 @@
 """The fetcher: claims as many jobs as there are free executor slots, fair across tenants.
 
-One claim script call per round; when nothing is ready it blocks on the wake-up key that
-enqueues push to, so an idle node starts a new job within milliseconds, without polling.
+One claim round per batch of free slots (one script call per shard asked, RedisStore.claim);
+when nothing is ready it blocks on the wake-ups that enqueues send (a list with one shard,
+PUBLISH with more), so an idle node starts a new job within milliseconds, without polling.
 """
 
 from __future__ import annotations
