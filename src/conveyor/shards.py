@@ -16,11 +16,11 @@ on, no hash tag.
 
 from __future__ import annotations
 
-import binascii
 import zlib
 from functools import cache
 
 import attrs
+from redis.crc import key_slot as redis_key_slot
 
 SLOTS = 16384
 MAX_SHARDS = 1024
@@ -28,15 +28,9 @@ CLUSTER_DEFAULT_SHARDS = 6  # even over 1, 2, 3 or 6 masters; more shards cost m
 
 
 def key_slot(key: str) -> int:
-    """The hash slot of a key, by the cluster's rule: only the part in the first non-empty {…}
-    counts when there is one."""
-    data = key.encode()
-    start = data.find(b"{")
-    if start >= 0:
-        end = data.find(b"}", start + 1)
-        if end > start + 1:
-            data = data[start + 1 : end]
-    return binascii.crc_hqx(data, 0) % SLOTS  # CRC16-CCITT (XMODEM), as Redis Cluster
+    """The hash slot of a key, by the cluster's rule (redis-py's own function: only the part in
+    the first non-empty {…} counts when there is one)."""
+    return int(redis_key_slot(key.encode()))
 
 
 @cache

@@ -57,7 +57,7 @@ async def readiness(urls: list[str]) -> list[int]:
 
 
 async def test_a_master_killed_mid_run_fails_over_and_no_job_is_lost(
-    make_cluster: Callable[..., Cluster], tenant: str, nursery: trio.Nursery
+    make_cluster: Callable[..., Cluster], tenant: str
 ) -> None:
     valkey: ValkeyCluster = services.session_cluster()
     cluster = make_cluster(redis_url=valkey.url)
@@ -72,17 +72,17 @@ async def test_a_master_killed_mid_run_fails_over_and_no_job_is_lost(
     stop = trio.Event()
     try:
         with trio.fail_after(150):
-            nursery.start_soon(submitting, urls, tenants, accepted, stop)
-            await wait_until(lambda: len(cluster.starts()) >= 100, interval=0.1)
-            valkey.kill(victim)
-            # readiness reports the outage while the master is gone, and recovers by itself
-            await wait_until(lambda: _any_not_ready(urls), interval=0.1)
-            await trio.to_thread.run_sync(valkey.wait_failed_over, victim)
-            await wait_until(lambda: _all_ready(urls), interval=0.2)
-            count = len(accepted)
-            await wait_until(lambda: len(accepted) >= count + 100, interval=0.1)  # and work goes on
-            stop.set()
-            await trio.sleep(0.1)
+            async with trio.open_nursery() as submitters:  # left once the last answer is counted
+                submitters.start_soon(submitting, urls, tenants, accepted, stop)
+                await wait_until(lambda: len(cluster.starts()) >= 100, interval=0.1)
+                valkey.kill(victim)
+                # readiness reports the outage while the master is gone, and recovers by itself
+                await wait_until(lambda: _any_not_ready(urls), interval=0.1)
+                await trio.to_thread.run_sync(valkey.wait_failed_over, victim)
+                await wait_until(lambda: _all_ready(urls), interval=0.2)
+                count = len(accepted)
+                await wait_until(lambda: len(accepted) >= count + 100, interval=0.1)  # and work goes on
+                stop.set()
             found = await wait_until(lambda: all_terminal(cluster, tenants, len(accepted)), interval=0.5)
     finally:
         stop.set()

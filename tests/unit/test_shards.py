@@ -14,6 +14,7 @@ from conveyor.shards import SLOTS, Rotation, ShardMap, key_slot
 def test_key_slot_is_the_clusters() -> None:
     for key in ("a", "conveyor:{s1.3}:job:x", "{}x", "x{}y{z}", "{a}{b}", "p:{s0.10}"):
         assert key_slot(key) == redis_key_slot(key.encode())
+    assert key_slot("p:{s0.10}:ready:t") == key_slot("{s0.10}")  # the tag alone counts
 
 
 @pytest.mark.parametrize("count", [3, 6, 12, 16, 1024])

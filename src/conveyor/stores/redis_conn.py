@@ -139,12 +139,7 @@ class Subscription:
             if self._pubsub is None:
                 self._subscribe(timeout)
                 return None
-            got: set[str] = set()
-            message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
-            while message is not None:
-                got.add(str(message["data"]))
-                message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
-            return got
+            return self._drain(timeout)
         except OUTAGES:
             self._drop()
             raise
@@ -161,15 +156,21 @@ class Subscription:
         try:
             if self._pubsub is None or self._closed:
                 return None
-            got: set[str] = set()
-            while (message := self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0)) is not None:
-                got.add(str(message["data"]))
-            return got
+            return self._drain(0)
         except OUTAGES:
             self._drop()
             return None
         finally:
             self._lock.release()
+
+    def _drain(self, timeout: float) -> set[str]:
+        """The data of the messages that came, waiting up to timeout for the first."""
+        got: set[str] = set()
+        message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
+        while message is not None:
+            got.add(str(message["data"]))
+            message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
+        return got
 
     def _subscribe(self, timeout: float) -> None:
         pubsub = self._client.pubsub()
