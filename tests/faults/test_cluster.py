@@ -18,7 +18,7 @@ import psycopg
 import trio
 
 from tests import services
-from tests.conftest import shard_map
+from tests.conftest import PLAIN_REDIS_URL, shard_map
 from tests.faults.conftest import Cluster
 from tests.helpers import wait_until
 from tests.redis_cluster import ValkeyCluster
@@ -162,9 +162,14 @@ async def test_the_shard_count_changes_by_a_rebuild_with_every_node_stopped(
 def test_rebuild_says_what_is_wrong_in_one_line(database_url: str) -> None:
     import subprocess
 
-    for pg, line in (("postgresql://postgres@127.0.0.1:1/x", "conveyor: PostgreSQL unavailable"),
-                     (database_url, "conveyor: Redis unavailable")):
-        env = {**os.environ, "DATABASE_URL": pg, "REDIS_URL": "redis://127.0.0.1:1/0", "CONVEYOR_LOG_LEVEL": "ERROR"}
+    cases = [  # (DATABASE_URL, REDIS_URL, CONVEYOR_REDIS_CLUSTER, the line's start)
+        ("postgresql://postgres@127.0.0.1:1/x", "redis://127.0.0.1:1/0", "auto", "conveyor: PostgreSQL unavailable"),
+        (database_url, "redis://127.0.0.1:1/0", "auto", "conveyor: Redis unavailable"),
+        (database_url, PLAIN_REDIS_URL, "on", "conveyor: Redis unavailable"),  # not a cluster
+    ]
+    for pg, url, mode, line in cases:
+        env = {**os.environ, "DATABASE_URL": pg, "REDIS_URL": url, "CONVEYOR_REDIS_CLUSTER": mode,
+               "CONVEYOR_LOG_LEVEL": "ERROR"}
         done = subprocess.run([sys.executable, "-m", "conveyor", "redis", "rebuild"], env=env, capture_output=True,
                               text=True, timeout=60)
         assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr

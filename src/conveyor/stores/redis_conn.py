@@ -77,7 +77,10 @@ class Connection:
         }
         self.client: Any
         if cluster:
-            self.client = redis.RedisCluster.from_url(url, max_connections=pool_size, **options)
+            try:  # the cluster client asks for the slots at once
+                self.client = redis.RedisCluster.from_url(url, max_connections=pool_size, **options)
+            except OUTAGES as exc:  # also CONVEYOR_REDIS_CLUSTER=on against a single Redis
+                raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
         else:
             pool = redis.BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=2, **options)
             self.client = redis.Redis(connection_pool=pool)
