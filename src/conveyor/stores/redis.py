@@ -24,7 +24,7 @@ import trio
 from ..model import PRIORITY_DEFAULT, Envelope, NewJob
 from ..shards import CLUSTER_DEFAULT_SHARDS, Rotation, ShardMap
 from ..storable import dumps
-from .redis_conn import Connection, Subscription, detect_cluster, is_cluster
+from .redis_conn import OUTAGES, Connection, Subscription, detect_cluster, is_cluster
 from .redis_feeds import FeedReads, groups_of
 
 T = TypeVar("T")
@@ -103,13 +103,28 @@ class RedisStore(FeedReads):
     async def _script(self, name: str, base: str, args: list[Any]) -> Any:
         return await self._run(lambda: self._call(name, base, args))
 
-    async def _each_shard(self, name: str, groups: dict[int, list[Any]], head: Sequence[Any] = ()) -> list[Any]:
+    async def _each_shard(
+        self, name: str, groups: dict[int, list[Any]], head: Sequence[Any] = (), *, partial: bool = False
+    ) -> list[Any]:
         """One script call per shard in `groups` (shard -> its arguments after `head`), in one
-        thread hop; their answers, in the order of the groups."""
+        thread hop; their answers, in the order of the groups. With `partial`, a shard whose
+        master is down answers None and the others still run (one dead master must not stop
+        the heartbeats of every shard); only when every call failed does it raise."""
         bases = self.shards.bases()
 
         def work() -> list[Any]:
-            return [self._call(name, bases[index], [*head, *args]) for index, args in groups.items()]
+            answers: list[Any] = []
+            failed: Exception | None = None
+            for index, args in groups.items():
+                try:
+                    answers.append(self._call(name, bases[index], [*head, *args]))
+                except OUTAGES as exc:
+                    if not partial:
+                        raise
+                    failed, answers = exc, [*answers, None]
+            if failed is not None and all(a is None for a in answers):
+                raise failed
+            return answers
 
         return await self._run(work) if groups else []
 
@@ -188,7 +203,11 @@ class RedisStore(FeedReads):
                     if (remaining := n - len(flat) // 9) <= 0:
                         break
                     asked = rotation.ask(index, remaining)
-                    left, *got = self._call("claim", bases[index], [asked, node, lease_ms, max_running])
+                    try:
+                        left, *got = self._call("claim", bases[index], [asked, node, lease_ms, max_running])
+                    except OUTAGES:  # its master is down: the other shards' work still runs
+                        rotation.claimed(index, asked, 0, 0)
+                        continue
                     flat.extend(got)
                     rotation.claimed(index, asked, len(got) // 9, int(left))
             return flat
@@ -242,8 +261,8 @@ class RedisStore(FeedReads):
         """Extend these (job id, attempt, tenant) leases; returns (job id, 'lost' | 'cancel') of
         the attempts to stop."""
         groups = self._group((tenant, (job_id, attempt)) for job_id, attempt, tenant in leases)
-        answers = await self._each_shard("heartbeat", groups, (node, lease_ms))
-        return [(str(i), str(why)) for flat in answers for i, why in groups_of(flat, 0, 2)]
+        answers = await self._each_shard("heartbeat", groups, (node, lease_ms), partial=True)
+        return [(str(i), str(why)) for flat in answers if flat is not None for i, why in groups_of(flat, 0, 2)]
 
     async def admit(
         self, requests: Sequence[tuple[str, int, int, float, int, int, int]]
