@@ -17,7 +17,6 @@ import psycopg
 import psycopg_pool
 import trio
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
 from ..failures import DataRefused, StoreUnavailable
 from ..model import NewJob
@@ -42,6 +41,20 @@ class IdempotencyKey:
     key: str
     digest: str  # of the request, so that a different request under the same key is refused
     response: dict[str, Any]
+
+
+def job_rows_json(jobs: Sequence[NewJob]) -> str:
+    """The jobs as the JSON array of objects that insert_jobs reads; each payload's JSON text
+    goes in as it is, not encoded again."""
+    rows = []
+    for j in jobs:
+        head = json.dumps({
+            "id": j.id, "tenant_id": j.tenant_id, "type": j.type, "max_attempts": j.max_attempts,
+            "timeout_ms": j.timeout_ms, "payload_bytes": len(j.payload_json), "priority": j.priority,
+            "run_at": None if j.run_at is None else j.run_at.isoformat(), "delay_ms": j.delay_ms,
+        })
+        rows.append(f'{head[:-1]}, "payload": {j.payload_json}}}')
+    return f"[{','.join(rows)}]"
 
 
 def job_params(jobs: Sequence[NewJob]) -> dict[str, list[Any]]:
@@ -141,7 +154,7 @@ class PostgresStore:
                     for job in batch
                 ]
                 if jobs:
-                    conn.execute(QUERIES["insert_jobs"], job_params(jobs))
+                    conn.execute(QUERIES["insert_jobs"], {"rows": job_rows_json(jobs)})
             return taken
 
         return await self._run(work)
@@ -209,26 +222,12 @@ class PostgresStore:
             finished: list[dict[str, Any]] = []
             with conn.cursor(row_factory=dict_row) as cur:
                 if starts:
-                    cur.execute(
-                        QUERIES["record_started"],
-                        {"ids": [s[0] for s in starts], "attempts": [s[1] for s in starts]},
-                    )
+                    rows = json.dumps([{"id": job_id, "attempt": attempt} for job_id, attempt in starts])
+                    cur.execute(QUERIES["record_started"], {"rows": rows})
                     started = cur.fetchall()
                 if finishes:
-                    cur.execute(
-                        QUERIES["record_finished"],
-                        {
-                            "ids": [f["id"] for f in finishes],
-                            "attempts": [f["attempt"] for f in finishes],
-                            "new_attempts": [f["new_attempt"] for f in finishes],
-                            "statuses": [f["status"] for f in finishes],
-                            "errors": [f["error"] for f in finishes],
-                            "results": [
-                                None if f["result"] is None else Jsonb(f["result"]) for f in finishes
-                            ],
-                            "delays": [f["delay_ms"] for f in finishes],
-                        },
-                    )
+                    # the rows (id, attempt, new_attempt, status, error, result, delay_ms) as they are
+                    cur.execute(QUERIES["record_finished"], {"rows": json.dumps(list(finishes))})
                     finished = cur.fetchall()
             return started, finished
 

@@ -1,22 +1,21 @@
 -- Named queries, loaded once by stores/postgres.py. Each starts with "-- name: NAME".
 
 -- name: insert_jobs
--- One statement per group-commit batch.
+-- One statement per group-commit batch; the rows come as one JSON array (job_rows_json), which
+-- costs the node far less than an array parameter per column.
 -- A job is due at its run_at, or delay_ms after now by PostgreSQL's clock.
 INSERT INTO jobs (id, tenant_id, type, payload, max_attempts, timeout_ms, payload_bytes, priority,
                   run_at)
 SELECT id, tenant_id, type, payload, max_attempts, timeout_ms, payload_bytes, priority,
        coalesce(run_at, now() + make_interval(secs => delay_ms / 1000.0))
-FROM unnest(%(ids)s::uuid[], %(tenants)s::text[], %(types)s::text[], %(payloads)s::jsonb[],
-            %(max_attempts)s::int[], %(timeouts)s::int[], %(payload_bytes)s::int[],
-            %(priorities)s::int[], %(run_ats)s::timestamptz[], %(delays)s::bigint[])
-     AS u(id, tenant_id, type, payload, max_attempts, timeout_ms, payload_bytes, priority, run_at,
-          delay_ms);
+FROM json_to_recordset(%(rows)s::json)
+     AS u(id uuid, tenant_id text, type text, payload jsonb, max_attempts int, timeout_ms int,
+          payload_bytes int, priority int, run_at timestamptz, delay_ms bigint);
 
 -- name: record_started
 -- Fenced by attempt: only a newer attempt may mark a non-terminal job RUNNING.
 UPDATE jobs SET status = 'RUNNING', attempts = u.attempt, updated_at = now()
-FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS u(id, attempt)
+FROM json_to_recordset(%(rows)s::json) AS u(id uuid, attempt int)
 WHERE jobs.id = u.id AND jobs.attempts < u.attempt AND jobs.status IN ('PENDING', 'RUNNING')
 RETURNING jobs.id::text, jobs.tenant_id, jobs.status, jobs.attempts, jobs.max_attempts, jobs.retries,
           jobs.error, jobs.updated_at;
@@ -38,9 +37,8 @@ UPDATE jobs SET status = CASE WHEN jobs.cancel_requested AND u.status = 'PENDING
                               THEN now() + make_interval(secs => u.delay_ms / 1000.0)
                               ELSE jobs.run_at END,
                 updated_at = now()
-FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(new_attempts)s::int[], %(statuses)s::text[],
-            %(errors)s::text[], %(results)s::jsonb[], %(delays)s::int[])
-     AS u(id, attempt, new_attempt, status, error, result, delay_ms)
+FROM json_to_recordset(%(rows)s::json)
+     AS u(id uuid, attempt int, new_attempt int, status text, error text, result jsonb, delay_ms int)
 WHERE jobs.id = u.id AND jobs.attempts <= u.attempt AND jobs.status IN ('PENDING', 'RUNNING')
 RETURNING jobs.id::text, jobs.tenant_id, jobs.status, jobs.attempts, jobs.max_attempts, jobs.retries,
           jobs.error, jobs.updated_at;
