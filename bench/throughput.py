@@ -1,6 +1,6 @@
 """Enqueue-then-drain throughput of no-op jobs: conveyor side by side with arq and SAQ.
 
-Usage: python bench/throughput.py [--jobs N] [--concurrency C] [--peers arq,saq] [--auth]
+Usage: python bench/throughput.py [--jobs N] [--concurrency C] [--peers bullmq,arq,saq] [--auth]
 By default the node runs as the peers do, without auth or submit limits; --auth measures it as
 deployed: an API key on every request and the admission check (rate, quota) on every batch.
 Needs the local PostgreSQL and Redis (DATABASE_URL's server, REDIS_URL). Creates and drops its own
@@ -16,12 +16,13 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import psycopg
@@ -82,6 +83,8 @@ def started_node(concurrency: int, auth: bool, **settings: str) -> Iterator[tupl
         for key in client.scan_iter(match=f"{prefix}:*", count=1000):
             client.delete(key)
         client.close()
+        if os.environ.get("KEEPLOG"):
+            shutil.copy(log.name, "/tmp/prof/node.log")
         os.unlink(log.name)
 
 
@@ -95,10 +98,24 @@ def bench_key(database_url: str, tenant: str = "bench") -> str:
     return json.loads(done.stdout)["key"]
 
 
-def conveyor_rate(n: int, concurrency: int, auth: bool) -> float:
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used, from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def conveyor_rate(n: int, concurrency: int, auth: bool) -> tuple[float, float]:
+    """(jobs/s, the node's CPU µs per job) after a warm-up of a tenth of n."""
     with started_node(concurrency, auth) as (node_url, url):
         headers = {"Authorization": f"Bearer {bench_key(url)}"} if auth else {}
-        return drive(node_url, url, n, headers)
+        drive(node_url, url, max(1000, n // 10), headers)  # connections, scripts, caches
+        node, before = NODE_PIDS[-1], cpu_seconds(NODE_PIDS[-1])
+        rate = drive(node_url, url, n, headers)
+        return rate, (cpu_seconds(node) - before) / n * 1e6
 
 
 def drive(node_url: str, url: str, n: int, headers: dict[str, str] | None = None, tenants: int = 0) -> float:
@@ -134,7 +151,9 @@ def drive(node_url: str, url: str, n: int, headers: dict[str, str] | None = None
             ).fetchone()
             if done >= n:
                 break
-            time.sleep(0.05)
+            # the rate ends at the last row's updated_at, not at this poll: poll seldom, since
+            # each count scans the new rows on the same two cores as the node
+            time.sleep(0.25)
     return n / (last.timestamp() - started)
 
 
@@ -198,20 +217,46 @@ def saq_rate(n: int, concurrency: int) -> float:
     return asyncio.run(run())
 
 
+BULLMQ_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bullmq")
+
+
+def bullmq_rate(n: int, concurrency: int) -> float | str:
+    """BullMQ (Node.js, Redis only): addBulk of 1,000 at a time, then one Worker at this
+    concurrency, completed jobs removed as they finish (its fastest setting). Installs bullmq
+    with npm into bench/bullmq on first use; a reason instead of a rate when it cannot run."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        return "skipped: node and npm are not installed"
+    if not os.path.isdir(os.path.join(BULLMQ_DIR, "node_modules", "bullmq")):
+        installed = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=BULLMQ_DIR, capture_output=True, text=True
+        )
+        if installed.returncode != 0:
+            return f"skipped: npm install failed: {installed.stderr.strip().splitlines()[-1:]}"
+    done = subprocess.run(
+        ["node", "throughput.mjs", REDIS_URL, str(n), str(concurrency), "remove"],
+        cwd=BULLMQ_DIR, capture_output=True, text=True, check=True,
+    )
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["rate"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--peers", default="arq,saq", help="comma-separated: arq, saq (or none)")
+    parser.add_argument("--peers", default="bullmq,arq,saq", help="comma-separated: bullmq, arq, saq (or none)")
     parser.add_argument("--auth", action="store_true", help="API keys and admission checks on")
     args = parser.parse_args()
-    ours = conveyor_rate(args.jobs, args.concurrency, args.auth)
+    ours, cpu = conveyor_rate(args.jobs, args.concurrency, args.auth)
     mode = "auth and limits on" if args.auth else "auth off, no limits"
-    print(f"conveyor ({mode}): {args.jobs} jobs, {ours:,.0f} jobs/s (first submit to last COMPLETED row)")
-    peers = {"arq": arq_rate, "saq": saq_rate}
+    print(f"conveyor ({mode}): {args.jobs} jobs, {ours:,.0f} jobs/s (first submit to last COMPLETED row),"
+          f" node CPU {cpu:.0f} µs/job")
+    peers: dict[str, Callable[[int, int], float | str]] = {"bullmq": bullmq_rate, "arq": arq_rate, "saq": saq_rate}
     for name in [p for p in args.peers.split(",") if p in peers]:
         theirs = peers[name](args.jobs, args.concurrency)
-        print(f"{name}:      {args.jobs} jobs, {theirs:,.0f} jobs/s (first enqueue to end of drain)")
+        if isinstance(theirs, str):
+            print(f"{name}: {theirs}")
+            continue
+        print(f"{name}: {args.jobs} jobs, {theirs:,.0f} jobs/s (first enqueue to end of drain)")
         print(f"ratio conveyor/{name}: {ours / theirs:.2f}")
 
 

@@ -16,16 +16,16 @@ from tests.helpers import base_url, wait_until
 async def test_a_crashed_recorder_is_restarted_and_nothing_is_lost(
     start_node: Any, tenant: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = recorder.record_batch
+    real = recorder.write_batch
     crashes = []
 
-    async def crash_once(*args: Any) -> None:
+    async def crash_once(*args: Any) -> Any:
         if not crashes:
             crashes.append(1)
             raise RuntimeError("injected recorder crash")
-        await real(*args)
+        return await real(*args)
 
-    monkeypatch.setattr(recorder, "record_batch", crash_once)
+    monkeypatch.setattr(recorder, "write_batch", crash_once)
     node = await start_node(lease_seconds=1.0, concurrency=4)
     with trio.fail_after(30):
         async with httpx.AsyncClient(base_url=base_url(node)) as client:

@@ -4,6 +4,8 @@ Per batch: one PostgreSQL transaction (all starts, all outcomes; a job that star
 inside one batch is written once), then one Redis script that applies the outcomes to the
 dispatch index and appends the events. PostgreSQL first, so a crash in between leaves a lease
 that the reaper takes back, never a job that Redis forgot and PostgreSQL still calls RUNNING.
+The two stages overlap: while batch N goes to Redis, batch N+1 is written to PostgreSQL; each
+store still sees the batches one at a time and in order, so a job's events keep their order.
 
 An outcome's events travel with its Redis action, which applies only while the envelope is at
 that attempt. An outcome that PostgreSQL refused because the job had ended already (its node
@@ -19,6 +21,7 @@ import json
 import logging
 from typing import Any
 
+import attrs
 import trio
 
 from .. import faults, rules, storable
@@ -36,6 +39,16 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 2000
 
 
+@attrs.frozen
+class Written:
+    """A batch whose PostgreSQL transaction committed, with what Redis must do for it."""
+
+    batch: list[Any]
+    outcomes: list[Applied]
+    events: list[tuple[str, str, str]]  # (tenant, job id, event json) to publish besides
+    ended: bool = False  # some job ended in this batch
+
+
 async def run_recorder(
     pg: JobRows,
     redis: Dispatch,
@@ -44,29 +57,65 @@ async def run_recorder(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    task_status.started()
-    async with records:
-        while True:
-            batch = [await records.receive()]
-            while len(batch) < MAX_BATCH:
+    # unbuffered: one batch in PostgreSQL while the one before it is in Redis, no more
+    to_redis, written = trio.open_memory_channel[Written](0)
+    async with records, trio.open_nursery() as nursery:
+        nursery.start_soon(_run_publisher, redis, written, pool)
+        task_status.started()
+        async with to_redis:
+            while True:
+                batch = [await records.receive()]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(records.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                handed = False
                 try:
-                    batch.append(records.receive_nowait())
-                except trio.WouldBlock:
-                    break
+                    await to_redis.send(await write_batch(pg, batch))
+                    handed = True
+                finally:
+                    if not handed:
+                        _release(pool, batch)
+
+
+async def _run_publisher(redis: Dispatch, written: trio.MemoryReceiveChannel[Written], pool: ExecutorPool) -> None:
+    async with written:
+        async for done in written:
             try:
-                await record_batch(pg, redis, batch)
+                await publish_written(redis, done)
             finally:
-                # Written or not, this node stops holding these leases: if the batch was lost
-                # (a crash), the leases expire and the reaper gives the jobs another attempt.
-                for msg in batch:
-                    if isinstance(msg, Finished):
-                        pool.forget_lease(msg.job.id, msg.job.attempt)
-            for msg in batch:
+                _release(pool, done.batch)
+            for msg in done.batch:
                 if isinstance(msg, Flush):
                     msg.done.set()
 
 
+def _release(pool: ExecutorPool, batch: list[Any]) -> None:
+    """Written or not, this node stops holding these leases: if the batch was lost (a crash),
+    the leases expire and the reaper gives the jobs another attempt."""
+    for msg in batch:
+        if isinstance(msg, Finished):
+            pool.forget_lease(msg.job.id, msg.job.attempt)
+
+
 async def record_batch(pg: JobRows, redis: Dispatch, batch: list[Any]) -> None:
+    """Both stages for one batch: PostgreSQL, then Redis."""
+    await publish_written(redis, await write_batch(pg, batch))
+
+
+async def publish_written(redis: Dispatch, done: Written) -> None:
+    if done.ended:
+        faults.point("exit-after-record")  # ends committed, Redis not told: the reaper's case
+    if done.outcomes or any(isinstance(msg, Started) for msg in done.batch):
+        await retrying("recorder: Redis finish", redis.finish, done.outcomes, done.events)
+    elif done.events:
+        await retrying("recorder: Redis publish", redis.publish, done.events)
+
+
+async def write_batch(pg: JobRows, batch: list[Any]) -> Written:
+    """The PostgreSQL stage: write the batch's starts and outcomes in one transaction; what Redis
+    must do for them."""
     starts: dict[tuple[str, int], Started] = {}
     finishes: dict[tuple[str, int], Finished] = {}
     progress: dict[tuple[str, int], Progress] = {}
@@ -83,9 +132,7 @@ async def record_batch(pg: JobRows, redis: Dispatch, batch: list[Any]) -> None:
         for key, p in progress.items() if key not in finishes
     ]
     if not starts and not finishes:
-        if reports:
-            await retrying("recorder: Redis publish", redis.publish, reports)
-        return
+        return Written(batch, [], reports)
     # Coalesce: an attempt that started and finished in this batch is written once, finished.
     start_rows = [key for key in starts if key not in finishes]
     started, finished = await _write(pg, start_rows, [_finish_row(f) for f in finishes.values()])
@@ -99,9 +146,7 @@ async def record_batch(pg: JobRows, redis: Dispatch, batch: list[Any]) -> None:
         _applied(f, written.get(f.job.id), ended.get(f.job.id), starts) for f in finishes.values()
     ]
     events = [(row["tenant_id"], row["id"], json.dumps(job_update(row))) for row in started]
-    if any(row["status"] in TERMINAL for row in finished):
-        faults.point("exit-after-record")  # ends committed, Redis not told: the reaper's case
-    await retrying("recorder: Redis finish", redis.finish, outcomes, events + reports)
+    return Written(batch, outcomes, events + reports, any(row["status"] in TERMINAL for row in finished))
 
 
 def _finish_row(f: Finished) -> dict[str, Any]:

@@ -45,7 +45,8 @@ def is_cluster(url: str) -> bool:
     StoreUnavailable when it cannot be reached."""
     client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, decode_responses=True)
     try:
-        return str(client.info("cluster").get("cluster_enabled", 0)) == "1"
+        info: Any = client.info("cluster")  # typed as maybe awaitable by some redis-py versions
+        return str(info.get("cluster_enabled", 0)) == "1"
     except OUTAGES as exc:
         raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
     finally:

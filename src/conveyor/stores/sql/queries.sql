@@ -14,9 +14,14 @@ FROM json_to_recordset(%(rows)s::json)
 
 -- name: record_started
 -- Fenced by attempt: only a newer attempt may mark a non-terminal job RUNNING.
+-- "Not ended" is written as status NOT IN (the ends), not IN ('PENDING', 'RUNNING'): the latter
+-- lets the planner pick jobs_unfinished, and walking that partial index (which holds an entry
+-- for every version a job had while it ran, until a vacuum) cost 20 ms a batch under load and
+-- grows with the backlog; this way each row is found by its primary key.
 UPDATE jobs SET status = 'RUNNING', attempts = u.attempt, updated_at = now()
 FROM json_to_recordset(%(rows)s::json) AS u(id uuid, attempt int)
-WHERE jobs.id = u.id AND jobs.attempts < u.attempt AND jobs.status IN ('PENDING', 'RUNNING')
+WHERE jobs.id = u.id AND jobs.attempts < u.attempt
+  AND jobs.status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')
 RETURNING jobs.id::text, jobs.tenant_id, jobs.status, jobs.attempts, jobs.max_attempts, jobs.retries,
           jobs.error, jobs.updated_at;
 
@@ -39,7 +44,8 @@ UPDATE jobs SET status = CASE WHEN jobs.cancel_requested AND u.status = 'PENDING
                 updated_at = now()
 FROM json_to_recordset(%(rows)s::json)
      AS u(id uuid, attempt int, new_attempt int, status text, error text, result jsonb, delay_ms int)
-WHERE jobs.id = u.id AND jobs.attempts <= u.attempt AND jobs.status IN ('PENDING', 'RUNNING')
+WHERE jobs.id = u.id AND jobs.attempts <= u.attempt
+  AND jobs.status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')  -- by primary key: see record_started
 RETURNING jobs.id::text, jobs.tenant_id, jobs.status, jobs.attempts, jobs.max_attempts, jobs.retries,
           jobs.error, jobs.updated_at;
 
@@ -258,7 +264,8 @@ SELECT id::text, tenant_id, type, payload, status, attempts, max_attempts, retri
        priority, greatest(0, extract(epoch FROM run_at - now()) * 1000)::bigint AS due_in_ms,
        updated_at
 FROM jobs
-WHERE id = ANY(%(ids)s::uuid[]) AND status IN ('PENDING', 'RUNNING');
+WHERE id = ANY(%(ids)s::uuid[])
+  AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED');  -- by primary key: see record_started
 
 -- name: job_states
 -- What the feed says of these jobs (their JOB_UPDATE), for outcomes that PostgreSQL refused.
