@@ -1,6 +1,8 @@
-"""Pickup latency on an idle node: submit one job at a time, time it to RUNNING and COMPLETED.
+"""Pickup latency: submit one job at a time, time it to RUNNING and COMPLETED on the feed.
 
-Usage: python bench/latency.py [--jobs N]
+Usage: python bench/latency.py [--jobs N] [--load RATE]
+With --load, another tenant submits RATE no-op jobs a second (batches of RATE/20 every 50 ms)
+the whole time: pickup under a background load. Without it the node is idle between probes.
 Measured end to end as a client sees it: from sending POST /jobs to receiving the JOB_UPDATE
 messages on the WebSocket feed. Needs the local PostgreSQL and Redis; creates and drops its own
 database and Redis key prefix, and kills the node it starts by its PID.
@@ -19,7 +21,29 @@ from throughput import started_node
 from trio_websocket import open_websocket_url
 
 
-async def measure(url: str, n: int) -> tuple[list[float], list[float]]:
+async def background(url: str, rate: int) -> None:
+    """Another tenant's jobs, `rate` a second, until cancelled."""
+    size = max(1, rate // 20)
+    body = {"jobs": [{"tenantId": "load", "type": "sleep", "payload": {"delayMs": 0}}] * size}
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        next_at = trio.current_time()
+        while True:
+            (await client.post("/jobs/batch", json=body)).raise_for_status()
+            next_at += 0.05
+            await trio.sleep_until(next_at)
+
+
+async def measure(url: str, n: int, load: int = 0) -> tuple[list[float], list[float]]:
+    async with trio.open_nursery() as nursery:
+        if load:
+            nursery.start_soon(background, url, load)
+            await trio.sleep(2)  # let the load settle
+        found = await probe(url, n)
+        nursery.cancel_scope.cancel()
+    return found
+
+
+async def probe(url: str, n: int) -> tuple[list[float], list[float]]:
     to_running, to_completed = [], []
     async with httpx.AsyncClient(base_url=url) as client, open_websocket_url(
         url.replace("http://", "ws://") + "/ws"
@@ -53,9 +77,11 @@ def summary(name: str, values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--load", type=int, default=0, help="another tenant's jobs a second meanwhile")
     args = parser.parse_args()
-    with started_node(concurrency=8, auth=False) as (url, _database_url):
-        running, completed = trio.run(measure, url, args.jobs)
+    with started_node(concurrency=8 if not args.load else 64, auth=False) as (url, _database_url):
+        running, completed = trio.run(measure, url, args.jobs, args.load)
+    print(f"background load: {args.load} jobs/s" if args.load else "idle node")
     print(summary("submit → RUNNING event  ", running))
     print(summary("submit → COMPLETED event", completed))
 

@@ -6,6 +6,8 @@ node when /metrics is asked. No I/O here.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections import Counter
 from collections.abc import Iterable
 
@@ -21,16 +23,19 @@ class Histogram:
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
-        self.counts = [0] * len(bounds)
+        self.within = [0] * (len(bounds) + 1)  # per bucket, not cumulative: one add per value
         self.count = 0
         self.sum = 0.0
 
     def observe(self, value: float) -> None:
         self.count += 1
         self.sum += value
-        for i, bound in enumerate(self.bounds):
-            if value <= bound:
-                self.counts[i] += 1
+        self.within[bisect.bisect_left(self.bounds, value)] += 1
+
+    @property
+    def counts(self) -> list[int]:
+        """The cumulative count of each bucket, as Prometheus has them."""
+        return list(itertools.accumulate(self.within[:-1]))
 
     def samples(self, name: str, labels: tuple[tuple[str, str], ...]) -> list[Sample]:
         out: list[Sample] = [

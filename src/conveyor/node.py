@@ -204,10 +204,7 @@ class _Channels:
         return cls(
             *trio.open_memory_channel[Submit](config.writer_queue),
             *trio.open_memory_channel[Envelope](config.concurrency),
-            # room for a few batches of the recorder's: while it writes one, executors go on
-            # finishing jobs, and the next batch is larger (4 × concurrency made batches of
-            # about 150 jobs at concurrency 64, and the recorder bound the node at 5,200 jobs/s;
-            # with 16 ×, 5,600)
+            # executors fill the recorder's next batch while it writes one (4 ×: 5,200 jobs/s)
             *trio.open_memory_channel[Record](config.concurrency * 16),
         )
 

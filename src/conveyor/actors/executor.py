@@ -68,7 +68,7 @@ async def run_executor(
                     metrics.observe("conveyor_job_queue_wait_seconds", job.waited_ms / 1000, type=job.type)
                 began = trio.current_time()
                 finished = await execute(job, records, pool, registry, config, metrics, flusher)
-                await records.send(finished)
+                await _send(records, finished)
                 delivered = True
                 metrics.inc("conveyor_jobs_finished_total", outcome=finished.outcome.value)
                 if finished.outcome in RAN:
@@ -79,6 +79,15 @@ async def run_executor(
                     # let the lease expire so that the reaper gives the job another attempt
                     pool.forget_lease(job.id, job.attempt)
                 pool.give_slots(1)
+
+
+async def _send(records: trio.MemorySendChannel[Record], record: Record) -> None:
+    """To the recorder, without a trip through the scheduler while its channel has room (the
+    executor yields in its handler and at its next job anyway): two fewer task switches a job."""
+    try:
+        records.send_nowait(record)
+    except trio.WouldBlock:
+        await records.send(record)
 
 
 async def execute(
@@ -92,7 +101,7 @@ async def execute(
 ) -> Finished:
     if pool.handing_back:
         return Finished(job, Outcome.HANDBACK)
-    await records.send(Started(job))
+    await _send(records, Started(job))
     metrics.inc("conveyor_jobs_started_total")
     handler = registry.get(job.type)
     result: Any = None
