@@ -24,6 +24,7 @@ import trio
 from ..model import PRIORITY_DEFAULT, Envelope, NewJob
 from ..shards import CLUSTER_DEFAULT_SHARDS, Rotation, ShardMap
 from ..storable import dumps
+from . import redis_native
 from .redis_conn import OUTAGES, Connection, Subscription, detect_cluster, is_cluster
 from .redis_feeds import FeedReads, groups_of
 
@@ -76,6 +77,11 @@ class RedisStore(FeedReads):
         self._rotation = Rotation(self.shards.count)  # which shards a claim asks (claim)
         self._wakes = Subscription(self.client, f"{prefix}:wake") if multi else None
         self._feeds = Subscription(self.client, f"{prefix}:feed") if multi else None
+        # one shard on a single Redis: the calls every job makes skip the thread hop
+        self._native = (
+            redis_native.NativeRedis(url, pool_size=pool_size)
+            if not self.cluster and not multi and redis_native.supports(url) else None
+        )
 
     # -- keys ----------------------------------------------------------------------------------
     def key(self, *parts: str) -> str:
@@ -101,6 +107,8 @@ class RedisStore(FeedReads):
         return self._conn.scripts[name](keys=[base], args=[self._channel, *args])
 
     async def _script(self, name: str, base: str, args: list[Any]) -> Any:
+        if self._native is not None:
+            return await self._native.evalsha(self._conn.scripts[name], [base], [self._channel, *args])
         return await self._run(lambda: self._call(name, base, args))
 
     async def _each_shard(
@@ -111,6 +119,8 @@ class RedisStore(FeedReads):
         master is down answers None and the others still run (one dead master must not stop
         the heartbeats of every shard); only when every call failed does it raise."""
         bases = self.shards.bases()
+        if self._native is not None:  # one shard: at most one call
+            return [await self._script(name, bases[index], [*head, *args]) for index, args in groups.items()]
 
         def work() -> list[Any]:
             answers: list[Any] = []
@@ -139,6 +149,8 @@ class RedisStore(FeedReads):
         return groups
 
     async def close(self) -> None:
+        if self._native is not None:
+            self._native.close()
         for subscription in (self._wakes, self._feeds):
             if subscription is not None:
                 subscription.close()
@@ -221,6 +233,8 @@ class RedisStore(FeedReads):
             self._wake_shards(got or None)  # nothing in block_s: look at every shard again
             return got is None or bool(got)
         key = f"{self.shards.base(0)}:wake"
+        if self._native is not None:
+            return await self._native.execute("BLPOP", key, block_s, wait_s=block_s) is not None
         return await self._run(lambda: self.client.blpop([key], timeout=block_s), abandon=True) is not None
 
     def _wake_shards(self, bases: set[str] | None) -> None:

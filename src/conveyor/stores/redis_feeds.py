@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from ..shards import ShardMap, key_slot
 from .redis_conn import Subscription
+from .redis_native import NativeRedis
 
 T = TypeVar("T")
 
@@ -28,6 +29,7 @@ class FeedReads:
     client: Any
     shards: ShardMap
     _feeds: Subscription | None
+    _native: NativeRedis | None = None
 
     def tkey(self, tenant: str, *parts: str) -> str:
         raise NotImplementedError
@@ -55,6 +57,15 @@ class FeedReads:
         With more than one shard (a cluster refuses an XREAD over several slots) it reads the
         streams of one shard per XREAD, without blocking, and waits for a feed wake-up when none
         had entries."""
+        if self._native is not None:  # one shard on a single Redis: no thread hop
+            flat = await self._native.execute(
+                "XREAD", "COUNT", 500, "BLOCK", block_ms, "STREAMS", *positions, *positions.values(),
+                wait_s=block_ms / 1000,
+            )
+            return [
+                (str(key), [(str(entry), pairs(fields)) for entry, fields in entries])
+                for key, entries in flat or []
+            ]
         if self._feeds is None:
             got: Any = await self._run(
                 lambda: self.client.xread(positions, count=500, block=block_ms),
