@@ -38,12 +38,8 @@ async def all_terminal(cluster: Cluster, tenants: list[str], expected: int) -> d
 
 
 async def submitting(urls: list[str], tenants: list[str], accepted: list[str], stop: trio.Event) -> None:
-    """Submit ledger jobs to the nodes in turn until `stop`; the ids of those answered 201.
-
-    A connection idle for a second is not reused: while one node's answer waits out the
-    failover, the other node's connection can sit idle past hypercorn's 5 s keep-alive, and a
-    request sent as the server closes it fails with "Server disconnected" (seen once in CI)."""
-    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(keepalive_expiry=1)) as client:
+    """Submit ledger jobs to the nodes in turn until `stop`; the ids of those answered 201."""
+    async with httpx.AsyncClient(timeout=10) as client:
         i = 0
         while not stop.is_set():
             body = {"tenantId": random.choice(tenants), "type": "ledger", "payload": {"ms": 20}}
