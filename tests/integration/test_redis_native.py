@@ -122,3 +122,15 @@ async def test_feed_reads_match_redis_py(redis_prefix: str) -> None:
     finally:
         plain.close()
         await store.close()
+
+
+def test_a_server_that_cannot_serve_now_is_unavailable_not_a_bad_command() -> None:
+    import hiredis
+
+    from conveyor.stores.redis_native import _raise_error
+
+    with pytest.raises(StoreUnavailable, match="LOADING"):
+        _raise_error(hiredis.ReplyError("LOADING Redis is loading the dataset in memory"))
+    with pytest.raises(redis_lib.ResponseError, match="WRONGTYPE"):
+        _raise_error(hiredis.ReplyError("WRONGTYPE Operation against a key holding the wrong kind of value"))
+    assert _raise_error(["ok"]) == ["ok"]

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -79,23 +77,6 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-FRESH_S = 1.0  # a connection given back to the pool less than this ago is lent unchecked
-_returned: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = weakref.WeakKeyDictionary()
-
-
-def _note_returned(conn: psycopg.Connection[Any]) -> None:
-    _returned[conn] = time.monotonic()
-
-
-def _check_unless_fresh(conn: psycopg.Connection[Any]) -> None:
-    """The pool's check of a connection before lending it (a round trip), skipped for one that
-    was in use within FRESH_S: under load every batch paid that round trip, about 2 ms of the
-    recorder's 25 here. A connection that broke meanwhile fails its call, which the actors
-    retry (the writer answers that batch 503), and the pool drops it."""
-    if time.monotonic() - _returned.get(conn, -FRESH_S) >= FRESH_S:
-        psycopg_pool.ConnectionPool.check_connection(conn)
-
-
 class PostgresStore:
     def __init__(self, database_url: str, *, pool_size: int = 8, timeout: float = 1.5) -> None:
         self._pool = psycopg_pool.ConnectionPool(
@@ -105,8 +86,7 @@ class PostgresStore:
             open=False,
             timeout=timeout,
             kwargs={"connect_timeout": max(1, int(timeout))},
-            check=_check_unless_fresh,
-            reset=_note_returned,
+            check=psycopg_pool.ConnectionPool.check_connection,
         )
         self._limiter = trio.CapacityLimiter(pool_size)
         # tenants' reads (GET /jobs and /jobs/{id}) may hold at most half the pool, so that the

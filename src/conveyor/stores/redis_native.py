@@ -54,8 +54,15 @@ class _Connection:
         self.stream.socket.close()  # synchronous: safe in cleanup, even when cancelled
 
 
+# replies that say the server cannot serve now, not that the command was wrong: redis-py raises
+# its ConnectionError family for them, and the store calls that StoreUnavailable
+_OUTAGE_REPLIES = ("LOADING", "MASTERDOWN", "NOAUTH", "WRONGPASS", "CLUSTERDOWN", "TRYAGAIN")
+
+
 def _raise_error(reply: Any) -> Any:
     if isinstance(reply, hiredis.ReplyError):
+        if str(reply).startswith(_OUTAGE_REPLIES):
+            raise StoreUnavailable(f"Redis unavailable: {reply}")
         raise redis.ResponseError(str(reply))
     return reply
 
