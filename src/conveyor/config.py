@@ -206,7 +206,7 @@ SETTINGS: dict[str, tuple[str, Callable[[str, str], Any], str]] = {
     "CONVEYOR_WS_SEND_QUEUE": ("ws_send_queue", _positive_int, "messages buffered per WebSocket before it is closed as too slow"),
     "CONVEYOR_WRITER_QUEUE": ("writer_queue", _positive_int, "submissions waiting for group commit before 503"),
     "CONVEYOR_PG_POOL_SIZE": ("pg_pool_size", _positive_int, "PostgreSQL connections per node"),
-    "CONVEYOR_REDIS_POOL_SIZE": ("redis_pool_size", _positive_int, "Redis connections per node"),
+    "CONVEYOR_REDIS_POOL_SIZE": ("redis_pool_size", _positive_int, "Redis connections per node and client (on a single Redis a node has two clients: up to twice this)"),
     "CONVEYOR_REDIS_CLUSTER": ("redis_cluster", _auto_on_off, "REDIS_URL names a Redis or Valkey Cluster: auto (ask the server), on, or off"),
     "CONVEYOR_REDIS_SHARDS": ("redis_shards", _shards, "shards of the dispatch index, the same on every node (0: 1 on a single Redis, 6 on a cluster); changing it takes `conveyor redis rebuild --wipe`"),
     "CONVEYOR_SMTP_URL": ("smtp_url", _url(("smtp", "smtps")), "SMTP server for email jobs (smtp://user:pass@host:port)"),
