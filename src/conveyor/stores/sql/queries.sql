@@ -16,8 +16,8 @@ FROM json_to_recordset(%(rows)s::json)
 -- Fenced by attempt: only a newer attempt may mark a non-terminal job RUNNING.
 -- "Not ended" is written as status NOT IN (the ends), not IN ('PENDING', 'RUNNING'): the latter
 -- lets the planner pick jobs_unfinished, and walking that partial index (which holds an entry
--- for every version a job had while it ran, until a vacuum) cost 20 ms a batch under load and
--- grows with the backlog; this way each row is found by its primary key.
+-- for every version a job had while it ran, until a vacuum) grows with the backlog: 27,000
+-- entries read for a batch of 200 after 20,000 jobs (2.1 ms, against 1.1 ms by primary key).
 UPDATE jobs SET status = 'RUNNING', attempts = u.attempt, updated_at = now()
 FROM json_to_recordset(%(rows)s::json) AS u(id uuid, attempt int)
 WHERE jobs.id = u.id AND jobs.attempts < u.attempt
