@@ -134,3 +134,17 @@ def test_a_server_that_cannot_serve_now_is_unavailable_not_a_bad_command() -> No
     with pytest.raises(redis_lib.ResponseError, match="WRONGTYPE"):
         _raise_error(hiredis.ReplyError("WRONGTYPE Operation against a key holding the wrong kind of value"))
     assert _raise_error(["ok"]) == ["ok"]
+
+
+async def test_a_long_idle_connection_the_server_closed_is_replaced(redis_prefix: str) -> None:
+    native = NativeRedis(PLAIN_REDIS_URL, pool_size=1)
+    plain = redis_lib.Redis.from_url(PLAIN_REDIS_URL, decode_responses=True)
+    try:
+        with trio.fail_after(10):
+            first = await native.execute("CLIENT", "ID")
+            assert plain.client_kill_filter(_id=first) == 1  # the server closes it while it idles
+            native._idle[0].used -= 60  # idle for longer than IDLE_CHECK_S: pinged before use
+            assert await native.execute("CLIENT", "ID") != first  # a new connection answered
+    finally:
+        native.close()
+        plain.close()

@@ -106,6 +106,9 @@ class NativeRedis:
                 return conn
             except _LOST:
                 conn.close()
+            except BaseException:  # an outage reply, or cancelled: not lent, not kept
+                conn.close()
+                raise
         return await self._connect()
 
     async def execute(self, *args: Any, wait_s: float = 0.0) -> Any:
