@@ -1,4 +1,4 @@
-"""Enqueue-then-drain throughput of no-op jobs: conveyor side by side with arq and SAQ.
+"""Enqueue-then-drain throughput of no-op jobs: conveyor side by side with BullMQ, arq and SAQ.
 
 Usage: python bench/throughput.py [--jobs N] [--concurrency C] [--peers bullmq,arq,saq] [--auth]
 By default the node runs as the peers do, without auth or submit limits; --auth measures it as
@@ -83,8 +83,6 @@ def started_node(concurrency: int, auth: bool, **settings: str) -> Iterator[tupl
         for key in client.scan_iter(match=f"{prefix}:*", count=1000):
             client.delete(key)
         client.close()
-        if os.environ.get("KEEPLOG"):
-            shutil.copy(log.name, "/tmp/prof/node.log")
         os.unlink(log.name)
 
 
