@@ -21,6 +21,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
@@ -33,10 +34,12 @@ def _delay_ms(event: dict[str, object], received: float) -> float:
     return (received - stamp) * 1000
 
 
-async def client(url: str, tenant: str, ready: trio.MemorySendChannel[None], stop: trio.Event, out: dict[str, object]) -> None:
+async def client(url: str, tenant: str, ready: trio.MemorySendChannel[None], out: dict[str, Any]) -> None:
+    """One subscriber of `tenant`, reading until its process cancels it; what it saw goes into
+    `out` as it comes."""
     delays: list[float] = []
-    seen: set[tuple[str, str]] = set()
-    closed = False
+    seen: set[str] = set()
+    out.update(tenant=tenant, delays=delays, seen=seen, closed=False)
     try:
         async with open_websocket_url(url.replace("http://", "ws://") + "/ws") as ws:
             await ws.get_message()  # CONNECTED
@@ -45,35 +48,26 @@ async def client(url: str, tenant: str, ready: trio.MemorySendChannel[None], sto
                 pass
             async with ready:
                 await ready.send(None)
-            with trio.move_on_at(float("inf")) as scope:
-                async def watch() -> None:
-                    await stop.wait()
-                    scope.cancel()
-
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(watch)
-                    while True:
-                        message = json.loads(await ws.get_message())
-                        received = time.time()
-                        if message.get("type") == "JOB_UPDATE":
-                            delays.append(_delay_ms(message, received))
-                            seen.add((message["jobId"], message["status"]))
-                        elif message.get("type") == "PING":
-                            await ws.send_message(json.dumps({"type": "PONG"}))
+            while True:
+                message = json.loads(await ws.get_message())
+                received = time.time()
+                if message.get("type") == "JOB_UPDATE":
+                    delays.append(_delay_ms(message, received))
+                    seen.add(f"{message['jobId']} {message['status']}")
+                elif message.get("type") == "PING":
+                    await ws.send_message(json.dumps({"type": "PONG"}))
     except ConnectionClosed:
-        closed = True
-    out.update(tenant=tenant, delays=delays, seen=sorted(f"{j} {s}" for j, s in seen), closed=closed)
+        out["closed"] = True
 
 
-async def clients(url: str, tenants: list[str], seconds: float) -> list[dict[str, object]]:
+async def clients(url: str, tenants: list[str], seconds: float) -> list[dict[str, Any]]:
     """This process's share of the clients: subscribe all, say so on stdout, then read for
     `seconds` after stdin says go."""
-    results: list[dict[str, object]] = [{} for _ in tenants]
-    stop = trio.Event()
+    results: list[dict[str, Any]] = [{} for _ in tenants]
     send, recv = trio.open_memory_channel[None](len(tenants))
     async with trio.open_nursery() as nursery:
         for i, tenant in enumerate(tenants):
-            nursery.start_soon(client, url, tenant, send.clone(), stop, results[i])
+            nursery.start_soon(client, url, tenant, send.clone(), results[i])
             if i % 50 == 49:
                 await trio.sleep(0.05)  # a connection storm is not what this measures
         send.close()
@@ -82,8 +76,8 @@ async def clients(url: str, tenants: list[str], seconds: float) -> list[dict[str
         print("ready", flush=True)
         await trio.to_thread.run_sync(sys.stdin.readline)
         await trio.sleep(seconds)
-        stop.set()
-    return results
+        nursery.cancel_scope.cancel()
+    return [{**r, "seen": len(r["seen"])} for r in results]
 
 
 async def produce(url: str, tenants: list[str], events_per_s: int, seconds: float) -> list[str]:
@@ -144,8 +138,8 @@ def main() -> None:
     jobs_of: dict[str, int] = {}
     for k in range(len(ids)):
         jobs_of[tenants[k % len(tenants)]] = jobs_of.get(tenants[k % len(tenants)], 0) + 1
-    delays = [d for r in results for d in r["delays"]]  # type: ignore[attr-defined]
-    complete = sum(1 for r in results if len(r["seen"]) >= 3 * jobs_of.get(str(r["tenant"]), 0))  # type: ignore[arg-type]
+    delays = [d for r in results for d in r["delays"]]
+    complete = sum(1 for r in results if r["seen"] >= 3 * jobs_of.get(r["tenant"], 0))
     closed = sum(1 for r in results if r["closed"])
     q = statistics.quantiles(delays, n=100)
     print(f"{args.clients} clients over {args.tenants} tenants, {len(ids)} jobs in {args.seconds:.0f} s "

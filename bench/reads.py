@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import random
 import statistics
 import sys
@@ -25,14 +24,7 @@ from pathlib import Path
 
 import httpx
 import trio
-from throughput import NODE_PIDS, bench_key, started_node
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time a process has used (from /proc)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from throughput import NODE_PIDS, bench_key, cpu_seconds, started_node
 
 
 def quantiles(values: list[float]) -> tuple[float, float]:

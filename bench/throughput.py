@@ -232,8 +232,10 @@ def bullmq_rate(n: int, concurrency: int) -> float | str:
             return f"skipped: npm install failed: {installed.stderr.strip().splitlines()[-1:]}"
     done = subprocess.run(
         ["node", "throughput.mjs", REDIS_URL, str(n), str(concurrency), "remove"],
-        cwd=BULLMQ_DIR, capture_output=True, text=True, check=True,
+        cwd=BULLMQ_DIR, capture_output=True, text=True,
     )
+    if done.returncode != 0:
+        return f"failed: {(done.stderr.strip().splitlines() or ['exit ' + str(done.returncode)])[-1]}"
     return float(json.loads(done.stdout.strip().splitlines()[-1])["rate"])
 
 

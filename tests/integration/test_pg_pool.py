@@ -9,6 +9,7 @@ import psycopg
 import trio
 
 from conveyor.stores import PostgresStore
+from tests.helpers import wait_until
 
 
 async def test_a_connection_terminated_in_the_pool_is_replaced_before_it_is_lent(database_url: str) -> None:
@@ -19,7 +20,11 @@ async def test_a_connection_terminated_in_the_pool_is_replaced_before_it_is_lent
             first = await pg.run(lambda conn: conn.execute("SELECT pg_backend_pid()").fetchone()[0])
             with psycopg.connect(database_url, autocommit=True) as admin:
                 assert admin.execute("SELECT pg_terminate_backend(%s)", (first,)).fetchone()[0]
-            await trio.sleep(0.2)  # the server's goodbye reaches the idle connection's socket
+
+                async def gone() -> bool:  # the backend has sent its goodbye and exited
+                    return not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (first,)).fetchone()
+
+                await wait_until(gone, interval=0.02)
             second = await pg.run(lambda conn: conn.execute("SELECT pg_backend_pid()").fetchone()[0])
             assert second != first
     finally:

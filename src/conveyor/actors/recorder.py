@@ -43,7 +43,7 @@ MAX_BATCH = 2000
 class Written:
     """A batch whose PostgreSQL transaction committed, with what Redis must do for it."""
 
-    batch: list[Any]
+    batch: list[Record]
     outcomes: list[Applied]
     events: list[tuple[str, str, str]]  # (tenant, job id, event json) to publish besides
     ended: bool = False  # some job ended in this batch
@@ -107,9 +107,9 @@ async def record_batch(pg: JobRows, redis: Dispatch, batch: list[Any]) -> None:
 async def publish_written(redis: Dispatch, done: Written) -> None:
     if done.ended:
         faults.point("exit-after-record")  # ends committed, Redis not told: the reaper's case
-    if done.outcomes or any(isinstance(msg, Started) for msg in done.batch):
+    if done.outcomes:
         await retrying("recorder: Redis finish", redis.finish, done.outcomes, done.events)
-    elif done.events:
+    elif done.events:  # starts and progress only: nothing to apply to the dispatch index
         await retrying("recorder: Redis publish", redis.publish, done.events)
 
 
