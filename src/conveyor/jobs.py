@@ -179,9 +179,12 @@ class Jobs:
 
     async def events(self, job_id: str, tenant: str | None) -> tuple[str, list[dict[str, Any]]]:
         """A job's id and its events, oldest first, each with its feed eventId."""
-        job = await self.get(job_id, tenant)
-        found = await self.redis.job_events(job.tenant_id, job.id)
-        return job.id, [json.loads(feed.with_id(i, d)) for i, d in found]
+        parsed = parse_job_id(job_id)
+        owner = await self.pg.job_owner(parsed, tenant) if parsed else None
+        if owner is None or parsed is None:
+            raise JobNotFound("Job not found")
+        found = await self.redis.job_events(owner, parsed)
+        return parsed, [json.loads(feed.with_id(i, d)) for i, d in found]
 
     async def ticket(self, tenant: str, key_id: str) -> str:
         """A one-use WebSocket ticket for a key's tenant, valid for TICKET_TTL_MS."""

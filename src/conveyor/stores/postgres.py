@@ -278,6 +278,12 @@ class PostgresStore:
                 return await self._fetch_one("get_job", {"id": job_id})
             return await self._fetch_one("get_job_of_tenant", {"id": job_id, "tenant": tenant})
 
+    async def job_owner(self, job_id: str, tenant: str | None = None) -> str | None:
+        """The tenant of a job (with a tenant: only if it is that tenant's), or None."""
+        async with self._reads:
+            row = await self._fetch_one("job_owner", {"id": job_id, "tenant": tenant})
+        return str(row["tenant_id"]) if row else None
+
     async def list_jobs(
         self,
         tenant: str,

@@ -110,6 +110,11 @@ SELECT id::text, tenant_id, type, payload, status, attempts, max_attempts, retri
        result, run_at, created_at, updated_at, priority, schedule_name, scheduled_for
 FROM jobs WHERE id = %(id)s AND tenant_id = %(tenant)s;
 
+-- name: job_owner
+-- Whose job this is (with a tenant: only if it is that tenant's), without its payload or result:
+-- what a job's events need (a job of 700 KB is not read and parsed to list its events).
+SELECT tenant_id FROM jobs WHERE id = %(id)s AND (%(tenant)s::text IS NULL OR tenant_id = %(tenant)s::text);
+
 -- name: create_tenant
 -- Returns no row when the tenant already exists.
 INSERT INTO tenants (id, max_running, submit_rate, submit_burst, max_queued, max_websockets,
