@@ -1,9 +1,12 @@
-"""The PostgreSQL pool checks a connection before it lends it: one the server terminated while it
-sat in the pool is dropped and replaced, so the call that borrows next does not fail (lending
+"""The PostgreSQL pool checks a connection before it lends it (with a round trip when anything
+arrived on its socket while it sat in the pool): one the server terminated meanwhile is dropped
+and replaced, so the call that borrows next does not fail (lending
 recently used connections unchecked answered a submit with 503 when an embedded PostgreSQL was
 taken over)."""
 
 from __future__ import annotations
+
+import threading
 
 import psycopg
 import trio
@@ -27,5 +30,40 @@ async def test_a_connection_terminated_in_the_pool_is_replaced_before_it_is_lent
                 await wait_until(gone, interval=0.02)
             second = await pg.run(lambda conn: conn.execute("SELECT pg_backend_pid()").fetchone()[0])
             assert second != first
+    finally:
+        await pg.close()
+
+
+async def test_a_call_that_finds_a_connection_ready_runs_on_the_event_loop_and_is_seen_through(
+    database_url: str,
+) -> None:
+    """With a connection ready in the pool, a call runs in the event loop's thread (its waits
+    awaited by trio), and other tasks run while it waits; a caller cancelled meanwhile does not
+    cut the statement short, as a call in a worker thread would not."""
+    pg = PostgresStore(database_url, pool_size=2)
+    await pg.open()
+    try:
+        with trio.fail_after(20):
+            await pg.ping()
+            loop_thread = threading.get_ident()
+            assert await pg.run(lambda conn: threading.get_ident()) == loop_thread
+            ticks = 0
+
+            async def tick() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await trio.sleep(0.01)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(tick)
+                slept = await pg.run(lambda conn: conn.execute("SELECT pg_sleep(0.3), 1").fetchone()[1])
+                nursery.cancel_scope.cancel()
+            assert slept == 1 and ticks >= 10  # the loop ran the ticker during the statement
+            finished: list[int] = []
+            with trio.move_on_after(0.1):  # cancelled while the statement runs
+                await pg.run(lambda conn: finished.append(conn.execute("SELECT pg_sleep(0.4), 7").fetchone()[1]))
+            assert finished == [7]
+            assert await pg.run(lambda conn: conn.execute("SELECT 2").fetchone()[0]) == 2  # the connection is fine
     finally:
         await pg.close()

@@ -1,7 +1,9 @@
 """PostgreSQL store: named queries from sql/, migrations, and batched job writes.
 
-Every call hops to a worker thread once (psycopg has no trio support) under a CapacityLimiter
-sized to the pool, and carries a whole batch. It holds no job rules; callers decide what to write.
+Every call runs under a CapacityLimiter sized to the pool and carries a whole batch. psycopg has
+no trio support: a call that finds a connection ready in the pool runs on the event loop, its
+socket waits awaited by trio (pg_trio.py); one that would wait for a connection (the pool is
+growing, or reconnecting after an outage) hops to a worker thread, where waiting blocks nobody. It holds no job rules; callers decide what to write.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from psycopg.rows import dict_row
 
 from ..failures import DataRefused, StoreUnavailable
 from ..model import NewJob
+from . import pg_trio
 from .sqlfiles import QUERIES
 
 log = logging.getLogger(__name__)
@@ -86,7 +89,8 @@ class PostgresStore:
             open=False,
             timeout=timeout,
             kwargs={"connect_timeout": max(1, int(timeout))},
-            check=psycopg_pool.ConnectionPool.check_connection,
+            check=pg_trio.check,
+            connection_class=pg_trio.TrioConnection,
         )
         self._limiter = trio.CapacityLimiter(pool_size)
         # tenants' reads (GET /jobs and /jobs/{id}) may hold at most half the pool, so that the
@@ -110,7 +114,13 @@ class PostgresStore:
             except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
                 raise StoreUnavailable(f"PostgreSQL unavailable: {exc}") from exc
 
-        return await trio.to_thread.run_sync(work, limiter=self._limiter)
+        async with self._limiter:
+            if self._pool.get_stats().get("pool_available", 0) > 0:
+                try:
+                    return await pg_trio.run(work)
+                except pg_trio.StaleInLoop:
+                    pass  # the pool dropped that connection: take another, waiting in a thread
+            return await trio.to_thread.run_sync(work)
 
     async def ping(self) -> None:
         await self._run(lambda conn: conn.execute(QUERIES["ping"]).fetchone())
