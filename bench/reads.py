@@ -1,9 +1,9 @@
 """One tenant's heavy reads against everyone else's latency (issue 11).
 
-Usage: python bench/reads.py [--seconds S] [--readers N] [--ignore-retry-after] [--read-rate R]
+Usage: python bench/reads.py [--seconds S] [--rounds R] [--readers N] [--ignore-retry-after] [--read-rate R]
 A node with auth on; tenant A holds jobs with large payloads and a full feed (10,000 events).
-First idle, then while N readers of A (half GET /jobs/{id}/events, half GET /jobs?limit=100)
-read as fast as they may, a probe measures GET /health and tenant B's POST /jobs, one request at
+Idle phases alternate with phases in which N readers of A (half GET /jobs/{id}/events, half GET /jobs?limit=100)
+read as fast as they may (R rounds of S seconds each); a probe measures GET /health and tenant B's POST /jobs, one request at
 a time. Prints p50/p99 of each phase and the ratio loaded/idle. Readers honour 429 Retry-After
 as a client library does; --ignore-retry-after makes them hammer on regardless. --read-rate sets
 CONVEYOR_TENANT_READ_RATE (0: no read limit). Needs the local PostgreSQL and Redis; creates and
@@ -104,6 +104,27 @@ async def readers(
     return seen
 
 
+async def with_readers(
+    client: httpx.AsyncClient, b: dict[str, str], args: argparse.Namespace, a: dict[str, str], ids: list[str],
+    readers_url: str,
+) -> tuple[tuple[list[float], list[float]], Counter[str]]:
+    """One loaded phase: A's readers in a process of their own (so that their client work does
+    not sit in the probe's event loop and count as the node's latency) while the probe runs."""
+    spec = json.dumps({"url": readers_url, "a": a, "ids": ids, "n": args.readers, "seconds": args.seconds + 2,
+                       "honour": not args.ignore_retry_after, "kinds": args.kinds.split(",")})
+    done: list[bytes] = []
+
+    async def read_as_a() -> None:
+        cmd = [sys.executable, str(Path(__file__)), "--as-readers"]
+        done.append((await trio.run_process(cmd, stdin=spec.encode(), capture_stdout=True)).stdout)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_as_a)
+        await trio.sleep(1)
+        loaded = await probe(client, b, args.seconds)
+    return loaded, Counter(json.loads(done[0]))
+
+
 async def run(
     url: str, a: dict[str, str], b: dict[str, str], args: argparse.Namespace, readers_url: str
 ) -> None:
@@ -114,25 +135,22 @@ async def run(
             ids = await seed(seeding, a)
             await settled(seeding, a)
         pid = NODE_PIDS[0]
-        cpu0 = cpu_seconds(pid)
-        idle = await probe(client, b, args.seconds)
-        cpu1 = cpu_seconds(pid)
-        # the readers get a process of their own, so that their client work does not sit in the
-        # probe's event loop and count as the node's latency
-        spec = json.dumps({"url": readers_url, "a": a, "ids": ids, "n": args.readers, "seconds": args.seconds + 2,
-                           "honour": not args.ignore_retry_after, "kinds": args.kinds.split(",")})
-        done: list[bytes] = []
-
-        async def read_as_a() -> None:
-            cmd = [sys.executable, str(Path(__file__)), "--as-readers"]
-            done.append((await trio.run_process(cmd, stdin=spec.encode(), capture_stdout=True)).stdout)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(read_as_a)
-            await trio.sleep(1)
-            loaded = await probe(client, b, args.seconds)
-            cpu2 = cpu_seconds(pid)
-        seen = Counter(json.loads(done[0]))
+        idle: tuple[list[float], list[float]] = ([], [])
+        loaded: tuple[list[float], list[float]] = ([], [])
+        seen: Counter[str] = Counter()
+        cpu_idle = cpu_loaded = 0.0
+        # idle and loaded phases alternate, so that a drift in the machine's speed falls on both
+        for _ in range(args.rounds):
+            cpu0 = cpu_seconds(pid)
+            for into, values in zip(idle, await probe(client, b, args.seconds), strict=True):
+                into += values
+            cpu1 = cpu_seconds(pid)
+            phase, used = await with_readers(client, b, args, a, ids, readers_url)
+            for into, values in zip(loaded, phase, strict=True):
+                into += values
+            seen += used
+            cpu_idle += cpu1 - cpu0
+            cpu_loaded += cpu_seconds(pid) - cpu1
     if args.verbose:
         for name, i in (("health", 0), ("submit", 1)):
             for phase, values in (("idle", idle[i]), ("loaded", loaded[i])):
@@ -142,18 +160,20 @@ async def run(
         (p50_idle, p99_idle), (p50_load, p99_load) = quantiles(idle[i]), quantiles(loaded[i])
         print(f"{name} idle p50 {p50_idle:6.1f} ms p99 {p99_idle:6.1f} ms | "
               f"with readers p50 {p50_load:6.1f} ms p99 {p99_load:6.1f} ms | p99 ratio {p99_load / p99_idle:4.2f}")
-    print(f"node CPU: idle {100 * (cpu1 - cpu0) / args.seconds:.0f} %, with readers "
-          f"{100 * (cpu2 - cpu1) / args.seconds:.0f} % of a core")
+    probed = args.seconds * args.rounds
+    print(f"node CPU: idle {100 * cpu_idle / probed:.0f} %, with readers "
+          f"{100 * cpu_loaded / probed:.0f} % of a core (probe included)")
     for kind in ("events", "list"):
         total = sum(n for k, n in seen.items() if k.startswith(kind) and not k.endswith("bytes"))
         ok = seen[f"{kind} 200"]
-        print(f"A's {kind:6} reads: {total} in {args.seconds + 2:.0f} s, {ok} answered 200, "
+        print(f"A's {kind:6} reads: {total} in {args.rounds * (args.seconds + 2):.0f} s, {ok} answered 200, "
               f"{seen[f'{kind} 429']} refused 429, {seen[f'{kind} bytes'] / max(1, total) / 1024:.0f} KiB per answer")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
+    parser.add_argument("--rounds", type=int, default=3, help="idle and loaded phases, alternated")
     parser.add_argument("--readers", type=int, default=32)
     parser.add_argument("--ignore-retry-after", action="store_true")
     parser.add_argument("--kinds", default="events,list", help="what the readers read (events, list or both)")
