@@ -185,10 +185,13 @@ async def test_dashboard_creates_watches_fails_and_cancels(
     with trio.fail_after(150):
         seen = await trio.to_thread.run_sync(forms_scenario, node.url, key, hooks.url)
     jobs = seen["jobs"]
-    # each row was first PENDING and ended COMPLETED; the slower sleep job showed RUNNING between
+    # each row went forward through the lifecycle and ended COMPLETED. A job that runs at once can
+    # be COMPLETED before its row is first drawn (seen on embedded servers, pickup ~7 ms), so only
+    # the slower sleep job must show every step live: PENDING, then RUNNING, then COMPLETED
+    lifecycle = ["PENDING", "RUNNING", "COMPLETED"]
     for job_type, steps in seen["histories"].items():
-        assert steps[0] == "PENDING" and steps[-1] == "COMPLETED", (job_type, steps)
-    assert seen["histories"]["sleep"] == ["PENDING", "RUNNING", "COMPLETED"]
+        assert steps[-1] == "COMPLETED" and steps == sorted(steps, key=lifecycle.index), (job_type, steps)
+    assert seen["histories"]["sleep"] == lifecycle
     assert "500" in seen["failed_row_error"] and seen["failed_detail_error"] == seen["failed_row_error"]
     assert any("FAILED" in e for e in seen["failed_detail_events"]), seen["failed_detail_events"]
     assert seen["cancelled"][-2:] == ["RUNNING", "CANCELLED"]
