@@ -5,8 +5,8 @@ block; a blocking connection consumes them in `Connection.wait`. Here a call run
 of the event loop's thread: whenever psycopg would block, `TrioConnection.wait` hands the
 socket back to the trio task that drives the greenlet, which awaits it with trio and resumes
 the greenlet when it is ready. The same code (a function of a connection) runs either way; a
-connection used outside a driven greenlet (the pool's own threads connect, check and reset
-connections) waits as psycopg does.
+connection used outside a driven greenlet (in a worker thread, or by the pool's own threads,
+which connect and reset connections) waits as psycopg does.
 
 Nothing inside a driven call may block the thread: `run` only starts one with a connection that
 the pool holds ready, so that taking it never waits (see PostgresStore._run).

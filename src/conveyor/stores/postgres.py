@@ -3,7 +3,8 @@
 Every call runs under a CapacityLimiter sized to the pool and carries a whole batch. psycopg has
 no trio support: a call that finds a connection ready in the pool runs on the event loop, its
 socket waits awaited by trio (pg_trio.py); one that would wait for a connection (the pool is
-growing, or reconnecting after an outage) hops to a worker thread, where waiting blocks nobody. It holds no job rules; callers decide what to write.
+growing, or reconnecting after an outage) hops to a worker thread, where waiting blocks nobody.
+It holds no job rules; callers decide what to write.
 """
 
 from __future__ import annotations
