@@ -2,9 +2,10 @@
 
 Usage: python bench/reads.py [--seconds S] [--rounds R] [--readers N] [--ignore-retry-after] [--read-rate R]
 A node with auth on; tenant A holds jobs with large payloads and a full feed (10,000 events).
-Idle phases alternate with phases in which N readers of A (half GET /jobs/{id}/events, half GET /jobs?limit=100)
-read as fast as they may (R rounds of S seconds each); a probe measures GET /health and tenant B's POST /jobs, one request at
-a time. Prints p50/p99 of each phase and the ratio loaded/idle. Readers honour 429 Retry-After
+Idle phases alternate with loaded ones (R rounds of S seconds each), in which N readers of A
+(half GET /jobs/{id}/events, half GET /jobs?limit=100) read as fast as they may; a probe
+measures GET /health and tenant B's POST /jobs, one request at a time, and the samples of each
+kind of phase are pooled. Prints p50/p99 of each phase and the ratio loaded/idle. Readers honour 429 Retry-After
 as a client library does; --ignore-retry-after makes them hammer on regardless. --read-rate sets
 CONVEYOR_TENANT_READ_RATE (0: no read limit). Needs the local PostgreSQL and Redis; creates and
 drops its own database and Redis key prefix, and kills the node it starts by its PID.
@@ -107,9 +108,11 @@ async def readers(
 async def with_readers(
     client: httpx.AsyncClient, b: dict[str, str], args: argparse.Namespace, a: dict[str, str], ids: list[str],
     readers_url: str,
-) -> tuple[tuple[list[float], list[float]], Counter[str]]:
+) -> tuple[tuple[list[float], list[float]], Counter[str], float]:
     """One loaded phase: A's readers in a process of their own (so that their client work does
-    not sit in the probe's event loop and count as the node's latency) while the probe runs."""
+    not sit in the probe's event loop and count as the node's latency) while the probe runs.
+    Returns the probe's latencies, what the readers saw, and the node's CPU seconds while the
+    probe ran."""
     spec = json.dumps({"url": readers_url, "a": a, "ids": ids, "n": args.readers, "seconds": args.seconds + 2,
                        "honour": not args.ignore_retry_after, "kinds": args.kinds.split(",")})
     done: list[bytes] = []
@@ -121,8 +124,10 @@ async def with_readers(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(read_as_a)
         await trio.sleep(1)
+        cpu0 = cpu_seconds(NODE_PIDS[0])
         loaded = await probe(client, b, args.seconds)
-    return loaded, Counter(json.loads(done[0]))
+        cpu = cpu_seconds(NODE_PIDS[0]) - cpu0
+    return loaded, Counter(json.loads(done[0])), cpu
 
 
 async def run(
@@ -145,12 +150,12 @@ async def run(
             for into, values in zip(idle, await probe(client, b, args.seconds), strict=True):
                 into += values
             cpu1 = cpu_seconds(pid)
-            phase, used = await with_readers(client, b, args, a, ids, readers_url)
+            phase, used, cpu = await with_readers(client, b, args, a, ids, readers_url)
             for into, values in zip(loaded, phase, strict=True):
                 into += values
             seen += used
             cpu_idle += cpu1 - cpu0
-            cpu_loaded += cpu_seconds(pid) - cpu1
+            cpu_loaded += cpu
     if args.verbose:
         for name, i in (("health", 0), ("submit", 1)):
             for phase, values in (("idle", idle[i]), ("loaded", loaded[i])):

@@ -180,8 +180,7 @@ class Jobs:
     async def events(self, job_id: str, tenant: str | None) -> tuple[str, list[dict[str, Any]]]:
         """A job's id and its events, oldest first, each with its feed eventId."""
         parsed = parse_job_id(job_id)
-        owner = await self.pg.job_owner(parsed, tenant) if parsed else None
-        if owner is None or parsed is None:
+        if parsed is None or (owner := await self.pg.job_owner(parsed, tenant)) is None:
             raise JobNotFound("Job not found")
         found = await self.redis.job_events(owner, parsed)
         return parsed, [json.loads(feed.with_id(i, d)) for i, d in found]
