@@ -89,7 +89,9 @@ class PostgresStore:
             max_size=pool_size,
             open=False,
             timeout=timeout,
-            kwargs={"connect_timeout": max(1, int(timeout))},
+            # autocommit: a single statement is its own transaction, one round trip instead of
+            # three (BEGIN, the statement, COMMIT); work of several statements asks for one
+            kwargs={"connect_timeout": max(1, int(timeout)), "autocommit": True},
             check=pg_trio.check,
             connection_class=pg_trio.TrioConnection,
         )
@@ -105,11 +107,16 @@ class PostgresStore:
         with trio.move_on_after(5, shield=True):
             await trio.to_thread.run_sync(self._pool.close, abandon_on_cancel=True)
 
-    async def _run(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+    async def _run(self, fn: Callable[[psycopg.Connection[Any]], T], *, transaction: bool = True) -> T:
+        """fn(connection), in a transaction unless it is a single statement (transaction=False)."""
+
         def work() -> T:
             try:
                 with self._pool.connection() as conn:
-                    return fn(conn)
+                    if not transaction:
+                        return fn(conn)
+                    with conn.transaction():
+                        return fn(conn)
             except (psycopg.DataError, psycopg.errors.ProgramLimitExceeded, UnicodeEncodeError) as exc:
                 raise DataRefused(f"PostgreSQL refused the values: {_first_line(exc)}") from exc
             except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
@@ -124,7 +131,7 @@ class PostgresStore:
             return await trio.to_thread.run_sync(work)
 
     async def ping(self) -> None:
-        await self._run(lambda conn: conn.execute(QUERIES["ping"]).fetchone())
+        await self._run(lambda conn: conn.execute(QUERIES["ping"]).fetchone(), transaction=False)
 
     def connections(self) -> int:
         """Connections the pool holds open now (it grows under load up to its size)."""
@@ -145,30 +152,30 @@ class PostgresStore:
 
         def work(conn: psycopg.Connection[Any]) -> set[tuple[str, str]]:
             taken: set[tuple[str, str]] = set()
-            with conn.transaction():
-                if keyed:
-                    rows = conn.execute(
-                        QUERIES["claim_idempotency_keys"],
-                        {
-                            "tenants": [k.tenant for k in keyed],
-                            "keys": [k.key for k in keyed],
-                            "digests": [k.digest for k in keyed],
-                            "responses": [json.dumps(k.response) for k in keyed],
-                            "retain_s": retain_s,
-                        },
-                    ).fetchall()
-                    taken = {(tenant, key) for tenant, key in rows}
-                jobs = [
-                    job
-                    for key, batch in submissions
-                    if key is None or (key.tenant, key.key) in taken
-                    for job in batch
-                ]
-                if jobs:
-                    conn.execute(QUERIES["insert_jobs"], {"rows": job_rows_json(jobs)})
+            if keyed:
+                rows = conn.execute(
+                    QUERIES["claim_idempotency_keys"],
+                    {
+                        "tenants": [k.tenant for k in keyed],
+                        "keys": [k.key for k in keyed],
+                        "digests": [k.digest for k in keyed],
+                        "responses": [json.dumps(k.response) for k in keyed],
+                        "retain_s": retain_s,
+                    },
+                ).fetchall()
+                taken = {(tenant, key) for tenant, key in rows}
+            jobs = [
+                job
+                for key, batch in submissions
+                if key is None or (key.tenant, key.key) in taken
+                for job in batch
+            ]
+            if jobs:
+                conn.execute(QUERIES["insert_jobs"], {"rows": job_rows_json(jobs)})
             return taken
 
-        return await self._run(work)
+        # without keys, one INSERT: its own transaction
+        return await self._run(work, transaction=bool(keyed))
 
     async def idempotent_response(
         self, tenant: str, key: str, *, retain_s: float
@@ -201,18 +208,12 @@ class PostgresStore:
     async def vacuum_jobs(self) -> None:
         """VACUUM (ANALYZE) the jobs table: it takes no lock that writes or reads wait for."""
 
-        def work(conn: psycopg.Connection[Any]) -> None:
-            conn.autocommit = True  # VACUUM cannot run in a transaction
-            try:
-                conn.execute(QUERIES["vacuum_jobs"])
-            finally:
-                conn.autocommit = False
-
-        await self._run(work)
+        # VACUUM cannot run in a transaction: the pool's connections are autocommit
+        await self._run(lambda conn: conn.execute(QUERIES["vacuum_jobs"]), transaction=False)
 
     async def _count(self, name: str, args: dict[str, Any]) -> int:
         """Run one named statement in its own transaction; the rows it touched."""
-        return await self._run(lambda conn: conn.execute(QUERIES[name], args).rowcount)
+        return await self._run(lambda conn: conn.execute(QUERIES[name], args).rowcount, transaction=False)
 
     async def cancel_job(self, job_id: str, tenant: str | None) -> dict[str, Any] | None:
         return await self._fetch_one("cancel_job", {"id": job_id, "tenant": tenant})
@@ -242,7 +243,9 @@ class PostgresStore:
                     finished = cur.fetchall()
             return started, finished
 
-        return await self._run(work)
+        # both kinds: in one transaction, so that a refused outcome does not leave the starts
+        # written (and fenced out when the recorder writes them again)
+        return await self._run(work, transaction=bool(starts) and bool(finishes))
 
     async def run(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
         """fn(connection) in a worker thread, in one transaction of a pooled connection: for the
@@ -261,7 +264,7 @@ class PostgresStore:
                 cur.execute(QUERIES[name], args)
                 return cur.fetchall() if cur.description else []
 
-        return await self._run(work)
+        return await self._run(work, transaction=False)
 
     async def _fetch_one(self, name: str, args: dict[str, Any]) -> dict[str, Any] | None:
         rows = await self._fetch(name, args)
@@ -328,8 +331,8 @@ class PostgresStore:
             estimate = int(plan["QUERY PLAN"][0]["Plan"]["Plan Rows"]) if plan else 0
             return rows, max(estimate, total), False
 
-        async with self._reads:
-            return await self._run(work)
+        async with self._reads:  # READ COMMITTED: a transaction would not make page and total agree
+            return await self._run(work, transaction=False)
 
     # Tenants and keys: rare admin calls, and one lookup per key a node has not cached.
 
