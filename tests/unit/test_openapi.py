@@ -27,7 +27,7 @@ def _quart_app() -> QuartTrio:
     svc = Services(config=CONFIG, registry=REGISTRY, jobs=fake, schedules=fake, tenants=fake, auth=fake, limits=fake,
                    hub=fake, metrics=Metrics(), node=fake)
     app: Any = create_app(svc, body_budget(CONFIG.body_budget_bytes, CONFIG.max_body_bytes, CONFIG.auth))
-    while not isinstance(app, QuartTrio):  # under the access log and the body gate
+    while not isinstance(app, QuartTrio):  # under the WebSocket send keeper, access log, body gate
         app = app.app
     return app
 

@@ -16,7 +16,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from .. import validation
-from . import admin, dashboard, errors, health, jobs_api, openapi, schedules_api, ws
+from . import admin, dashboard, errors, health, jobs_api, openapi, schedules_api, ws, wsdirect
 from .access import AccessLog
 from .bodies import ASGIApp, BodyGate, ByteBudget
 from .context import Services
@@ -68,7 +68,7 @@ def create_app(svc: Services, budget: ByteBudget) -> ASGIApp:
     async def openapi_json() -> Any:
         return described
     gated = BodyGate(app, budget, svc.auth, svc.metrics, config.max_body_bytes)
-    return AccessLog(gated) if config.access_log else gated
+    return wsdirect.KeepSend(AccessLog(gated) if config.access_log else gated)
 
 
 def _version() -> str:

@@ -35,7 +35,7 @@ from .. import feed, keys
 from ..auth import Principal, Unauthorized
 from ..failures import StoreUnavailable
 from ..hub import CatchUp, Connection, FeedEvent, Subscriber
-from . import wsfix
+from . import wsdirect, wsfix
 from .context import Services
 from .errors import error
 
@@ -213,18 +213,19 @@ async def _serve(svc: Services, who: Principal, closer: _Closer) -> None:
 async def _pump(svc: Services, sub: Subscriber, closer: _Closer) -> None:
     """Send the connection's queue in order; the feed's cursors live here, one per tenant."""
     cursors: dict[str, feed.Cursor] = {}
+    sender = wsdirect.DirectSender(websocket.scope.get(wsdirect.SCOPE_KEY), websocket.send)
     async with sub.receive:
         try:
             async for item in sub.receive:
                 if isinstance(item, str):
-                    await websocket.send(item)
+                    await sender.send(item)
                 elif isinstance(item, FeedEvent):
                     cursor = cursors.get(item.tenant)
                     if cursor is None:
                         continue  # unsubscribed since
                     verdict = cursor.verdict(item.id, item.prev)
                     if verdict is feed.Verdict.SEND:
-                        await websocket.send(feed.with_id(item.id, item.data))
+                        await sender.send(feed.with_id(item.id, item.data))
                         cursor.last = item.id
                     elif verdict is feed.Verdict.GAP:
                         await _catch_up(svc, item.tenant, cursor)
