@@ -10,6 +10,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from ..config import Config
+from . import httpfix
 from .bodies import ASGIApp
 
 
@@ -43,6 +44,7 @@ async def serve_http(
 ) -> None:
     """Serve until `shutdown` is set; started with the URLs it listens on. CannotListen when
     the address cannot be bound."""
+    httpfix.install()  # an answer's head and body in one write
     async with trio.open_nursery() as nursery:
         try:
             urls = await nursery.start(
