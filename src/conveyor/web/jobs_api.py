@@ -13,7 +13,7 @@ from quart_trio import QuartTrio
 from .. import validation
 from ..auth import Principal
 from ..handlers import FieldError
-from ..jobs import TICKET_TTL_MS
+from ..jobs import TICKET_TTL_MS, in_turns
 from ..model import NewJob
 from ..wire import job_json
 from .context import Services
@@ -80,7 +80,7 @@ def register(app: QuartTrio, svc: Services, req: Requests) -> None:
         async with req.reading(list_cost(query.limit), who):
             page = await jobs.page(query)
         return {
-            "jobs": [job_json(job) for job in page.jobs], "total": page.total,
+            "jobs": [job_json(job) async for job in in_turns(page.jobs)], "total": page.total,
             "totalExact": page.total_exact, "nextCursor": page.next_cursor,
         }
 
