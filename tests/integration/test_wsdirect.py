@@ -12,7 +12,7 @@ import pytest
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
-from trio_websocket import open_websocket_url
+from trio_websocket import ConnectionClosed, open_websocket_url
 from wsproto import ConnectionType
 from wsproto.connection import Connection
 from wsproto.events import TextMessage
@@ -65,6 +65,31 @@ async def test_direct_and_fallback_keep_the_order(nursery: trio.Nursery) -> None
         got = [await ws.get_message() for _ in texts]
     assert got == texts
     assert [s.direct for s in senders] == [True]
+
+
+async def test_a_cancelled_send_still_ends_its_frame(nursery: trio.Nursery) -> None:
+    """A frame that went out in part is finished even when its sender is cancelled: the
+    client reads the whole message and then a clean close, not a garbled stream."""
+    big = "q" * 4_000_000
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            raise RuntimeError("no lifespan")
+        await receive()
+        await send({"type": "websocket.accept"})
+        sender = wsdirect.DirectSender(scope.get(wsdirect.SCOPE_KEY), None)  # type: ignore[arg-type]
+        with trio.CancelScope() as scope:  # cancelled already (a closer), when the frame
+            scope.cancel()  # goes out in part: the client is not reading yet
+            await sender.send(big)
+        await send({"type": "websocket.close", "code": 1000})
+
+    url = await _serve(wsdirect.KeepSend(app), nursery)
+    async with open_websocket_url(url + "/", max_message_size=8_000_000) as ws:
+        await trio.sleep(0.3)
+        assert await ws.get_message() == big
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+    assert closed.value.reason.code == 1000
 
 
 async def test_without_the_server_send_it_falls_back() -> None:

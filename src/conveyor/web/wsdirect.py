@@ -20,6 +20,7 @@ import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import trio
 from hypercorn.protocol.events import Data
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from wsproto.connection import ConnectionState
@@ -93,6 +94,9 @@ class DirectSender:
         except OSError:
             await self._fallback(text)  # the socket is gone: hypercorn finds out and closes
             return
-        if sent < len(data):  # the rest after what went out, in hypercorn's order
-            await stream.send(Data(stream_id=stream.stream_id, data=data[sent:]))
+        if sent < len(data):
+            # the rest, hypercorn's way and in its order; shielded, as hypercorn shields its own
+            # writes: a frame cut off by a cancellation would garble everything after it
+            with trio.CancelScope(shield=True):
+                await stream.send(Data(stream_id=stream.stream_id, data=data[sent:]))
 
