@@ -157,11 +157,13 @@ class RedisStore(FeedReads):
         await self._conn.close()
 
     async def ping(self) -> None:
-        """Every master answers (on a cluster, one that is down or failing over does not)."""
+        """Every master answers (on a cluster, one that is down or failing over does not).
+        Abandoned when its caller gives up (readiness allows 2 s): redis-py retries a dead
+        master with backoff for longer than that, through a whole failover."""
         if self.cluster:
-            await self._run(lambda: self.client.ping(target_nodes=self.client.PRIMARIES))
+            await self._run(lambda: self.client.ping(target_nodes=self.client.PRIMARIES), abandon=True)
         else:
-            await self._run(self.client.ping)
+            await self._run(self.client.ping, abandon=True)
 
     async def wipe(self) -> int:
         """Delete every key under the prefix, on every master: the dispatch index of any shard
