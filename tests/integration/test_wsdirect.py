@@ -5,6 +5,7 @@ in part or falls back to hypercorn."""
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import httpx
@@ -31,6 +32,26 @@ def test_frames_read_back_as_the_text(text: str) -> None:
     assert events[0].data == text and events[0].message_finished
 
 
+class ShortWrites:
+    """os for wsdirect whose write takes at most 64 KiB: a large frame always goes out in part,
+    whatever the socket's buffer holds; counts the writes it cut short."""
+
+    def __init__(self) -> None:
+        self.cut = 0
+
+    def write(self, fd: int, data: bytes) -> int:
+        if len(data) > 65_536:
+            self.cut += 1
+        return os.write(fd, data[:65_536])
+
+
+@pytest.fixture
+def short_writes(monkeypatch: pytest.MonkeyPatch) -> ShortWrites:
+    writes = ShortWrites()
+    monkeypatch.setattr(wsdirect, "os", writes)
+    return writes
+
+
 async def _serve(app: Any, nursery: trio.Nursery) -> str:
     config = Config()
     config.bind = ["127.0.0.1:0"]
@@ -39,7 +60,7 @@ async def _serve(app: Any, nursery: trio.Nursery) -> str:
     return str(binds[0]).replace("http://", "ws://")
 
 
-async def test_direct_and_fallback_keep_the_order(nursery: trio.Nursery) -> None:
+async def test_direct_and_fallback_keep_the_order(nursery: trio.Nursery, short_writes: ShortWrites) -> None:
     """A large frame the socket takes in part, small ones around it, and some sent the ordinary
     way: the client reads them all, whole and in order, and the direct way was taken."""
     senders: list[wsdirect.DirectSender] = []
@@ -61,13 +82,13 @@ async def test_direct_and_fallback_keep_the_order(nursery: trio.Nursery) -> None
 
     url = await _serve(wsdirect.KeepSend(app), nursery)
     async with open_websocket_url(url + "/", max_message_size=8_000_000) as ws:
-        await trio.sleep(0.2)  # let the server's socket buffer fill: the big frame goes in parts
         got = [await ws.get_message() for _ in texts]
     assert got == texts
     assert [s.direct for s in senders] == [True]
+    assert short_writes.cut == 2  # both large frames went out in part, the rest hypercorn's way
 
 
-async def test_a_cancelled_send_still_ends_its_frame(nursery: trio.Nursery) -> None:
+async def test_a_cancelled_send_still_ends_its_frame(nursery: trio.Nursery, short_writes: ShortWrites) -> None:
     """A frame that went out in part is finished even when its sender is cancelled: the
     client reads the whole message and then a clean close, not a garbled stream."""
     big = "q" * 4_000_000
@@ -78,18 +99,18 @@ async def test_a_cancelled_send_still_ends_its_frame(nursery: trio.Nursery) -> N
         await receive()
         await send({"type": "websocket.accept"})
         sender = wsdirect.DirectSender(scope.get(wsdirect.SCOPE_KEY), None)  # type: ignore[arg-type]
-        with trio.CancelScope() as scope:  # cancelled already (a closer), when the frame
-            scope.cancel()  # goes out in part: the client is not reading yet
+        with trio.CancelScope() as scope:  # cancelled already (a closer) when the frame
+            scope.cancel()  # goes out in part
             await sender.send(big)
         await send({"type": "websocket.close", "code": 1000})
 
     url = await _serve(wsdirect.KeepSend(app), nursery)
     async with open_websocket_url(url + "/", max_message_size=8_000_000) as ws:
-        await trio.sleep(0.3)
         assert await ws.get_message() == big
         with pytest.raises(ConnectionClosed) as closed:
             await ws.get_message()
     assert closed.value.reason.code == 1000
+    assert short_writes.cut == 1
 
 
 async def test_without_the_server_send_it_falls_back() -> None:
