@@ -5,11 +5,14 @@ by `conveyor redis rebuild --wipe`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import signal
 import sys
+import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 
@@ -17,10 +20,12 @@ import httpx
 import psycopg
 import trio
 
+from conveyor.model import NewJob
+from conveyor.stores import RedisStore, StoreUnavailable
 from tests import services
-from tests.conftest import PLAIN_REDIS_URL, shard_map
+from tests.conftest import PLAIN_REDIS_URL, delete_prefix, shard_map
 from tests.faults.conftest import Cluster
-from tests.helpers import wait_until
+from tests.helpers import dispatch, wait_until
 from tests.redis_cluster import ValkeyCluster
 
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
@@ -66,7 +71,9 @@ async def test_a_master_killed_mid_run_fails_over_and_no_job_is_lost(
     tenants = [f"{tenant}-{i}" for i in range(12)]
     on_victim = {t for t in tenants if valkey.master_of(shards.tenant_base(t)) == victim}
     assert on_victim and len(on_victim) < len(tenants)
-    nodes = [await cluster.start(f"n{i}", CONVEYOR_CONCURRENCY=16) for i in range(2)]
+    # leases well above the failover (NODE_TIMEOUT_MS, 2 s, then the clients' retries): while it
+    # goes on the cluster client can hold calls to the live masters too (deployment.md, Failover)
+    nodes = [await cluster.start(f"n{i}", CONVEYOR_CONCURRENCY=16, CONVEYOR_LEASE_SECONDS=8) for i in range(2)]
     urls = [n.url for n in nodes]
     accepted: list[str] = []
     stop = trio.Event()
@@ -95,6 +102,49 @@ async def test_a_master_killed_mid_run_fails_over_and_no_job_is_lost(
     # only jobs of the killed master's shards ran again, at most those that could be in flight
     assert {tenant_of[job] for job in again} <= on_victim, (again, on_victim)
     assert sum(runs[job] - 1 for job in again) <= 2 * 16
+
+
+async def test_the_heartbeat_of_the_live_shards_goes_on_while_a_master_is_down(
+    redis_prefix: str, tenant: str
+) -> None:
+    """One dead master must not hold back the heartbeat of every shard: redis-py retries it for
+    seconds (4 s here), and leases on live masters lapsed behind it (their jobs ran twice)."""
+    valkey: ValkeyCluster = services.session_cluster()
+    victim = valkey.victim()
+    redis = RedisStore(valkey.url, prefix=redis_prefix, pool_size=8)
+    base = redis.shards.tenant_base
+    names = [f"{tenant}-{i}" for i in range(40)]
+    dead = next(t for t in names if valkey.master_of(base(t)) == victim)
+    live = [t for t in names if valkey.master_of(base(t)) != victim][:4]
+    jobs = [NewJob(str(uuid.uuid4()), t, "sleep", {}, 3, 1000) for t in [dead, *live]]
+    try:
+        await dispatch(redis, jobs)
+        claimed = []
+        with trio.fail_after(30):
+            while len(claimed) < len(jobs):
+                claimed += await redis.claim(len(jobs), node="n", lease_ms=3000)  # lapses in 3 s unless extended
+        held = [(j.id, j.attempt, j.tenant_id) for j in claimed]
+        valkey.kill(victim)
+        for beat in range(5):  # beats a second apart, as the actor's, for longer than the claimed lease
+            started = trio.current_time()
+            # during the failover the cluster client can hold a live master's call too, for a
+            # beat or more (it refreshes its slot map), and then no shard answers in time
+            with contextlib.suppress(StoreUnavailable):
+                assert await redis.heartbeat(held, node="n", lease_ms=8000, within=1.0) == []
+            took = trio.current_time() - started
+            assert took < 1.5, (beat, took)  # then a shard's call still runs: it is not called again
+            await trio.sleep(1.0 - min(took, 1.0))
+
+        def left_ms() -> dict[str, float]:
+            return {j: float(redis.client.zscore(f"{base(t)}:leases", j)) - time.time() * 1000
+                    for j, _, t in held if t != dead}
+
+        left = await trio.to_thread.run_sync(left_ms)
+        assert all(ms > 0 for ms in left.values()), left  # the live shards' leases were extended
+    finally:
+        await trio.to_thread.run_sync(valkey.restart, victim)
+        await redis.close()
+        delete_prefix(valkey.url, redis_prefix)
 
 
 async def _any_not_ready(urls: list[str]) -> bool:

@@ -1,4 +1,5 @@
-"""The heartbeat: extends the leases this node holds, in one script call per beat.
+"""The heartbeat: extends the leases this node holds, in one script call per shard and beat.
+A shard whose master is down is left for the next beat; it does not hold back the others.
 
 A lease found lost (reaped, or claimed again by another node) cancels that attempt here: its
 outcome would be fenced out anyway, so the slot is better spent. A job whose cancellation was
@@ -33,7 +34,7 @@ async def run_heartbeat(
         if not held:
             continue
         try:
-            stop = await redis.heartbeat(held, node=node_id, lease_ms=lease_ms)
+            stop = await redis.heartbeat(held, node=node_id, lease_ms=lease_ms, within=interval)
         except StoreUnavailable as exc:
             log.warning("heartbeat failed: %s", exc)
             continue

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
+from ..failures import StoreUnavailable
 from ..model import PRIORITY_DEFAULT, Envelope, NewJob
 from ..shards import CLUSTER_DEFAULT_SHARDS, Rotation, ShardMap
 from ..storable import dumps
@@ -75,6 +76,7 @@ class RedisStore(FeedReads):
         # every script that emits job events takes the feeds' retention after the channel
         self._feed = [feed_events, int(feed_seconds * 1000)]
         self._rotation = Rotation(self.shards.count)  # which shards a claim asks (claim)
+        self._running: set[tuple[str, int]] = set()  # (script, shard) called apart, not yet answered
         self._wakes = Subscription(self.client, f"{prefix}:wake") if multi else None
         self._feeds = Subscription(self.client, f"{prefix}:feed") if multi else None
         # one shard on a single Redis: the calls every job makes skip the thread hop
@@ -111,32 +113,54 @@ class RedisStore(FeedReads):
             return await self._native.evalsha(self._conn.scripts[name], [base], [self._channel, *args])
         return await self._run(lambda: self._call(name, base, args))
 
-    async def _each_shard(
-        self, name: str, groups: dict[int, list[Any]], head: Sequence[Any] = (), *, partial: bool = False
-    ) -> list[Any]:
+    async def _each_shard(self, name: str, groups: dict[int, list[Any]], head: Sequence[Any] = ()) -> list[Any]:
         """One script call per shard in `groups` (shard -> its arguments after `head`), in one
-        thread hop; their answers, in the order of the groups. With `partial`, a shard whose
-        master is down answers None and the others still run (one dead master must not stop
-        the heartbeats of every shard); only when every call failed does it raise."""
+        thread hop; their answers, in the order of the groups."""
         bases = self.shards.bases()
         if self._native is not None:  # one shard: at most one call
             return [await self._script(name, bases[index], [*head, *args]) for index, args in groups.items()]
 
         def work() -> list[Any]:
-            answers: list[Any] = []
-            failed: Exception | None = None
-            for index, args in groups.items():
-                try:
-                    answers.append(self._call(name, bases[index], [*head, *args]))
-                except OUTAGES as exc:
-                    if not partial:
-                        raise
-                    failed, answers = exc, [*answers, None]
-            if failed is not None and all(a is None for a in answers):
-                raise failed
-            return answers
+            return [self._call(name, bases[index], [*head, *args]) for index, args in groups.items()]
 
         return await self._run(work) if groups else []
+
+    async def _each_shard_apart(
+        self, name: str, groups: dict[int, list[Any]], head: Sequence[Any], *, within: float
+    ) -> list[Any]:
+        """Like `_each_shard`, but each shard's call in a thread of its own, all at once: a shard
+        whose master is down, or that has not answered within `within` seconds, answers None
+        and the others answer as usual (redis-py retries a dead master for seconds, and one
+        dead master must not stop the heartbeats of every shard). A shard whose call from
+        before is still running is not called again. Raises only when no shard answered."""
+        if self._native is not None:
+            return await self._each_shard(name, groups, head)
+        bases = self.shards.bases()
+        answers: dict[int, Any] = {}
+
+        async def one(index: int, args: list[Any]) -> None:
+            if (name, index) in self._running:
+                return
+            self._running.add((name, index))
+
+            def work() -> Any:
+                try:
+                    return self._call(name, bases[index], [*head, *args])
+                finally:  # in the thread: an abandoned call holds its place until it ends
+                    self._running.discard((name, index))
+
+            with trio.move_on_after(within):
+                try:
+                    answers[index] = await self._run(work, abandon=True)
+                except StoreUnavailable:
+                    pass
+
+        async with trio.open_nursery() as nursery:
+            for index, args in groups.items():
+                nursery.start_soon(one, index, args)
+        if groups and not answers:
+            raise StoreUnavailable(f"Redis unavailable: no shard answered {name} within {within:g} s")
+        return [answers.get(index) for index in groups]
 
     async def _every_shard(self, name: str, args: list[Any]) -> list[Any]:
         return await self._each_shard(name, {i: list(args) for i in range(self.shards.count)})
@@ -272,12 +296,13 @@ class RedisStore(FeedReads):
         await self._each_shard("publish", groups, self._feed)
 
     async def heartbeat(
-        self, leases: Sequence[tuple[str, int, str]], *, node: str, lease_ms: int
+        self, leases: Sequence[tuple[str, int, str]], *, node: str, lease_ms: int, within: float = 5.0
     ) -> list[tuple[str, str]]:
         """Extend these (job id, attempt, tenant) leases; returns (job id, 'lost' | 'cancel') of
-        the attempts to stop."""
+        the attempts to stop. A shard that has not answered within `within` seconds (its master
+        is down) is left for the next beat; the others' leases are extended."""
         groups = self._group((tenant, (job_id, attempt)) for job_id, attempt, tenant in leases)
-        answers = await self._each_shard("heartbeat", groups, (node, lease_ms), partial=True)
+        answers = await self._each_shard_apart("heartbeat", groups, (node, lease_ms), within=within)
         return [(str(i), str(why)) for flat in answers if flat is not None for i, why in groups_of(flat, 0, 2)]
 
     async def admit(
