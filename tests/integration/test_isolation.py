@@ -34,6 +34,14 @@ async def test_a_tenant_cannot_see_or_touch_another_tenants_jobs(start_node: Any
                 r = await client.get(f"/jobs/{job_id}", headers=a)
                 assert (r.status_code, r.json()) == (404, missing.json()) == (404, {"error": "Job not found"})
                 assert (await client.get(f"/jobs/{job_id}", headers=b)).status_code == 200
+            # and so are their events (read from the caller's own event index, then the row)
+            for job_id in b_ids:
+                await wait_until(lambda job_id=job_id: _has_events(client, job_id, b))
+                r = await client.get(f"/jobs/{job_id}/events", headers=a)
+                assert (r.status_code, r.json()) == (404, {"error": "Job not found"}), r.text
+            assert (await client.get(f"/jobs/{uuid.uuid4()}/events", headers=a)).status_code == 404
+            own = (await client.get(f"/jobs/{a_id}/events", headers=a)).json()
+            assert own["jobId"] == a_id and own["events"] and {e["jobId"] for e in own["events"]} == {a_id}
 
             # naming B in a query or a body is forbidden, and stores nothing
             for query in ("tenantId=tenant-b", "tenantId=tenant-b&status=PENDING", "tenantId="):
@@ -52,6 +60,11 @@ async def test_a_tenant_cannot_see_or_touch_another_tenants_jobs(start_node: Any
                 assert "tenant-b" not in json.dumps(listed)
             listed_b = (await client.get("/jobs", headers=b)).json()
             assert sorted(j["id"] for j in listed_b["jobs"]) == sorted(b_ids)
+
+
+async def _has_events(client: httpx.AsyncClient, job_id: str, headers: dict[str, str]) -> bool:
+    r = await client.get(f"/jobs/{job_id}/events", headers=headers)
+    return r.status_code == 200 and bool(r.json()["events"])
 
 
 async def test_a_tenant_cannot_subscribe_to_another_tenants_events(start_node: Any) -> None:
