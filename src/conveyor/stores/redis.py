@@ -4,9 +4,10 @@ Valkey Cluster (redis_conn.py). Lua scripts from lua/, registered once, called b
 Every script runs on one shard: its KEYS[1] is the shard's key prefix (a hash tag in a cluster),
 and each key it touches starts with that prefix, so the cluster routes the call to one master and
 accepts it (a key of another slot would be refused there). ARGV[1] is the channel prefix of the
-wake-ups published with more than one shard ('' with one). A call that concerns several tenants is cut by shard: one
-script call per shard concerned, all in one thread hop (heartbeats: each in a thread of its own,
-redis_shards.py); on one shard that is one call, as before shards. Global keys (locks, tickets, the control stream) are plain keys under the prefix.
+wake-ups published with more than one shard ('' with one). A call that concerns several tenants
+is cut by shard: one script call per shard concerned, all in one thread hop (heartbeats: each in
+a thread of its own, redis_shards.py); on one shard that is one call, as before shards. Global
+keys (locks, tickets, the control stream) are plain keys under the prefix.
 
 Blocking reads use a short server-side timeout because a thread cannot be cancelled.
 """

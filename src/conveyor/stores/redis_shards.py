@@ -67,18 +67,24 @@ class ShardCalls:
             if (name, index) in self._running:
                 return
             self._running.add((name, index))
+            started = False
 
             def work() -> Any:
+                nonlocal started
+                started = True
                 try:
                     return self._call(name, bases[index], [*head, *args])
                 finally:  # in the thread: an abandoned call holds its place until it ends
                     self._running.discard((name, index))
 
-            with trio.move_on_after(within):
-                try:
+            try:
+                with trio.move_on_after(within):
                     answers[index] = await self._run(work, abandon=True)
-                except StoreUnavailable:
-                    pass
+            except StoreUnavailable:
+                pass
+            finally:
+                if not started:  # given up before a thread took it (waiting for the limiter)
+                    self._running.discard((name, index))
 
         async with trio.open_nursery() as nursery:
             for index, args in groups.items():
@@ -96,4 +102,3 @@ class ShardCalls:
         for tenant, args in items:
             groups[self.shards.of(tenant)].extend(args)
         return groups
-
