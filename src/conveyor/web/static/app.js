@@ -92,15 +92,11 @@ async function enter() {
 
 // ---- the job list -------------------------------------------------------------------------
 
-let loads = 0; // the newest loadJobs: an older answer that comes later is dropped
-
 async function loadJobs() {
-  const mine = ++loads;
   const params = new URLSearchParams({ limit: PAGE, offset: state.page * PAGE });
   if (state.status) params.set("status", state.status);
   if (state.type) params.set("type", state.type);
   const body = await api(withTenant(`/jobs?${params}`));
-  if (mine !== loads) return;
   if (!state.tenant && body.jobs.length) state.tenant = body.jobs[0].tenantId;
   state.jobs = new Map(body.jobs.map((j) => [j.id, j]));
   state.total = body.total;
@@ -347,19 +343,6 @@ function arrive(job) {
   state.total += 1;
   state.jobs = new Map([[job.id, job], ...[...state.jobs].slice(0, PAGE - 1)]);
   renderJobs();
-  settleTotal();
-}
-
-// The total on screen grows with the feed's creation events, and is set again from the node's
-// (one page read) once they pause for a second, and at least every 5 s while they go on: a load
-// that races the feed (after a RESYNC, or the first one) could count a job twice or not at all.
-const settling = { timer: null, since: 0 };
-function settleTotal() {
-  const now = Date.now();
-  if (!settling.timer) settling.since = now;
-  clearTimeout(settling.timer);
-  const wait = Math.max(0, Math.min(1000, settling.since + 5000 - now));
-  settling.timer = setTimeout(() => { settling.timer = null; loadJobs().catch(() => {}); }, wait);
 }
 
 // ---- the feed -----------------------------------------------------------------------------
