@@ -92,16 +92,43 @@ async function enter() {
 
 // ---- the job list -------------------------------------------------------------------------
 
-async function loadJobs() {
-  const params = new URLSearchParams({ limit: PAGE, offset: state.page * PAGE });
+// Every list read is numbered: rows come from the newest page load only, the total from the
+// newest read of any kind, so an older answer that comes later overwrites nothing.
+const reads = { asked: 0, page: 0, total: 0 };
+
+async function readList(limit, offset) {
+  const mine = ++reads.asked;
+  const params = new URLSearchParams({ limit, offset });
   if (state.status) params.set("status", state.status);
   if (state.type) params.set("type", state.type);
   const body = await api(withTenant(`/jobs?${params}`));
+  if (mine > reads.total) { reads.total = mine; state.total = body.total; state.totalExact = body.totalExact; }
+  return { mine, body };
+}
+
+async function loadJobs() {
+  const { mine, body } = await readList(PAGE, state.page * PAGE);
+  if (mine < reads.page) return;
+  reads.page = mine;
   if (!state.tenant && body.jobs.length) state.tenant = body.jobs[0].tenantId;
   state.jobs = new Map(body.jobs.map((j) => [j.id, j]));
-  state.total = body.total;
-  state.totalExact = body.totalExact;
   renderJobs();
+}
+
+// The total on screen grows with the feed's creation events, and is read again from the node
+// (the total alone: the rows on screen stay as the feed left them) once creations pause for a
+// second, and at least every 5 s while they go on. A page load that races the feed (after a
+// RESYNC) can count a job twice or not at all; this sets it right.
+const settling = { timer: null, since: 0 };
+function settleTotal() {
+  const now = Date.now();
+  if (!settling.timer) settling.since = now;
+  clearTimeout(settling.timer);
+  const wait = Math.max(0, Math.min(1000, settling.since + 5000 - now));
+  settling.timer = setTimeout(() => {
+    settling.timer = null;
+    readList(1, 0).then(renderJobs).catch(() => {});
+  }, wait);
 }
 
 function renderJobs() {
@@ -428,6 +455,7 @@ function onUpdate(msg) {
   const known = state.jobs.get(msg.jobId);
   const fields = { status: msg.status, attempts: msg.attempts, maxAttempts: msg.maxAttempts, error: msg.error, updatedAt: msg.updatedAt };
   const created = msg.status === "PENDING" && msg.attempts === 0;
+  if (created) settleTotal();
   // events come in the feed's order; only a creation event can be older than what is shown
   if (known && !created) { Object.assign(known, fields); touch(msg.jobId); }
   else if (!known && created) arrive({ id: msg.jobId, tenantId: msg.tenantId, type: msg.jobType, ...fields });
