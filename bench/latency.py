@@ -3,8 +3,8 @@
 Usage: python bench/latency.py [--jobs N] [--load RATE]
 With --load, another tenant submits RATE no-op jobs a second (batches of RATE/20 every 50 ms)
 the whole time: pickup under a background load. Without it the node is idle between probes.
-Measured end to end as a client sees it: from sending POST /jobs to receiving the JOB_UPDATE
-messages on the WebSocket feed. Needs the local PostgreSQL and Redis; creates and drops its own
+Measured end to end as a client sees it: from sending POST /jobs to receiving its 201, and to
+the JOB_UPDATE messages arriving on the WebSocket feed (read all along, by a task of its own). Needs the local PostgreSQL and Redis; creates and drops its own
 database and Redis key prefix, and kills the node it starts by its PID.
 """
 
@@ -18,7 +18,7 @@ import time
 import httpx
 import trio
 from throughput import started_node
-from trio_websocket import open_websocket_url
+from trio_websocket import WebSocketConnection, open_websocket_url
 
 
 async def background(url: str, rate: int) -> None:
@@ -33,7 +33,7 @@ async def background(url: str, rate: int) -> None:
             await trio.sleep_until(next_at)
 
 
-async def measure(url: str, n: int, load: int = 0) -> tuple[list[float], list[float]]:
+async def measure(url: str, n: int, load: int = 0) -> tuple[list[float], list[float], list[float]]:
     async with trio.open_nursery() as nursery:
         if load:
             nursery.start_soon(background, url, load)
@@ -43,30 +43,46 @@ async def measure(url: str, n: int, load: int = 0) -> tuple[list[float], list[fl
     return found
 
 
-async def probe(url: str, n: int) -> tuple[list[float], list[float]]:
-    to_running, to_completed = [], []
+async def probe(url: str, n: int) -> tuple[list[float], list[float], list[float]]:
+    """Per job, ms from sending its POST /jobs to: the 201, and its RUNNING and COMPLETED events
+    arriving on the feed (read all along by a task of its own, so an event that comes before the
+    201 counts when it came)."""
+    to_answer, to_running, to_completed = [], [], []
+    arrived: dict[tuple[str, str], float] = {}
+    done = trio.Event()
+    want: list[str] = []  # the job whose COMPLETED ends the wait
+
+    async def listen(ws: WebSocketConnection) -> None:
+        nonlocal done
+        while True:
+            msg = json.loads(await ws.get_message())
+            at = time.perf_counter()
+            if msg.get("type") == "JOB_UPDATE":
+                arrived.setdefault((msg["jobId"], msg["status"]), at)
+                if want and msg["jobId"] == want[-1] and msg["status"] == "COMPLETED":
+                    done.set()
+
     async with httpx.AsyncClient(base_url=url) as client, open_websocket_url(
         url.replace("http://", "ws://") + "/ws"
-    ) as ws:
+    ) as ws, trio.open_nursery() as nursery:
         await ws.get_message()
         await ws.send_message(json.dumps({"type": "SUBSCRIBE", "tenantId": "latency"}))
         await ws.get_message()
+        nursery.start_soon(listen, ws)
         for _ in range(n):
             await trio.sleep(0.05)  # let the node go idle: its fetcher blocks on the wake-up key
+            done = trio.Event()
             sent = time.perf_counter()
             r = await client.post("/jobs", json={"tenantId": "latency", "type": "sleep", "payload": {"delayMs": 0}})
+            to_answer.append((time.perf_counter() - sent) * 1000)
             job_id = r.json()["jobId"]
-            while True:
-                msg = json.loads(await ws.get_message())
-                if msg.get("jobId") != job_id:
-                    continue
-                elapsed = (time.perf_counter() - sent) * 1000
-                if msg["status"] == "RUNNING":
-                    to_running.append(elapsed)
-                elif msg["status"] == "COMPLETED":
-                    to_completed.append(elapsed)
-                    break
-    return to_running, to_completed
+            want.append(job_id)
+            if (job_id, "COMPLETED") not in arrived:
+                await done.wait()
+            to_running.append((arrived[(job_id, "RUNNING")] - sent) * 1000)
+            to_completed.append((arrived[(job_id, "COMPLETED")] - sent) * 1000)
+        nursery.cancel_scope.cancel()
+    return to_answer, to_running, to_completed
 
 
 def summary(name: str, values: list[float]) -> str:
@@ -80,8 +96,9 @@ def main() -> None:
     parser.add_argument("--load", type=int, default=0, help="another tenant's jobs a second meanwhile")
     args = parser.parse_args()
     with started_node(concurrency=8 if not args.load else 64, auth=False) as (url, _database_url):
-        running, completed = trio.run(measure, url, args.jobs, args.load)
+        answered, running, completed = trio.run(measure, url, args.jobs, args.load)
     print(f"background load: {args.load} jobs/s" if args.load else "idle node")
+    print(summary("submit → 201 answer     ", answered))
     print(summary("submit → RUNNING event  ", running))
     print(summary("submit → COMPLETED event", completed))
 

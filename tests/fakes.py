@@ -16,7 +16,7 @@ import trio
 from conveyor.failures import DataRefused, StoreUnavailable
 from conveyor.model import TERMINAL, Envelope, NewJob, Status
 from conveyor.stores.postgres import IdempotencyKey
-from conveyor.stores.redis import Applied
+from conveyor.stores.redis import Applied, ClaimAsk
 
 Row = dict[str, Any]
 
@@ -113,6 +113,7 @@ class FakeDispatch:
         self.outages = Outages()
         self.verdicts: dict[str, tuple[str, int]] = {}  # tenant -> admission verdict (default ok)
         self.woken = trio.Event()
+        self.claims_on_enqueue = False  # as a Redis of several shards: the fetchers claim
 
     async def admit(self, requests: Sequence[tuple[str, int, int, float, int, int, int]]) -> list[tuple[str, int]]:
         self.calls.append(("admit", list(requests)))
@@ -125,6 +126,14 @@ class FakeDispatch:
         await trio.lowlevel.checkpoint()
         self.outages.check("enqueue")
         return len(jobs)
+
+    async def enqueue_claiming(self, jobs: Sequence[NewJob], created: Sequence[str], ask: ClaimAsk) -> list[Envelope]:
+        """Claims from `ready` (what a test put there) up to ask.n, after the jobs."""
+        self.calls.append(("enqueue_claiming", (list(jobs), ask)))
+        await trio.lowlevel.checkpoint()
+        self.outages.check("enqueue")
+        taken, self.ready = self.ready[:ask.n], self.ready[ask.n:]
+        return taken
 
     async def claim(self, n: int, *, node: str, lease_ms: int, max_running: int = 0) -> list[Envelope]:
         self.calls.append(("claim", n))

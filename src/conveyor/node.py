@@ -19,6 +19,7 @@ import trio
 from .actors.broadcaster import run_broadcaster
 from .actors.executor import run_executor
 from .actors.fetcher import run_fetcher
+from .actors.handoff import LocalClaims
 from .actors.heartbeat import run_heartbeat
 from .actors.maintenance import run_reaper, run_reconciler, run_scheduler
 from .actors.pool import CancelReason, ExecutorPool
@@ -349,13 +350,11 @@ async def _serve(
     node.tree = Supervisor(
         "node",
         [
-            ChildSpec(
-                "writer",
-                lambda **kw: run_writer(
-                    pg, redis, ch.submit_recv.clone(), node.metrics, node.limits.of,
-                    retain_s=config.idempotency_seconds, **kw,
-                ),
-            ),
+            ChildSpec("writer", lambda **kw: run_writer(
+                pg, redis, ch.submit_recv.clone(), node.metrics, node.limits.of,
+                retain_s=config.idempotency_seconds,
+                local=LocalClaims(node.pool, ch.jobs_send, draining, node.node_id, config), **kw,
+            )),
             ChildSpec("pipeline", _pipeline(node, ch)),
             ChildSpec("maintenance", _maintenance(node, ch)),
             # last, so the node only listens once everything behind the API is running;

@@ -83,6 +83,28 @@ async def test_a_stale_attempt_cannot_record_its_outcome(stores: Any, tenant: st
         assert await leftovers(redis, tenant, job.id, "leases") == (0, None)
 
 
+async def test_the_claim_publishes_running_before_any_write_and_the_recorder_only_the_end(
+    stores: Any, tenant: str
+) -> None:
+    pg, redis = stores
+    job = new_job(tenant)
+    with trio.fail_after(20):
+        await pg.insert_jobs([(None, [job])])
+        await dispatch(redis, [job])
+        (claimed,) = await redis.claim(1, node="n", lease_ms=60_000)
+        # heard at once, before PostgreSQL has the start: the watcher need not wait for the write
+        (created, running) = await events_for(redis, tenant, job.id)
+        assert created["status"] == "PENDING"
+        assert {k: v for k, v in running.items() if k != "updatedAt"} == {
+            "type": "JOB_UPDATE", "jobId": job.id, "tenantId": tenant, "status": "RUNNING", "error": None,
+            "attempts": 1, "maxAttempts": 3}
+        assert running["updatedAt"].endswith("Z") and running["updatedAt"] >= created["updatedAt"]
+        assert (await pg.get_job(job.id))["status"] == "PENDING"
+        # started and finished in one batch: the recorder publishes the end alone, after it
+        await record_batch(pg, redis, [Started(claimed), Finished(claimed, Outcome.COMPLETED)])
+        assert [e["status"] for e in await events_for(redis, tenant, job.id)] == ["PENDING", "RUNNING", "COMPLETED"]
+
+
 async def test_stale_outcome_first_means_exactly_one_terminal_transition(stores: Any, tenant: str) -> None:
     pg, redis = stores
     job = new_job(tenant)

@@ -138,12 +138,12 @@ async def test_recorder_writes_a_start_and_finish_in_one_batch_once(autojump_clo
     ((outcomes, events),) = redis.called("finish")
     (applied,) = outcomes
     assert (applied.id, applied.attempt, applied.action) == ("job-1", 1, "completed")
-    # the feed still hears the RUNNING that PostgreSQL never stored, then the end
-    assert [json.loads(e)["status"] for e in applied.events] == ["RUNNING", "COMPLETED"]
+    # the end alone: the claim published the RUNNING (stores/lua/claim.lua)
+    assert [json.loads(e)["status"] for e in applied.events] == ["COMPLETED"]
     assert events == []
 
 
-async def test_recorder_publishes_a_start_and_only_the_latest_progress(autojump_clock: Any) -> None:
+async def test_recorder_writes_a_start_and_publishes_only_the_latest_progress(autojump_clock: Any) -> None:
     pg, redis = FakeJobRows(), FakeDispatch()
     job = envelope(1)
     pg.add(job, Status.PENDING)
@@ -153,9 +153,9 @@ async def test_recorder_publishes_a_start_and_only_the_latest_progress(autojump_
     # no outcome to apply: the events are only published
     assert redis.called("finish") == []
     (events,) = redis.called("publish")
-    assert [json.loads(data).get("status") or json.loads(data)["type"] for _, _, data in events] == [
-        "RUNNING", "JOB_PROGRESS"]
-    assert json.loads(events[1][2])["progress"] == 0.5
+    # the start is written, not published: the claim published its RUNNING
+    assert [json.loads(data)["type"] for _, _, data in events] == ["JOB_PROGRESS"]
+    assert json.loads(events[0][2])["progress"] == 0.5
 
 
 async def test_recorder_fenced_outcomes(autojump_clock: Any) -> None:

@@ -65,8 +65,13 @@ async def run_fetcher(
                     pool.forget_lease(job.id, job.attempt)
                 pool.give_slots(taken)
             if got < wanted:
-                # The ready queues ran dry: block on the wake-up key instead of polling.
-                await _idle_wait(redis, draining)
+                # The ready queues ran dry: block on the wake-up key instead of polling. Meanwhile
+                # the writer may claim what is submitted here for the free slots (handoff.py).
+                pool.fetcher_idle = True
+                try:
+                    await _idle_wait(redis, draining)
+                finally:
+                    pool.fetcher_idle = False
 
 
 async def _idle_wait(redis: Dispatch, draining: trio.Event) -> None:

@@ -24,6 +24,7 @@ class ExecutorPool:
         self.leases: dict[str, int] = {}  # job id -> attempt, held by this node
         self.tenants: dict[str, str] = {}  # job id -> tenant, of the leases held
         self.handing_back = False  # after the drain grace: jobs not yet started go back at once
+        self.fetcher_idle = False  # the fetcher waits for a wake-up: nothing was ready to claim
         self._running: dict[tuple[str, int], trio.CancelScope] = {}
         self._reasons: dict[tuple[str, int], CancelReason] = {}
         self._changed = trio.Event()
@@ -32,7 +33,11 @@ class ExecutorPool:
     async def take_slots(self, most: int) -> int:
         """Wait for one free slot, then take as many more (up to `most`) as are free."""
         await self.slots.acquire()
-        taken = 1
+        return 1 + self.take_free_slots(most - 1)
+
+    def take_free_slots(self, most: int) -> int:
+        """Take up to `most` slots that are free now, without waiting."""
+        taken = 0
         while taken < most:
             try:
                 self.slots.acquire_nowait()

@@ -7,7 +7,8 @@ that the reaper takes back, never a job that Redis forgot and PostgreSQL still c
 The two stages overlap: while batch N goes to Redis, batch N+1 is written to PostgreSQL; each
 store still sees the batches one at a time and in order, so a job's events keep their order.
 
-An outcome's events travel with its Redis action, which applies only while the envelope is at
+A start is written to PostgreSQL, not published: the claim script published its RUNNING event
+before the job reached an executor. An outcome's events travel with its Redis action, which applies only while the envelope is at
 that attempt. An outcome that PostgreSQL refused because the job had ended already (its node
 died after committing the end, before telling Redis; the reaper sends such jobs here) carries
 that end's event, read from the row: it is published once, by whichever call drops the envelope,
@@ -135,18 +136,15 @@ async def write_batch(pg: JobRows, batch: list[Any]) -> Written:
         return Written(batch, [], reports)
     # Coalesce: an attempt that started and finished in this batch is written once, finished.
     start_rows = [key for key in starts if key not in finishes]
-    started, finished = await _write(pg, start_rows, [_finish_row(f) for f in finishes.values()])
+    _, finished = await _write(pg, start_rows, [_finish_row(f) for f in finishes.values()])
     written = {row["id"]: row for row in finished}
     refused = [f.job.id for f in finishes.values() if f.job.id not in written]
     ended: dict[str, dict[str, Any]] = {}
     if refused:
         states = await retrying("recorder: PostgreSQL read", pg.job_states, refused)
         ended = {row["id"]: row for row in states if row["status"] in TERMINAL}
-    outcomes = [
-        _applied(f, written.get(f.job.id), ended.get(f.job.id), starts) for f in finishes.values()
-    ]
-    events = [(row["tenant_id"], row["id"], json.dumps(job_update(row))) for row in started]
-    return Written(batch, outcomes, events + reports, any(row["status"] in TERMINAL for row in finished))
+    outcomes = [_applied(f, written.get(f.job.id), ended.get(f.job.id)) for f in finishes.values()]
+    return Written(batch, outcomes, reports, any(row["status"] in TERMINAL for row in finished))
 
 
 def _finish_row(f: Finished) -> dict[str, Any]:
@@ -161,24 +159,14 @@ def _finish_row(f: Finished) -> dict[str, Any]:
     }
 
 
-def _applied(
-    f: Finished,
-    row: dict[str, Any] | None,
-    ended: dict[str, Any] | None,
-    starts: dict[tuple[str, int], Started],
-) -> Applied:
+def _applied(f: Finished, row: dict[str, Any] | None, ended: dict[str, Any] | None) -> Applied:
     """What Redis does with an outcome, given the row PostgreSQL wrote (None: it refused) and,
     when refused, the row of the end the job had reached already."""
     if row is not None:
         # an accepted outcome may still have ended the job (a cancellation requested meanwhile)
         action = rules.index_action(f.outcome) if row["status"] not in TERMINAL else rules.end_action(row["status"])
-        events = []
-        if (row["id"], row["attempts"]) in starts:
-            # started and finished within this batch: written once, but the feed still hears
-            # the RUNNING that PostgreSQL never stored
-            events.append(json.dumps(job_update({**row, "status": "RUNNING", "error": None})))
-        events.append(json.dumps(job_update(row)))
-        return Applied(f.job.tenant_id, f.job.id, f.job.attempt, action, f.delay_ms, tuple(events))
+        event = json.dumps(job_update(row))
+        return Applied(f.job.tenant_id, f.job.id, f.job.attempt, action, f.delay_ms, (event,))
     if ended is not None:
         # The job had ended. If its envelope is still at this attempt, that end was never
         # published (only the call that drops the envelope publishes it): publish it now.

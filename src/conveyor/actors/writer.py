@@ -20,12 +20,13 @@ from ..failures import Busy, StoreUnavailable
 from ..handlers import FieldError
 from ..limits import Limited, TenantLimits, refusal
 from ..metrics import Metrics
-from ..model import NewJob
+from ..model import Envelope, NewJob
 from ..stores.postgres import IdempotencyKey
 from ..stores.protocols import Dispatch, JobRows
 from ..validation import Invalid
 from ..wire import created_events
 from .batches import write_isolating
+from .handoff import LocalClaims
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,10 @@ async def run_writer(
     limits_of: Callable[[str], TenantLimits],
     *,
     retain_s: float = 86_400,
+    local: LocalClaims | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """`local`: claim along with the dispatch for this node's idle executors (handoff.py)."""
     task_status.started()
     async with requests:
         while True:
@@ -136,7 +139,7 @@ async def run_writer(
             faults.point("exit-after-commit")
             try:
                 if jobs:
-                    await redis.enqueue(jobs, created_events(jobs))
+                    await _dispatch(redis, jobs, local)
             except Exception:
                 # The rows are committed, so the submit succeeded; the reconciler dispatches
                 # them from PostgreSQL once Redis answers again.
@@ -145,6 +148,20 @@ async def run_writer(
                 _answer(submit.reply, None)
             for submit in duplicates:
                 _answer(submit.reply, AlreadySubmitted())
+
+
+async def _dispatch(redis: Dispatch, jobs: list[NewJob], local: LocalClaims | None) -> None:
+    """Dispatch committed jobs, claiming some along for this node when its fetcher is idle."""
+    events = created_events(jobs)
+    ask = local.reserve(len(jobs)) if local is not None and redis.claims_on_enqueue else None
+    if ask is None or local is None:
+        await redis.enqueue(jobs, events)
+        return
+    claimed: list[Envelope] = []
+    try:
+        claimed = await redis.enqueue_claiming(jobs, events, ask)
+    finally:
+        local.deliver(ask, claimed)
 
 
 async def _insert(

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from ..model import Envelope, NewJob
 from .postgres import IdempotencyKey
-from .redis import Applied
+from .redis import Applied, ClaimAsk
 
 Row = dict[str, Any]
 AdmitRequest = tuple[str, int, int, float, int, int, int]  # see RedisStore.admit
@@ -38,6 +38,11 @@ class Dispatch(Protocol):
     async def admit(self, requests: Sequence[AdmitRequest]) -> list[tuple[str, int]]: ...
 
     async def enqueue(self, jobs: Sequence[NewJob], created: Sequence[str]) -> int: ...
+
+    async def enqueue_claiming(self, jobs: Sequence[NewJob], created: Sequence[str], ask: ClaimAsk) -> list[Envelope]: ...
+
+    @property
+    def claims_on_enqueue(self) -> bool: ...
 
     async def claim(self, n: int, *, node: str, lease_ms: int, max_running: int = 0) -> list[Envelope]: ...
 

@@ -44,6 +44,16 @@ class Applied:
     events: tuple[str, ...] = ()
 
 
+@attrs.frozen
+class ClaimAsk:
+    """Jobs to claim for a node along with a dispatch (RedisStore.enqueue_claiming)."""
+
+    n: int
+    node: str
+    lease_ms: int
+    max_running: int = 0  # the tenants' default running cap (0: none)
+
+
 def _claimed(flat: Sequence[Any]) -> list[Envelope]:
     return [
         Envelope(id, tenant, type_, json.loads(payload), int(a), int(m), int(o), int(w), int(k or 0))
@@ -139,24 +149,47 @@ class RedisStore(ShardCalls, FeedReads):
     async def enqueue(self, jobs: Sequence[NewJob], created: Sequence[str]) -> int:
         """Dispatch new jobs and publish their creation events (PENDING, as JSON text, one per
         job); returns how many were dispatched (a job dispatched before is skipped)."""
+        return (await self._enqueue(jobs, created, None))[0]
+
+    async def enqueue_claiming(self, jobs: Sequence[NewJob], created: Sequence[str], ask: ClaimAsk) -> list[Envelope]:
+        """enqueue, and in the same call claim up to ask.n ready jobs (fair across tenants, as
+        claim) for ask.node: for a node whose fetcher is idle with free executors, which then
+        starts them without a wake-up and a claim of its own. On a single shard; with more the
+        claim is left to the fetchers (claims_on_enqueue is False) and none is returned."""
+        return (await self._enqueue(jobs, created, ask))[1]
+
+    @property
+    def claims_on_enqueue(self) -> bool:
+        return self.shards.count == 1
+
+    async def _enqueue(
+        self, jobs: Sequence[NewJob], created: Sequence[str], ask: ClaimAsk | None
+    ) -> tuple[int, list[Envelope]]:
         groups = self._group(
             (j.tenant_id, (j.id, j.tenant_id, j.type, j.payload_json, j.max_attempts, j.timeout_ms, event,
                            j.priority, j.run_at_ms, j.delay_ms))
             for j, event in zip(jobs, created, strict=True)
         )
-        return sum(int(n) for n in await self._each_shard("enqueue", groups, self._feed))
+        claiming = ask is not None and ask.n > 0 and self.claims_on_enqueue
+        head = [*self._feed, *(
+            (ask.n, ask.node, ask.lease_ms, ask.max_running) if claiming and ask else (0, "", 0, 0)
+        )]
+        answers = await self._each_shard("enqueue", groups, head)
+        return sum(int(a[0]) for a in answers), [job for a in answers for job in _claimed(a[1:])]
 
     async def claim(
         self, n: int, *, node: str, lease_ms: int, max_running: int = 0
     ) -> list[Envelope]:
-        """Claim up to n jobs; max_running is the tenants' default running cap (0: none).
+        """Claim up to n jobs; max_running is the tenants' default running cap (0: none). The
+        script publishes each claimed job's RUNNING event.
 
         Fair across shards as claim.lua is across the tenants of one (shards.Rotation): the
         shards that may have ready work are asked in turn, each for its tenants' share, and what
         one cannot fill goes to the next. The wake-ups that came since the last claim are read
         first, without blocking."""
+        args = [n, node, lease_ms, max_running, *self._feed]
         if self._wakes is None:
-            flat = await self._script("claim", self.shards.base(0), [n, node, lease_ms, max_running])
+            flat = await self._script("claim", self.shards.base(0), args)
             return _claimed(flat[1:])
         bases, rotation = self.shards.bases(), self._rotation
 
@@ -169,7 +202,7 @@ class RedisStore(ShardCalls, FeedReads):
                         break
                     asked = rotation.ask(index, remaining)
                     try:
-                        left, *got = self._call("claim", bases[index], [asked, node, lease_ms, max_running])
+                        left, *got = self._call("claim", bases[index], [asked, *args[1:]])
                     except OUTAGES:  # its master is down: the other shards' work still runs
                         rotation.claimed(index, asked, 0, 0)
                         continue

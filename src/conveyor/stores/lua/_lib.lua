@@ -16,6 +16,25 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- ms since the epoch as ISO-8601 in UTC with milliseconds and a Z, as wire.iso writes it (the
+-- civil date of a day count: Howard Hinnant's days_from_civil, inverted).
+local function iso_ms(ms)
+  local s = math.floor(ms / 1000)
+  local days = math.floor(s / 86400)
+  local secs = s - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local day = doy - math.floor((153 * mp + 2) / 5) + 1
+  local month = mp < 10 and mp + 3 or mp - 9
+  local year = yoe + era * 400 + (month <= 2 and 1 or 0)
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', year, month, day,
+    math.floor(secs / 3600), math.floor(secs % 3600 / 60), secs % 60, ms % 1000)
+end
+
 -- Sequence numbers for the ready queues' FIFO order, taken from <p>:seq in blocks of 64 (one
 -- INCRBY per 64 jobs); numbers left unused at the end of a call are skipped, never reused.
 local seq_next, seq_last = 1, 0
@@ -183,4 +202,60 @@ local function close_history(p, now)
                'R' .. slot, math.max(r, tonumber(peak[2]) or 0))
     redis.call('PEXPIRE', key, 2 * HIST_HOUR_MS)
   end
+end
+
+-- Claim up to n ready jobs for node, one per tenant per turn of the ring, so tenants share fairly
+-- (a tenant's priorities order its own jobs only); a tenant that holds as many leases as its
+-- running cap (default_cap, 0: none; <p>:maxrun overrides it) is passed over until one is
+-- released. Appends each claimed job to out as a group of 9: id, tenant, type, payload, attempt,
+-- max_attempts, timeout_ms, ms it waited ready (-1: not known, an envelope from before 'r'),
+-- attempt numbers skipped by retries ('k', 0 when none). Each claimed job's RUNNING event goes to
+-- its tenant's feed here, stamped now, before any executor has the job: it precedes
+-- the attempt's end in the feed, and a watcher hears it without waiting for PostgreSQL (the
+-- recorder writes the start and publishes only the end). The caller closes the feeds. Returns
+-- how many it claimed.
+local function claim_ready(p, n, node, lease_ms, default_cap, feed_max, now, out)
+  local at = iso_ms(now)
+  local ring, ringset, leases = p .. ':ring', p .. ':ringset', p .. ':leases'
+  local claimed = 0
+  local passed = 0  -- capped tenants passed over since the last claim
+  while claimed < n and passed < redis.call('LLEN', ring) do
+    local tenant = redis.call('LPOP', ring)
+    local cap = tonumber(redis.call('HGET', p .. ':maxrun', tenant)) or default_cap
+    if cap > 0 and redis.call('SCARD', p .. ':running:' .. tenant) >= cap then
+      redis.call('RPUSH', ring, tenant)
+      passed = passed + 1
+    else
+      local q = p .. ':ready:' .. tenant
+      local id = redis.call('ZPOPMIN', q)[1]  -- the most urgent, ready first: O(log n)
+      if redis.call('ZCARD', q) > 0 then
+        redis.call('RPUSH', ring, tenant)
+      else
+        redis.call('SREM', ringset, tenant)
+      end
+      if id then
+        local env = p .. ':job:' .. id
+        local h = redis.call('HMGET', env, 't', 'y', 'p', 'm', 'o', 'c', 'r', 'k')
+        if h[6] then
+          -- cancelled while it was running, then put back (a retry, a lease expiry): drop it
+          drop_envelope(p, tenant, id)
+        -- skip ids whose job finished (no envelope) or that already run (a duplicate dispatch)
+        elseif h[1] and not redis.call('ZSCORE', leases, id) then
+          local attempt = redis.call('HINCRBY', env, 'a', 1)
+          redis.call('HSET', env, 'n', node)
+          hold(p, tenant, id, now + lease_ms)
+          local waited = h[7] and math.max(0, now - tonumber(h[7])) or -1
+          local skipped = tonumber(h[8]) or 0
+          for _, v in ipairs({id, h[1], h[2], h[3], attempt, h[4], h[5], waited, skipped}) do out[#out + 1] = v end
+          -- the JOB_UPDATE of wire.job_update, as json.dumps writes it
+          emit(p, tenant, id, '{"type": "JOB_UPDATE", "jobId": ' .. cjson.encode(id) .. ', "tenantId": '
+            .. cjson.encode(tenant) .. ', "status": "RUNNING", "error": null, "attempts": ' .. (attempt - skipped)
+            .. ', "maxAttempts": ' .. (tonumber(h[4]) - skipped) .. ', "updatedAt": "' .. at .. '"}', feed_max)
+          claimed = claimed + 1
+          passed = 0
+        end
+      end
+    end
+  end
+  return claimed
 end

@@ -1,25 +1,42 @@
 -- Dispatch new jobs: write each envelope, put it on its tenant's ready queue (or in the delayed
--- set until it is due), and publish its creation event (PENDING).
--- KEYS[1]: shard prefix. ARGV: channel, feed_max, feed_ms, then groups of 10: id, tenant, type, payload json,
+-- set until it is due), and publish its creation event (PENDING). Then, for a node whose fetcher
+-- is idle with free executors, claim up to claim_n ready jobs at once (claim_ready: fair across
+-- tenants, RUNNING published), so that an idle node starts a job without a wake-up and a claim
+-- of its own; the fetchers are woken for the ready jobs left.
+-- KEYS[1]: shard prefix. ARGV: channel, feed_max, feed_ms, claim_n (0: none), node, lease_ms,
+-- default running cap (as claim.lua's), then groups of 10: id, tenant, type, payload json,
 -- max_attempts, timeout_ms, event json, priority, run_at (ms since the epoch, 0: none), delay_ms
 -- (from now by Redis's clock, when there is no run_at).
 -- A job whose envelope already exists is already dispatched and is skipped.
+-- Returns how many it dispatched, then the claimed jobs as groups of 9 (claim_ready).
 local p, feed_max, feed_ms = KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local claim_n = tonumber(ARGV[4])
 local now = now_ms()
 local count, ready = 0, 0
-for i = 4, #ARGV, 10 do
+local fresh = {}  -- the jobs this call made ready
+for i = 8, #ARGV, 10 do
   local id, tenant = ARGV[i], ARGV[i + 1]
   local env = p .. ':job:' .. id
   if redis.call('EXISTS', env) == 0 then
     create_envelope(p, id, tenant, ARGV[i + 2], ARGV[i + 3], 0, ARGV[i + 4], ARGV[i + 5], ARGV[i + 7])
     local run_at, delay = tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9])
-    ready = ready + dispatch(p, tenant, id, now, ARGV[i + 7], run_at > 0 and run_at or now + delay)
+    if dispatch(p, tenant, id, now, ARGV[i + 7], run_at > 0 and run_at or now + delay) == 1 then
+      fresh[id] = true
+      ready = ready + 1
+    end
     emit(p, tenant, id, ARGV[i + 6], feed_max)
     touch_history(tenant)
     count = count + 1
   end
 end
-wake(p, ready)
+local out = {count}
+if claim_n > 0 and ready > 0 then
+  claim_ready(p, claim_n, ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), feed_max, now, out)
+  for j = 2, #out, 9 do  -- the claim may have taken jobs that were ready before these
+    if fresh[out[j]] then ready = ready - 1 end
+  end
+end
+wake(p, ready)  -- for the jobs this call made ready that are left
 close_feeds(p, feed_max, feed_ms, now)
 close_history(p, now)
-return count
+return out
