@@ -47,8 +47,8 @@ async def test_a_dispatch_claims_fairly_for_an_idle_node_and_publishes_running(s
         assert sorted(j.tenant_id for j in claimed) == sorted([tenant, other])
         assert {j.id for j in claimed} == {waiting.id, mine[0].id}
         assert all(j.attempt == 1 for j in claimed)
-        # two of mine are left ready: the fetchers are woken for them, and claim them as usual
-        assert await wake_tokens(redis) == 2
+        # two of mine are left ready: the fetchers are woken as for a dispatch without a claim
+        assert await wake_tokens(redis) == 3
         rest = await redis.claim(10, node="node-b", lease_ms=60_000)
         assert {j.id for j in rest} == {mine[1].id, mine[2].id}
         # every job's PENDING, then its RUNNING, stamped with Redis's clock
@@ -59,6 +59,16 @@ async def test_a_dispatch_claims_fairly_for_an_idle_node_and_publishes_running(s
         assert (running["tenantId"], running["attempts"], running["maxAttempts"], running["error"]) == (tenant, 1, 3, None)
         at = datetime.fromisoformat(running["updatedAt"].replace("Z", "+00:00"))
         assert abs(at - datetime.now(UTC)) < timedelta(seconds=5)
+
+
+async def test_a_dispatch_whose_claim_took_every_job_wakes_no_fetcher(stores: Any, tenant: str) -> None:
+    _, redis = stores
+    assert redis.claims_on_enqueue
+    with trio.fail_after(10):
+        jobs = [new_job(tenant), new_job(tenant)]
+        claimed = await redis.enqueue_claiming(jobs, created_events(jobs), ClaimAsk(4, "node-a", 60_000))
+        assert {j.id for j in claimed} == {j.id for j in jobs}
+        assert await wake_tokens(redis) == 0
 
 
 async def test_a_dispatch_that_claims_nothing_wakes_the_fetchers_as_usual(stores: Any, tenant: str) -> None:

@@ -1,5 +1,5 @@
 """The node's HTTP application: the quart app, its routes registered per resource, behind the
-request-body gate.
+request-body gate; `POST /jobs` and `GET /health` are answered in front of quart (fastpath.py).
 
 Routes parse with the pure rules in validation.py, call the services (jobs.py, scheduling.py,
 tenants.py) and render with wire.py; no route touches a store or the node (web/context.py says
@@ -20,6 +20,7 @@ from . import admin, dashboard, errors, health, jobs_api, openapi, schedules_api
 from .access import AccessLog
 from .bodies import ASGIApp, BodyGate, ByteBudget
 from .context import Services
+from .fastpath import FastRoutes
 from .requests import Requests
 
 CORS_METHODS = "GET,HEAD,PUT,PATCH,POST,DELETE"
@@ -67,7 +68,7 @@ def create_app(svc: Services, budget: ByteBudget) -> ASGIApp:
     @app.get("/openapi.json")
     async def openapi_json() -> Any:
         return described
-    gated = BodyGate(app, budget, svc.auth, svc.metrics, config.max_body_bytes)
+    gated = BodyGate(FastRoutes(app, svc), budget, svc.auth, svc.metrics, config.max_body_bytes)
     return wsdirect.KeepSend(AccessLog(gated) if config.access_log else gated)
 
 

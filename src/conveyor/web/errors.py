@@ -48,48 +48,41 @@ def error(status: int, message: str, details: list[dict[str, Any]] | None = None
     return Response(error_body(message, details), status=status, mimetype="application/json", headers=headers)
 
 
-def register(app: QuartTrio, metrics: Metrics, max_body_bytes: int) -> None:
-    """Map what the layers below raise to answers; anything else is a logged 500."""
-
-    @app.errorhandler(validation.Invalid)
-    async def invalid(exc: validation.Invalid) -> Response:
-        return error(400, exc.message, [d.as_json() for d in exc.details])
-
-    @app.errorhandler(Unauthorized)
-    async def unauthorized(exc: Unauthorized) -> Response:
+def answer_of(exc: Exception, metrics: Metrics, where: str) -> tuple[int, str, dict[str, str]]:
+    """The status, JSON body and headers that answer an exception raised below the web layer
+    (by quart's error handler and by the routes that answer without quart, fastpath.py); any
+    other exception is a 500, logged with its traceback (call it where that is handled), `where`
+    naming the request."""
+    if isinstance(exc, validation.Invalid):
+        return 400, error_body(exc.message, [d.as_json() for d in exc.details]), {}
+    if isinstance(exc, Unauthorized):
         metrics.inc("conveyor_auth_failures_total")
-        return error(401, f"Unauthorized: {exc}", headers={"WWW-Authenticate": 'Bearer realm="conveyor"'})
-
-    @app.errorhandler(validation.Forbidden)
-    async def forbidden(exc: validation.Forbidden) -> Response:
-        return error(403, f"Forbidden: {exc}")
-
-    @app.errorhandler(Limited)
-    async def limited(exc: Limited) -> Response:
+        return 401, error_body(f"Unauthorized: {exc}"), {"WWW-Authenticate": 'Bearer realm="conveyor"'}
+    if isinstance(exc, validation.Forbidden):
+        return 403, error_body(f"Forbidden: {exc}"), {}
+    if isinstance(exc, Limited):
         after = {} if exc.retry_after_ms is None else {"Retry-After": str(max(1, -(-exc.retry_after_ms // 1000)))}
-        return error(429, str(exc), headers=after)
-
+        return 429, error_body(str(exc)), after
     for kind, status in STATUS_OF.items():
-        app.register_error_handler(kind, _answer_with(status))
-
-    @app.errorhandler(DataRefused)
-    async def refused(exc: DataRefused) -> Response:
+        if isinstance(exc, kind):
+            return status, error_body(str(exc)), {}
+    if isinstance(exc, DataRefused):
         # a value the rules let through and PostgreSQL did not: the caller's input, not an outage
         log.warning("400: %s", exc)
-        return error(400, "Validation failed", [{"field": "request", "message": f"cannot be stored: {exc}"}])
-
-    @app.errorhandler(StoreUnavailable)
-    async def unavailable(exc: StoreUnavailable) -> Response:
+        return 400, error_body("Validation failed", [{"field": "request", "message": f"cannot be stored: {exc}"}]), {}
+    if isinstance(exc, StoreUnavailable):
         log.warning("503: %s", exc)
-        return error(503, "Storage unavailable, try again later")
+        return 503, error_body("Storage unavailable, try again later"), {}
+    if isinstance(exc, Busy):
+        return 503, error_body(f"Service busy: {exc}"), {"Retry-After": "1"}
+    if isinstance(exc, trio.TooSlowError):
+        return 503, error_body("Timed out waiting for storage, try again later"), {}
+    log.exception("unhandled error in %s", where)
+    return 500, error_body("Internal server error"), {}
 
-    @app.errorhandler(Busy)
-    async def busy(exc: Busy) -> Response:
-        return error(503, f"Service busy: {exc}", headers={"Retry-After": "1"})
 
-    @app.errorhandler(trio.TooSlowError)
-    async def too_slow(exc: trio.TooSlowError) -> Response:
-        return error(503, "Timed out waiting for storage, try again later")
+def register(app: QuartTrio, metrics: Metrics, max_body_bytes: int) -> None:
+    """Map what the layers below raise to answers (answer_of); anything else is a logged 500."""
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
@@ -99,13 +92,6 @@ def register(app: QuartTrio, metrics: Metrics, max_body_bytes: int) -> None:
         return error(exc.code or 500, exc.name)
 
     @app.errorhandler(Exception)
-    async def crash(exc: Exception) -> Response:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return error(500, "Internal server error")
-
-
-def _answer_with(status: int) -> Any:
     async def answer(exc: Exception) -> Response:
-        return error(status, str(exc))
-
-    return answer
+        status, body, headers = answer_of(exc, metrics, f"{request.method} {request.path}")
+        return Response(body, status=status, mimetype="application/json", headers=headers)

@@ -2,7 +2,7 @@
 -- set until it is due), and publish its creation event (PENDING). Then, for a node whose fetcher
 -- is idle with free executors, claim up to claim_n ready jobs at once (claim_ready: fair across
 -- tenants, RUNNING published), so that an idle node starts a job without a wake-up and a claim
--- of its own; the fetchers are woken for the ready jobs left.
+-- of its own.
 -- KEYS[1]: shard prefix. ARGV: channel, feed_max, feed_ms, claim_n (0: none), node, lease_ms,
 -- default running cap (as claim.lua's), then groups of 10: id, tenant, type, payload json,
 -- max_attempts, timeout_ms, event json, priority, run_at (ms since the epoch, 0: none), delay_ms
@@ -30,13 +30,17 @@ for i = 8, #ARGV, 10 do
   end
 end
 local out = {count}
+local left = ready
 if claim_n > 0 and ready > 0 then
   claim_ready(p, claim_n, ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), feed_max, now, out)
   for j = 2, #out, 9 do  -- the claim may have taken jobs that were ready before these
-    if fresh[out[j]] then ready = ready - 1 end
+    if fresh[out[j]] then left = left - 1 end
   end
 end
-wake(p, ready)  -- for the jobs this call made ready that are left
+-- Fetchers are woken as for a dispatch without a claim when any of these jobs is left: a woken
+-- fetcher with no free executor keeps its token, so fewer tokens could leave a job waiting for
+-- the next round of the fetchers while others are idle. None when the claim took them all.
+wake(p, left > 0 and ready or 0)
 close_feeds(p, feed_max, feed_ms, now)
 close_history(p, now)
 return out
