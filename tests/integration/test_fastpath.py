@@ -1,5 +1,6 @@
-"""POST /jobs and GET /health answered in front of quart (web/fastpath.py): the same answers as
-quart's routes give, and quart still gets every request the fast path does not handle exactly."""
+"""POST /jobs, GET /health and GET /jobs/{id}/events answered in front of quart (web/fastpath.py):
+the same answers as quart's routes give, and quart still gets every request the fast path does not
+handle exactly."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from conveyor.config import Config
 from conveyor.metrics import Metrics
 from conveyor.node import Node
 from conveyor.web.fastpath import FastRoutes
-from tests.helpers import base_url, bearer, new_tenant
+from tests.helpers import base_url, bearer, new_tenant, wait_until
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 SHOWN = ("content-type", "access-control-allow-origin", "retry-after", "www-authenticate", "connection")
@@ -66,6 +67,42 @@ async def test_submits_are_answered_as_quart_answers_them(start_node: Any, tenan
     }
 
 
+async def test_job_events_are_answered_as_quart_answers_them(start_node: Any, tenant: str) -> None:
+    node: Node = await start_node(auth=True, auth_refresh_seconds=0.2)
+    key = await new_tenant(node, tenant, readRate=1000, readBurst=1000)
+    other = await new_tenant(node, f"{tenant}-b", readRate=1, readBurst=2)
+    with trio.fail_after(30):
+        async with httpx.AsyncClient(base_url=base_url(node)) as client:
+            r = await client.post("/jobs", json={"type": "sleep", "payload": {"delayMs": 0}}, headers=bearer(key))
+            job = r.json()["jobId"]
+
+            async def ended() -> bool:
+                events = (await client.get(f"/jobs/{job}/events", headers=bearer(key))).json()["events"]
+                return bool(events) and events[-1]["status"] == "COMPLETED"
+
+            await wait_until(ended)
+            cases = {
+                "its events": (f"/jobs/{job}/events", bearer(key)),
+                "another tenant's job": (f"/jobs/{job}/events", bearer(other)),
+                "no such job": ("/jobs/00000000-0000-4000-8000-000000000000/events", bearer(key)),
+                "not an id": ("/jobs/nope/events", bearer(key)),
+                "NUL in the id": ("/jobs/a%00b/events", bearer(key)),
+                "no key": (f"/jobs/{job}/events", {}),
+                "over the read rate": (f"/jobs/{job}/events", bearer(other)),
+            }
+            answers = []
+            for name, (path, headers) in cases.items():
+                fast = await client.get(path, headers=headers)
+                slow = await client.get(f"{path}?via=quart", headers=headers)
+                answers.append((name, seen(fast), seen(slow)))
+    for name, fast, slow in answers:
+        assert fast == slow, name
+    statuses = {name: fast[0] for name, fast, _ in answers}
+    assert statuses == {"its events": 200, "another tenant's job": 404, "no such job": 404, "not an id": 404,
+                        "NUL in the id": 400, "no key": 401, "over the read rate": 429}
+    assert [e["status"] for e in answers[0][1][2]["events"]] == ["PENDING", "RUNNING", "COMPLETED"]
+
+
 async def test_health_is_answered_as_quart_answers_it(node: Node) -> None:
     with trio.fail_after(10):
         async with httpx.AsyncClient(base_url=base_url(node)) as client:
@@ -93,7 +130,8 @@ async def _routed(scope: dict[str, Any], body: bytes = b"") -> tuple[bool, list[
 
     svc = SimpleNamespace(config=Config(max_body_bytes=100), auth=SimpleNamespace(from_header=from_header),
                           metrics=Metrics())
-    await FastRoutes(app, svc)({"type": "http", "query_string": b"", **scope}, receive, send)  # type: ignore[arg-type]
+    routes = FastRoutes(app, svc, SimpleNamespace())  # type: ignore[arg-type]
+    await routes({"type": "http", "query_string": b"", **scope}, receive, send)
     return bool(passed), sent
 
 
@@ -110,6 +148,9 @@ async def test_what_the_fast_path_leaves_to_quart() -> None:
         {"method": "HEAD", "path": "/health", "headers": []},
         {"method": "GET", "path": "/jobs", "headers": []},
         {"method": "POST", "path": "/jobs/batch", "headers": [length]},
+        {"method": "GET", "path": "/jobs/x/events/", "headers": []},
+        {"method": "GET", "path": "/jobs/x/y/events", "headers": []},
+        {"method": "GET", "path": "/jobs/x/events", "headers": [length]},
     ):
         passed, sent = await _routed(scope)
         assert passed and not sent, scope

@@ -1,5 +1,5 @@
 """The node's HTTP application: the quart app, its routes registered per resource, behind the
-request-body gate; `POST /jobs` and `GET /health` are answered in front of quart (fastpath.py).
+request-body gate; the hottest routes are answered in front of quart (fastpath.py).
 
 Routes parse with the pure rules in validation.py, call the services (jobs.py, scheduling.py,
 tenants.py) and render with wire.py; no route touches a store or the node (web/context.py says
@@ -68,7 +68,7 @@ def create_app(svc: Services, budget: ByteBudget) -> ASGIApp:
     @app.get("/openapi.json")
     async def openapi_json() -> Any:
         return described
-    gated = BodyGate(FastRoutes(app, svc), budget, svc.auth, svc.metrics, config.max_body_bytes)
+    gated = BodyGate(FastRoutes(app, svc, req), budget, svc.auth, svc.metrics, config.max_body_bytes)
     return wsdirect.KeepSend(AccessLog(gated) if config.access_log else gated)
 
 

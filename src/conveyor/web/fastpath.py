@@ -1,12 +1,14 @@
-"""The two requests a node serves most, answered without quart: `POST /jobs` and `GET /health`.
+"""The requests a node serves most, answered without quart: `POST /jobs`, `GET /health` and
+`GET /jobs/{id}/events`.
 
 quart costs a request about a quarter of a millisecond of CPU beyond hypercorn's (its request
 and app contexts, signals, the before and after hooks, a response object), paid on the one event
 loop that also claims, records and fans out: on an idle node that is part of every submit's
-latency, and under another tenant's reads it is part of everyone's. `FastRoutes` sits between the
-body gate and quart and answers these two itself, with the same rules and services the quart
-routes use (json_body_of, validation.parse_submission, Jobs.submit, errors.answer_of) and the
-same answers: status, JSON as quart writes it, Content-Type and the CORS header. A request that
+latency, and under another tenant's reads (their refusals too) it is part of everyone's.
+`FastRoutes` sits between the body gate and quart and answers these itself, with the same rules
+and services the quart routes use (json_body_of, validation, Jobs.submit and Jobs.events, the
+tenant read bounds of the same Requests, errors.answer_of) and the same answers: status, JSON as
+quart writes it, Content-Type and the CORS header. A request that
 it would not handle exactly as quart does goes to quart: one with a query string (quart checks
 its parameters), an Idempotency-Key (the replay path), a body of unknown length, larger than the
 limit (quart's 413), or a body on a GET.
@@ -15,6 +17,7 @@ limit (quart's 413), or a body on a GET.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +27,9 @@ from ..wire import iso
 from .bodies import PRINCIPAL, ASGIApp, Receive, Scope, Send
 from .context import Services
 from .errors import answer_of
-from .requests import json_body_of
+from .requests import Requests, json_body_of
+
+EVENTS_PATH = re.compile(r"/jobs/([^/]+)/events")  # quart's <job_id>: anything but a slash
 
 
 def quart_json(value: Any) -> bytes:
@@ -33,9 +38,10 @@ def quart_json(value: Any) -> bytes:
 
 
 class FastRoutes:
-    def __init__(self, app: ASGIApp, svc: Services) -> None:
+    def __init__(self, app: ASGIApp, svc: Services, req: Requests) -> None:
         self.app = app
         self.svc = svc
+        self.req = req  # the quart routes' too: one read bound per tenant
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("query_string"):
@@ -45,6 +51,9 @@ class FastRoutes:
                 return await _answer(send, 200, quart_json({"status": "ok", "timestamp": iso(datetime.now(UTC))}))
             if path == "/jobs" and method == "POST" and self._plain_submit(scope):
                 return await self._submit(scope, receive, send)
+            if method == "GET" and (found := EVENTS_PATH.fullmatch(path or "")) and _body_length(scope) == 0:
+                await _read_body(receive)
+                return await self._events(scope, send, found[1])
         return await self.app(scope, receive, send)
 
     def _plain_submit(self, scope: Scope) -> bool:
@@ -63,6 +72,16 @@ class FastRoutes:
             status, body, headers = answer_of(exc, self.svc.metrics, "POST /jobs")
             return await _answer(send, status, body.encode(), headers)
         await _answer(send, 201, quart_json(done.answer))
+
+    async def _events(self, scope: Scope, send: Send, job_id: str) -> None:
+        try:
+            validation.storable_params((("job_id", job_id),), "path")  # quart's before_request
+            async with self.req.reading(who=await self._caller(scope)) as who:
+                found_id, events = await self.svc.jobs.events(job_id, who.tenant)
+        except Exception as exc:
+            status, body, headers = answer_of(exc, self.svc.metrics, f"GET {scope.get('path')}")
+            return await _answer(send, status, body.encode(), headers)
+        await _answer(send, 200, quart_json({"jobId": found_id, "events": events}))
 
     async def _caller(self, scope: Scope) -> Principal:
         checked = scope.get(PRINCIPAL)
