@@ -8,12 +8,13 @@ The two stages overlap: while batch N goes to Redis, batch N+1 is written to Pos
 store still sees the batches one at a time and in order, so a job's events keep their order.
 
 A start is written to PostgreSQL, not published: the claim script published its RUNNING event
-before the job reached an executor. An outcome's events travel with its Redis action, which applies only while the envelope is at
-that attempt. An outcome that PostgreSQL refused because the job had ended already (its node
-died after committing the end, before telling Redis; the reaper sends such jobs here) carries
-that end's event, read from the row: it is published once, by whichever call drops the envelope,
-and the job does not run again. A batch that PostgreSQL refuses for one outcome's values is cut
-until that outcome is found, which is then written as FAILED, saying why.
+before the job reached an executor. An outcome's events travel with its Redis action, which
+applies only while the envelope is at that attempt. An outcome that PostgreSQL refused because
+the job had ended already (its node died after committing the end, before telling Redis; the
+reaper sends such jobs here) carries that end's event, read from the row: it is published once,
+by whichever call drops the envelope, and the job does not run again. A batch that PostgreSQL
+refuses for one outcome's values is cut until that outcome is found, which is then written as
+FAILED, saying why.
 """
 
 from __future__ import annotations

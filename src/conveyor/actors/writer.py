@@ -153,8 +153,7 @@ async def run_writer(
 async def _dispatch(redis: Dispatch, jobs: list[NewJob], local: LocalClaims | None) -> None:
     """Dispatch committed jobs, claiming some along for this node when its fetcher is idle."""
     events = created_events(jobs)
-    ask = local.reserve(len(jobs)) if local is not None and redis.claims_on_enqueue else None
-    if ask is None or local is None:
+    if local is None or not redis.claims_on_enqueue or (ask := local.reserve(len(jobs))) is None:
         await redis.enqueue(jobs, events)
         return
     claimed: list[Envelope] = []

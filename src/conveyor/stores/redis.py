@@ -170,10 +170,9 @@ class RedisStore(ShardCalls, FeedReads):
                            j.priority, j.run_at_ms, j.delay_ms))
             for j, event in zip(jobs, created, strict=True)
         )
-        claiming = ask is not None and ask.n > 0 and self.claims_on_enqueue
-        head = [*self._feed, *(
-            (ask.n, ask.node, ask.lease_ms, ask.max_running) if claiming and ask else (0, "", 0, 0)
-        )]
+        if ask is None or not self.claims_on_enqueue:
+            ask = ClaimAsk(0, "", 0)  # claim nothing
+        head = [*self._feed, ask.n, ask.node, ask.lease_ms, ask.max_running]
         answers = await self._each_shard("enqueue", groups, head)
         return sum(int(a[0]) for a in answers), [job for a in answers for job in _claimed(a[1:])]
 
