@@ -181,15 +181,16 @@ class Jobs:
         row = await self.pg.retry_job(job.id, tenant, max_attempts)
         if row is None:
             raise JobConflict(f"Job is {job.status}: only FAILED or CANCELLED jobs can be retried")
-        try:
-            await self.redis.reconcile([{**row, "due_in_ms": 0}])
-        except StoreUnavailable as exc:
-            log.warning("retried job %s not dispatched yet (the reconciler will): %s", row["id"], exc)
         retried = JobRecord.from_row(row)
+        # its PENDING first: once dispatched, a claim can publish its RUNNING at once
         try:
             await self.redis.publish([(retried.tenant_id, retried.id, json.dumps(job_update(retried)))])
         except StoreUnavailable as exc:
             log.warning("event of job %s not published: %s", retried.id, exc)
+        try:
+            await self.redis.reconcile([{**row, "due_in_ms": 0}])
+        except StoreUnavailable as exc:
+            log.warning("retried job %s not dispatched yet (the reconciler will): %s", row["id"], exc)
         return retried
 
     async def events(self, job_id: str, tenant: str | None) -> tuple[str, list[dict[str, Any]]]:
