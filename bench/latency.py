@@ -53,7 +53,6 @@ async def probe(url: str, n: int) -> tuple[list[float], list[float], list[float]
     want: list[str] = []  # the job whose COMPLETED ends the wait
 
     async def listen(ws: WebSocketConnection) -> None:
-        nonlocal done
         while True:
             msg = json.loads(await ws.get_message())
             at = time.perf_counter()

@@ -125,12 +125,11 @@ async def _routed(scope: dict[str, Any], body: bytes = b"") -> tuple[bool, list[
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    async def from_header(header: str | None) -> Any:
+    async def caller_of(scope: Any) -> Any:
         raise Unauthorized("no key")
 
-    svc = SimpleNamespace(config=Config(max_body_bytes=100), auth=SimpleNamespace(from_header=from_header),
-                          metrics=Metrics())
-    routes = FastRoutes(app, svc, SimpleNamespace())  # type: ignore[arg-type]
+    svc = SimpleNamespace(config=Config(max_body_bytes=100), metrics=Metrics())
+    routes = FastRoutes(app, svc, SimpleNamespace(caller_of=caller_of))  # type: ignore[arg-type]
     await routes({"type": "http", "query_string": b"", **scope}, receive, send)
     return bool(passed), sent
 

@@ -122,8 +122,9 @@ class ByteBudget:
                 break  # first in line for room in the total: nobody overtakes it
 
 
-def _has_body(scope: Scope) -> tuple[bool, int | None]:
-    """Whether the request carries a body, and its declared length."""
+def declared_body(scope: Scope) -> tuple[bool, int | None]:
+    """Whether the request carries a body, and its declared length (None: chunked, or a
+    Content-Length that is not a number; also None without one, when there is no body)."""
     length: int | None = None
     chunked = False
     for name, value in scope.get("headers", ()):
@@ -199,10 +200,11 @@ async def _refuse(
     await body.drain()
     data = error_body(error).encode()
     with trio.move_on_after(DRAIN_S):
-        await _send_answer(send, status, data, headers)
+        await send_json(send, status, data, [(b"connection", b"close"), *headers])
 
 
-async def _send_answer(send: Send, status: int, data: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+async def send_json(send: Send, status: int, data: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    """A whole JSON answer, as the app's answers are: Content-Type, length and the CORS header."""
     await send({
         "type": "http.response.start",
         "status": status,
@@ -210,7 +212,6 @@ async def _send_answer(send: Send, status: int, data: bytes, headers: list[tuple
             (b"content-type", b"application/json"),
             (b"content-length", str(len(data)).encode()),
             (b"access-control-allow-origin", b"*"),
-            (b"connection", b"close"),
             *headers,
         ],
     })
@@ -234,7 +235,7 @@ class BodyGate:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         body = _Body(receive)
-        has_body, length = _has_body(scope)
+        has_body, length = declared_body(scope)
         if not has_body:
             return await self.app(scope, body.receive, body.answer(send))
         if length is not None and length > self.max_body:

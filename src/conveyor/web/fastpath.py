@@ -22,9 +22,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .. import validation
-from ..auth import Principal
 from ..wire import iso
-from .bodies import PRINCIPAL, ASGIApp, Receive, Scope, Send
+from .bodies import ASGIApp, Receive, Scope, Send, declared_body, send_json
 from .context import Services
 from .errors import answer_of
 from .requests import Requests, json_body_of
@@ -65,7 +64,7 @@ class FastRoutes:
     async def _submit(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = await _read_body(receive)
         try:
-            who = await self._caller(scope)
+            who = await self.req.caller_of(scope)
             job = validation.parse_submission(json_body_of(raw), self.svc.registry, self.svc.config, who.tenant)
             done = await self.svc.jobs.submit(who.tenant or job.tenant_id, [job], {"jobId": job.id}, None)
         except Exception as exc:
@@ -76,37 +75,18 @@ class FastRoutes:
     async def _events(self, scope: Scope, send: Send, job_id: str) -> None:
         try:
             validation.storable_params((("job_id", job_id),), "path")  # quart's before_request
-            async with self.req.reading(who=await self._caller(scope)) as who:
+            async with self.req.reading(who=await self.req.caller_of(scope)) as who:
                 found_id, events = await self.svc.jobs.events(job_id, who.tenant)
         except Exception as exc:
             status, body, headers = answer_of(exc, self.svc.metrics, f"GET {scope.get('path')}")
             return await _answer(send, status, body.encode(), headers)
         await _answer(send, 200, quart_json({"jobId": found_id, "events": events}))
 
-    async def _caller(self, scope: Scope) -> Principal:
-        checked = scope.get(PRINCIPAL)
-        if isinstance(checked, Principal):
-            return checked  # authenticated by the body gate
-        header = None
-        for name, value in scope.get("headers", ()):
-            if name == b"authorization":
-                header = value.decode("latin-1")
-        return await self.svc.auth.from_header(header)
-
 
 def _body_length(scope: Scope) -> int | None:
-    """The request's declared body length: 0 without one, None when it is not known
-    (chunked, or a Content-Length that is not a number)."""
-    length = 0
-    for name, value in scope.get("headers", ()):
-        if name == b"transfer-encoding":
-            return None
-        if name == b"content-length":
-            try:
-                length = int(value)
-            except ValueError:
-                return None
-    return length
+    """The request's declared body length: 0 without a body, None when it is not known."""
+    has_body, length = declared_body(scope)
+    return length if has_body else 0
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -122,14 +102,4 @@ async def _read_body(receive: Receive) -> bytes:
 
 
 async def _answer(send: Send, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            *((k.lower().encode(), v.encode()) for k, v in (headers or {}).items()),
-            (b"access-control-allow-origin", b"*"),
-        ],
-    })
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    await send_json(send, status, body, [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()])

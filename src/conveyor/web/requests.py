@@ -3,7 +3,7 @@ and the body as JSON whose every value can be stored."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -33,10 +33,18 @@ class Requests:
 
     async def caller(self) -> Principal:
         """The authenticated caller (tenant None when auth is off); raises Unauthorized."""
-        checked = request.scope.get(PRINCIPAL)
+        return await self.caller_of(request.scope)
+
+    async def caller_of(self, scope: Mapping[str, Any]) -> Principal:
+        """The caller of an ASGI request (the routes in front of quart have no quart request)."""
+        checked = scope.get(PRINCIPAL)
         if isinstance(checked, Principal):
             return checked  # authenticated by the body gate
-        return await self.svc.auth.from_header(request.headers.get("Authorization"))
+        header = None
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                header = value.decode("latin-1")
+        return await self.svc.auth.from_header(header)
 
     @asynccontextmanager
     async def reading(self, cost: int = 1, who: Principal | None = None) -> AsyncIterator[Principal]:
