@@ -28,6 +28,7 @@ T = TypeVar("T")
 
 READY_R = 1  # psycopg's Wait.R and Ready.R (selectors.EVENT_READ)
 READY_W = 2  # psycopg's Wait.W and Ready.W (selectors.EVENT_WRITE)
+PAUSE = -1  # not a socket wait: a driven call lets the event loop run once (see pause)
 
 
 class _Driven(greenlet.greenlet):
@@ -54,6 +55,15 @@ class StaleInLoop(BaseException):  # noqa: N818  (not an error: a signal to take
     """A pooled connection failed its check inside a driven call. A BaseException, so that the
     pool puts the connection back (closing it) and re-raises at once, instead of retrying after
     a blocking sleep that would stop the event loop; the caller retries in a worker thread."""
+
+
+def pause() -> None:
+    """Inside a driven call, let the event loop run other tasks once before going on: work on a
+    large result (converting its rows) is then several steps of the loop, not one long one that
+    every other request waits behind. Elsewhere (a worker thread) nothing to do."""
+    current = greenlet.getcurrent()
+    if isinstance(current, _Driven):
+        current.parent.switch((PAUSE, PAUSE))
 
 
 def check(conn: psycopg.Connection[Any]) -> None:
@@ -101,6 +111,11 @@ async def _ready(fd: int, wanted: int) -> int:
     return ready
 
 
+async def _paused() -> int:
+    await trio.lowlevel.cancel_shielded_checkpoint()
+    return 0
+
+
 async def run(fn: Callable[[], T]) -> T:
     """fn() in a driven greenlet, its socket waits awaited here. Not cancellable, as a call in
     a worker thread is not: a statement sent is seen through to its answer."""
@@ -110,7 +125,7 @@ async def run(fn: Callable[[], T]) -> T:
         while not child.dead:
             fd, wanted = request
             try:
-                ready = await _ready(fd, wanted)
+                ready = await (_paused() if wanted == PAUSE else _ready(fd, wanted))
             except BaseException as exc:  # psycopg unwinds, and the pool takes its connection back
                 request = child.throw(exc)
                 continue

@@ -34,6 +34,7 @@ LIMIT_COLUMNS = (
     "max_queued_bytes", "read_rate", "read_burst", "retention_seconds", "max_schedules",
 )
 LIST_VALUE_BYTES = 16 * 1024  # a list leaves out payloads and results larger than this
+ROWS_PER_STEP = 20  # of a list page: converted between two turns of the event loop
 EXACT_TOTAL_UP_TO = 10_000  # a list's total is counted up to this, and estimated beyond it
 
 
@@ -322,7 +323,12 @@ class PostgresStore:
                 "after_id": after[1] if after else None, "bound": exact_up_to + 1,
             }
             with conn.cursor(row_factory=dict_row) as cur:
-                rows = cur.execute(QUERIES["list_jobs"], args).fetchall()
+                cur.execute(QUERIES["list_jobs"], args)
+                rows: list[dict[str, Any]] = []
+                while part := cur.fetchmany(ROWS_PER_STEP):  # converted a part at a time
+                    if rows:
+                        pg_trio.pause()
+                    rows += part
                 counted = cur.execute(QUERIES["count_jobs"], args).fetchone()
                 total = counted["count"] if counted else 0
                 if total <= exact_up_to:

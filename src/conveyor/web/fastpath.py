@@ -1,5 +1,5 @@
-"""The requests a node serves most, answered without quart: `POST /jobs`, `GET /health` and
-`GET /jobs/{id}/events`.
+"""The requests a node serves most, answered without quart: `POST /jobs`, `GET /health`,
+`GET /jobs/{id}/events` and `GET /jobs`.
 
 quart costs a request about a quarter of a millisecond of CPU beyond hypercorn's (its request
 and app contexts, signals, the before and after hooks, a response object), paid on the one event
@@ -10,8 +10,8 @@ and services the quart routes use (json_body_of, validation, Jobs.submit and Job
 tenant read bounds of the same Requests, errors.answer_of) and the same answers: status, JSON as
 quart writes it, Content-Type and the CORS header. A request that
 it would not handle exactly as quart does goes to quart: one with a query string (quart checks
-its parameters), an Idempotency-Key (the replay path), a body of unknown length, larger than the
-limit (quart's 413), or a body on a GET.
+its parameters; GET /jobs's are checked here as quart does), an Idempotency-Key (the replay
+path), a body of unknown length, larger than the limit (quart's 413), or a body on a GET.
 """
 
 from __future__ import annotations
@@ -20,12 +20,17 @@ import json
 import re
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl
+
+import werkzeug.urls  # noqa: F401  (registers the "werkzeug.url_quote" decoding error handler)
+from werkzeug.datastructures import ImmutableMultiDict
 
 from .. import validation
 from ..wire import iso
 from .bodies import ASGIApp, Receive, Scope, Send, declared_body, send_json
 from .context import Services
 from .errors import answer_of
+from .jobs_api import list_answer
 from .requests import Requests, json_body_of
 
 EVENTS_PATH = re.compile(r"/jobs/([^/]+)/events")  # quart's <job_id>: anything but a slash
@@ -43,8 +48,13 @@ class FastRoutes:
         self.req = req  # the quart routes' too: one read bound per tenant
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope.get("query_string"):
-            method, path = scope.get("method"), scope.get("path")
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        method, path, query = scope.get("method"), scope.get("path"), scope.get("query_string")
+        if path == "/jobs" and method == "GET" and _body_length(scope) == 0 and (args := _args(query)) is not None:
+            await _read_body(receive)
+            return await self._list(scope, send, args)
+        if not query:
             if path == "/health" and method == "GET" and _body_length(scope) == 0:
                 await _read_body(receive)  # its end: the connection stays open for the next one
                 return await _answer(send, 200, quart_json({"status": "ok", "timestamp": iso(datetime.now(UTC))}))
@@ -54,6 +64,15 @@ class FastRoutes:
                 await _read_body(receive)
                 return await self._events(scope, send, found[1])
         return await self.app(scope, receive, send)
+
+    async def _list(self, scope: Scope, send: Send, args: ImmutableMultiDict[str, str]) -> None:
+        try:
+            validation.storable_params(args.items(multi=True), "query")  # quart's before_request
+            answer = await list_answer(self.svc, self.req, await self.req.caller_of(scope), args)
+        except Exception as exc:
+            status, body, headers = answer_of(exc, self.svc.metrics, "GET /jobs")
+            return await _answer(send, status, body.encode(), headers)
+        await _answer(send, 200, answer)
 
     def _plain_submit(self, scope: Scope) -> bool:
         length = _body_length(scope)
@@ -81,6 +100,16 @@ class FastRoutes:
             status, body, headers = answer_of(exc, self.svc.metrics, f"GET {scope.get('path')}")
             return await _answer(send, status, body.encode(), headers)
         await _answer(send, 200, quart_json({"jobId": found_id, "events": events}))
+
+
+def _args(query: bytes | None) -> ImmutableMultiDict[str, str] | None:
+    """A query string's parameters as quart parses them (werkzeug's Request.args), or None when
+    it is not UTF-8 (quart's answer to that is its own)."""
+    try:
+        text = (query or b"").decode()
+    except UnicodeDecodeError:
+        return None
+    return ImmutableMultiDict(parse_qsl(text, keep_blank_values=True, errors="werkzeug.url_quote"))
 
 
 def _body_length(scope: Scope) -> int | None:
