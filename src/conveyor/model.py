@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
 
 from .storable import dumps
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 CANCELLED_BY_REQUEST = "cancelled by request"  # the error of a job cancelled through the API
 PRIORITY_DEFAULT = 5  # of 0 (most urgent) .. 9: urgent work can jump ahead, bulk work step back
@@ -52,8 +54,12 @@ class NewJob:
 
     @property
     def run_at_ms(self) -> int:
-        """run_at in ms since the epoch (0: none)."""
-        return int(self.run_at.timestamp() * 1000) if self.run_at is not None else 0
+        """run_at in ms since the epoch, rounded up (a job never runs before its runAt, whose
+        microseconds PostgreSQL keeps); 0: none."""
+        if self.run_at is None:
+            return 0
+        micros = (self.run_at - EPOCH) // timedelta(microseconds=1)
+        return -(-micros // 1000)
 
 
 @attrs.frozen

@@ -136,6 +136,11 @@ def test_timing_fields() -> None:
     job = parse_submission({**base, "runAt": "2027-06-01T12:00:00+02:00"}, REGISTRY, CONFIG)
     assert job.run_at == datetime(2027, 6, 1, 10, 0, tzinfo=UTC) and job.run_at_ms == 1811844000000
     assert parse_submission(base, REGISTRY, CONFIG).priority == 5
+    # the dispatch index counts in ms: a runAt between two is due at the later one, never before
+    job = parse_submission({**base, "runAt": "2027-06-01T10:00:00.000001Z"}, REGISTRY, CONFIG)
+    assert job.run_at_ms == 1811844000001
+    job = parse_submission({**base, "runAt": "2027-06-01T10:00:00.149456+00:00"}, REGISTRY, CONFIG)
+    assert job.run_at_ms == 1811844000150
     assert parse_submission({**base, "runAt": "2027-06-01T12:00:00Z"}, REGISTRY, CONFIG).run_at == datetime(2027, 6, 1, 12, tzinfo=UTC)
     now = datetime(2026, 1, 1, tzinfo=UTC)
     assert run_at_problem("2027-01-02T00:00:00+00:00", now) == datetime(2027, 1, 2, tzinfo=UTC)  # 366 days

@@ -266,7 +266,7 @@ WHERE id IN (
 -- name: unfinished_jobs_by_id
 -- The reconciler's second look at the jobs Redis did not know: those still non-terminal now.
 SELECT id::text, tenant_id, type, payload, status, attempts, max_attempts, retries, timeout_ms,
-       priority, greatest(0, extract(epoch FROM run_at - now()) * 1000)::bigint AS due_in_ms,
+       priority, greatest(0, ceil(extract(epoch FROM run_at - now()) * 1000))::bigint AS due_in_ms,
        updated_at
 FROM jobs
 WHERE id = ANY(%(ids)s::uuid[])
