@@ -101,7 +101,6 @@ async def test_a_driven_call_that_pauses_lets_other_tasks_run_between_its_parts(
             # the loop ran the other task between the parts (each turn of the loop runs both
             # tasks once, in either order: so between the first part and the third)
             assert "other" in seen[seen.index("part 1"):seen.index("part 3")]
-            seen.clear()
             assert await trio.to_thread.run_sync(lambda: pg_trio.pause() or "done") == "done"
     finally:
         await pg.close()
