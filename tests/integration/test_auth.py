@@ -80,6 +80,35 @@ async def test_http_refuses_missing_malformed_and_forged_keys(secure_node: Node,
     assert node.metrics.value("conveyor_auth_failures_total") == 7 * 6
 
 
+async def test_more_than_one_authorization_header_is_refused(secure_node: Node, tenant: str) -> None:
+    """Two Authorization headers may name two tenants: every route refuses them (401), whether
+    the body gate, the routes in front of quart, quart's or the admin guard reads them."""
+    node = secure_node
+    mine, theirs = await new_tenant(node, tenant), await new_tenant(node, f"{tenant}-b")
+    two = [("Authorization", f"Bearer {mine}"), ("Authorization", f"Bearer {theirs}")]
+    with trio.fail_after(20):
+        async with httpx.AsyncClient(base_url=base_url(node)) as client:
+            job_id = (await client.post("/jobs", json={"type": "sleep", "payload": {"delayMs": 0}},
+                                        headers=bearer(mine))).json()["jobId"]
+            for method, path, body in [
+                ("GET", "/jobs", None),  # in front of quart
+                ("GET", f"/jobs/{job_id}/events", None),
+                ("GET", f"/jobs/{job_id}", None),  # quart
+                ("POST", "/jobs", {"type": "sleep", "payload": {"delayMs": 0}}),  # the body gate
+                ("POST", "/ws/tickets", None),
+            ]:
+                r = await client.request(method, path, json=body, headers=two)
+                assert r.status_code == 401, (method, path, r.text)
+                assert "one Authorization header" in r.json()["error"]
+            r = await client.get("/admin/tenants", headers=[("Authorization", f"Bearer {ADMIN_KEY}")] * 2)
+            assert r.status_code == 401, r.text
+        with pytest.raises(ConnectionRejected) as rejected:
+            async with open_websocket_url(ws_url(node), extra_headers=[(k.lower().encode(), v.encode()) for k, v in two]):
+                pass
+        assert rejected.value.status_code == 401
+    assert await count_rows(node) == 1  # the refused submit stored nothing
+
+
 async def test_a_revoked_key_stops_working_on_every_node(
     secure_node: Node, start_node: Any, tenant: str
 ) -> None:

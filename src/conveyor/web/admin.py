@@ -16,6 +16,7 @@ from quart_trio import QuartTrio
 
 from .. import keys
 from ..auth import Unauthorized
+from .bodies import authorization_of
 from .context import Services
 from .errors import error
 from .requests import Requests
@@ -32,7 +33,7 @@ def register(app: QuartTrio, svc: Services, req: Requests) -> None:
             return None
         if not config.admin_key:
             return error(404, "the admin API is disabled: set CONVEYOR_ADMIN_KEY to enable it")
-        token = keys.bearer(request.headers.get("Authorization")) or ""
+        token = keys.bearer(authorization_of(request.scope)) or ""
         if not hmac.compare_digest(token.encode(), config.admin_key.encode()):
             raise Unauthorized("the admin API needs 'Authorization: Bearer <admin key>'")
         return None

@@ -23,7 +23,7 @@ is arriving, so a kept-alive connection stays open in the usual case.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -120,6 +120,15 @@ class ByteBudget:
                 waiter.event.set()
             elif self._share_allows(waiter.owner, waiter.size):
                 break  # first in line for room in the total: nobody overtakes it
+
+
+def authorization_of(scope: Mapping[str, Any]) -> str | None:
+    """The request's Authorization header (None: it has none). More than one is refused
+    (Unauthorized): they may name two tenants, and which one counts would be a guess."""
+    found = [value for name, value in scope.get("headers", ()) if name == b"authorization"]
+    if len(found) > 1:
+        raise Unauthorized("send one Authorization header, not several")
+    return found[0].decode("latin-1") if found else None
 
 
 def declared_body(scope: Scope) -> tuple[bool, int | None]:
@@ -266,12 +275,8 @@ class BodyGate:
         path = scope.get("path", "")
         if not self.auth.enabled or path == "/admin" or path.startswith("/admin/"):
             return "*" if not self.auth.enabled else "admin"  # the admin guard checks its key
-        header = None
-        for name, value in scope.get("headers", ()):
-            if name == b"authorization":
-                header = value.decode("latin-1")
         try:
-            principal = await self.auth.from_header(header)
+            principal = await self.auth.from_header(authorization_of(scope))
         except Unauthorized as exc:
             self.metrics.inc("conveyor_auth_failures_total")
             await _refuse(send, body, 401, f"Unauthorized: {exc}",

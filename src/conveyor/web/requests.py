@@ -12,7 +12,7 @@ from quart import request
 from .. import storable, validation
 from ..auth import Principal
 from ..handlers import FieldError
-from .bodies import PRINCIPAL
+from .bodies import PRINCIPAL, authorization_of
 from .context import Services
 from .reads import TenantReads
 
@@ -40,11 +40,7 @@ class Requests:
         checked = scope.get(PRINCIPAL)
         if isinstance(checked, Principal):
             return checked  # authenticated by the body gate
-        header = None
-        for name, value in scope.get("headers", ()):
-            if name == b"authorization":
-                header = value.decode("latin-1")
-        return await self.svc.auth.from_header(header)
+        return await self.svc.auth.from_header(authorization_of(scope))
 
     @asynccontextmanager
     async def reading(self, cost: int = 1, who: Principal | None = None) -> AsyncIterator[Principal]:

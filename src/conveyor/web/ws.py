@@ -36,6 +36,7 @@ from ..auth import Principal, Unauthorized
 from ..failures import StoreUnavailable
 from ..hub import CatchUp, Connection, FeedEvent, Subscriber
 from . import wsdirect, wsfix
+from .bodies import authorization_of
 from .context import Services
 from .errors import error
 
@@ -120,7 +121,7 @@ async def _upgrade_credentials(svc: Services) -> Principal | None:
     """Credentials carried by the upgrade request; None when the client must send AUTH."""
     if not svc.auth.enabled:
         return Principal(None)
-    header = websocket.headers.get("Authorization")
+    header = authorization_of(websocket.scope)
     ticket = websocket.args.get("ticket")
     if header and ticket is not None:
         # two credentials that may name two tenants: which one the socket is would be a guess
