@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -32,6 +33,8 @@ from .context import Services
 from .errors import answer_of
 from .jobs_api import list_answer
 from .requests import Requests, json_body_of
+
+Answer = tuple[int, bytes]  # a route's status and JSON body
 
 EVENTS_PATH = re.compile(r"/jobs/([^/]+)/events")  # quart's <job_id>: anything but a slash
 
@@ -50,29 +53,32 @@ class FastRoutes:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        method, path, query = scope.get("method"), scope.get("path"), scope.get("query_string")
-        if path == "/jobs" and method == "GET" and _body_length(scope) == 0 and (args := _args(query)) is not None:
-            await _read_body(receive)
-            return await self._list(scope, send, args)
-        if not query:
-            if path == "/health" and method == "GET" and _body_length(scope) == 0:
-                await _read_body(receive)  # its end: the connection stays open for the next one
-                return await _answer(send, 200, quart_json({"status": "ok", "timestamp": iso(datetime.now(UTC))}))
-            if path == "/jobs" and method == "POST" and self._plain_submit(scope):
-                return await self._submit(scope, receive, send)
-            if method == "GET" and (found := EVENTS_PATH.fullmatch(path or "")) and _body_length(scope) == 0:
-                await _read_body(receive)
-                return await self._events(scope, send, found[1])
+        method, path, query = scope.get("method"), scope.get("path") or "", scope.get("query_string")
+        if method == "GET" and _body_length(scope) == 0:
+            if path == "/jobs" and (args := _args(query)) is not None:
+                return await self._answer(receive, send, "GET /jobs", lambda _: self._list(scope, args))
+            if path == "/health" and not query:
+                return await self._answer(receive, send, "GET /health", lambda _: _health())
+            if (found := EVENTS_PATH.fullmatch(path)) and not query:
+                return await self._answer(receive, send, f"GET {path}", lambda _: self._events(scope, found[1]))
+        if method == "POST" and path == "/jobs" and not query and self._plain_submit(scope):
+            return await self._answer(receive, send, "POST /jobs", lambda raw: self._submit(scope, raw))
         return await self.app(scope, receive, send)
 
-    async def _list(self, scope: Scope, send: Send, args: ImmutableMultiDict[str, str]) -> None:
+    async def _answer(
+        self, receive: Receive, send: Send, where: str, route: Callable[[bytes], Awaitable[Answer]]
+    ) -> None:
+        """Read the request's body to its end (then the connection stays open for the next
+        request), give it to the route, and send what the route answers, or what its exception
+        means (errors.answer_of, as quart's error handlers do)."""
+        raw = await _read_body(receive)
+        headers: dict[str, str] = {}
         try:
-            validation.storable_params(args.items(multi=True), "query")  # quart's before_request
-            answer = await list_answer(self.svc, self.req, await self.req.caller_of(scope), args)
+            status, body = await route(raw)
         except Exception as exc:
-            status, body, headers = answer_of(exc, self.svc.metrics, "GET /jobs")
-            return await _answer(send, status, body.encode(), headers)
-        await _answer(send, 200, answer)
+            status, text, headers = answer_of(exc, self.svc.metrics, where)
+            body = text.encode()
+        await send_json(send, status, body, [(k.lower().encode(), v.encode()) for k, v in headers.items()])
 
     def _plain_submit(self, scope: Scope) -> bool:
         length = _body_length(scope)
@@ -80,26 +86,25 @@ class FastRoutes:
             return False
         return not any(name == b"idempotency-key" for name, _ in scope.get("headers", ()))
 
-    async def _submit(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raw = await _read_body(receive)
-        try:
-            who = await self.req.caller_of(scope)
-            job = validation.parse_submission(json_body_of(raw), self.svc.registry, self.svc.config, who.tenant)
-            done = await self.svc.jobs.submit(who.tenant or job.tenant_id, [job], {"jobId": job.id}, None)
-        except Exception as exc:
-            status, body, headers = answer_of(exc, self.svc.metrics, "POST /jobs")
-            return await _answer(send, status, body.encode(), headers)
-        await _answer(send, 201, quart_json(done.answer))
+    async def _submit(self, scope: Scope, raw: bytes) -> Answer:
+        who = await self.req.caller_of(scope)
+        job = validation.parse_submission(json_body_of(raw), self.svc.registry, self.svc.config, who.tenant)
+        done = await self.svc.jobs.submit(who.tenant or job.tenant_id, [job], {"jobId": job.id}, None)
+        return 201, quart_json(done.answer)
 
-    async def _events(self, scope: Scope, send: Send, job_id: str) -> None:
-        try:
-            validation.storable_params((("job_id", job_id),), "path")  # quart's before_request
-            async with self.req.reading(who=await self.req.caller_of(scope)) as who:
-                found_id, events = await self.svc.jobs.events(job_id, who.tenant)
-        except Exception as exc:
-            status, body, headers = answer_of(exc, self.svc.metrics, f"GET {scope.get('path')}")
-            return await _answer(send, status, body.encode(), headers)
-        await _answer(send, 200, quart_json({"jobId": found_id, "events": events}))
+    async def _list(self, scope: Scope, args: ImmutableMultiDict[str, str]) -> Answer:
+        validation.storable_params(args.items(multi=True), "query")  # quart's before_request
+        return 200, await list_answer(self.svc, self.req, await self.req.caller_of(scope), args)
+
+    async def _events(self, scope: Scope, job_id: str) -> Answer:
+        validation.storable_params((("job_id", job_id),), "path")  # quart's before_request
+        async with self.req.reading(who=await self.req.caller_of(scope)) as who:
+            found_id, events = await self.svc.jobs.events(job_id, who.tenant)
+        return 200, quart_json({"jobId": found_id, "events": events})
+
+
+async def _health() -> Answer:
+    return 200, quart_json({"status": "ok", "timestamp": iso(datetime.now(UTC))})
 
 
 def _args(query: bytes | None) -> ImmutableMultiDict[str, str] | None:
@@ -128,7 +133,3 @@ async def _read_body(receive: Receive) -> bytes:
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
-
-
-async def _answer(send: Send, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-    await send_json(send, status, body, [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()])
