@@ -354,10 +354,8 @@ def _query_int(
     raw = args.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = None
+    # ASCII digits only: int() would also take " 10", "1_0" and "１０" (full-width digits)
+    value = int(raw) if raw.isascii() and raw.isdigit() else None
     if value is None or not low <= value <= high:
         errors.append(FieldError(name, f"must be an integer from {low} to {high}"))
         return default

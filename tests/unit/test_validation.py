@@ -122,6 +122,8 @@ def test_list_query() -> None:
     for bad in ({}, {"tenantId": "t", "limit": "0"}, {"tenantId": "t", "limit": "101"},
                 {"tenantId": "t", "offset": "-1"}, {"tenantId": "t", "status": "DONE"},
                 {"tenantId": "t", "limit": "ten"}, {"tenantId": "t", "type": "x" * 101},
+                {"tenantId": "t", "limit": "１０"}, {"tenantId": "t", "limit": " 10"}, {"tenantId": "t", "limit": "1_0"},
+                {"tenantId": "t", "offset": "-0"}, {"tenantId": "t", "limit": "+5"},
                 {"tenantId": "t", "cursor": "nope"}, {"tenantId": "t", "cursor": cursor, "offset": "3"},
                 {"tenantId": "t", "cursor": cursor[:-3]}, {"tenantId": "t", "cursor": "x" * 201},
                 {"tenantId": "t", "cursor": base64.urlsafe_b64encode(b"2026-12-02T10:00:00|x").decode()}):
