@@ -115,8 +115,8 @@ def parse_overrides(body: Mapping[str, Any]) -> tuple[dict[str, Any], list[Field
         ok = value is None or (
             isinstance(value, int | float)
             and not isinstance(value, bool)
-            and (kind is float or float(value).is_integer())
-            and low <= value <= MAX_VALUE
+            and low <= value <= MAX_VALUE  # first: an int too large for a float is out of range
+            and (kind is float or isinstance(value, int) or value.is_integer())
         )
         if not ok:
             what = "a number" if kind is float else "an integer"

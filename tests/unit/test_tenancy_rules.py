@@ -52,7 +52,8 @@ def test_limit_overrides_are_checked() -> None:
     values, errors = limits.parse_overrides({"maxRunning": 3, "submitRate": 0.5, "maxQueued": None})
     assert values == {"max_running": 3, "submit_rate": 0.5, "max_queued": None} and not errors
     for bad in ({"maxRunning": -1}, {"maxRunning": 1.5}, {"maxRunning": True}, {"submitBurst": 0},
-                {"submitRate": "1"}, {"maxQueued": 2**31}):
+                {"submitRate": "1"}, {"maxQueued": 2**31}, {"maxQueued": 10**400}, {"submitRate": 10**400},
+                {"maxRunning": float("nan")}, {"submitRate": float("inf")}):
         _, errors = limits.parse_overrides(bad)
         assert [e.field for e in errors] == list(bad), bad
 
