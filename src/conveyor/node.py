@@ -27,7 +27,7 @@ from .actors.recorder import run_recorder
 from .actors.retention import run_pruner
 from .actors.schedules import Nudge, planner, run_schedule_fires
 from .actors.tenancy import run_tenancy
-from .actors.writer import Submit, run_writer, submit_through
+from .actors.writer import WRITERS, Submit, run_writer, submit_through
 from .auth import Authenticator
 from .config import Config, check
 from .failures import Busy, StoreUnavailable
@@ -350,11 +350,11 @@ async def _serve(
     node.tree = Supervisor(
         "node",
         [
-            ChildSpec("writer", lambda **kw: run_writer(
+            *[ChildSpec(f"writer-{i + 1}", lambda **kw: run_writer(
                 pg, redis, ch.submit_recv.clone(), node.metrics, node.limits.of,
                 retain_s=config.idempotency_seconds,
                 local=LocalClaims(node.pool, ch.jobs_send, draining, node.node_id, config), **kw,
-            )),
+            )) for i in range(WRITERS)],
             ChildSpec("pipeline", _pipeline(node, ch)),
             ChildSpec("maintenance", _maintenance(node, ch)),
             # last, so the node only listens once everything behind the API is running;

@@ -39,7 +39,7 @@ async def test_readiness_reports_stores_and_actors(node: Node) -> None:
     tree = body["supervisor"]
     assert tree["name"] == "node" and tree["restarts"] == 0
     names = {c["name"] for c in tree["children"]}
-    assert names == {"writer", "pipeline", "maintenance", "http"}
+    assert names == {"writer-1", "writer-2", "pipeline", "maintenance", "http"}
     pipeline = next(c for c in tree["children"] if c["name"] == "pipeline")["supervisor"]
     assert [c["name"] for c in pipeline["children"]] == [
         "broadcaster", "recorder", "executors", "fetcher", "heartbeat",

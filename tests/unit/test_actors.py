@@ -14,7 +14,7 @@ import trio.testing
 from conveyor.actors.fetcher import WAKE_BLOCK_S, run_fetcher
 from conveyor.actors.pool import ExecutorPool
 from conveyor.actors.recorder import record_batch, run_recorder
-from conveyor.actors.writer import Submit, run_writer, submit_through
+from conveyor.actors.writer import DISPATCH_CHUNK, WRITERS, Submit, run_writer, submit_through
 from conveyor.config import Config
 from conveyor.failures import StoreUnavailable
 from conveyor.limits import defaults
@@ -281,3 +281,48 @@ async def test_fetcher_stops_claiming_when_the_node_drains(autojump_clock: Any) 
         assert len(redis.called("claim")) == claims and redis.ready == [envelope(1)]  # not claimed
         assert pool.busy() == 0
         nursery.cancel_scope.cancel()
+
+
+async def test_writer_dispatches_a_large_batch_in_parts_in_order(autojump_clock: Any) -> None:
+    # Redis runs one script at a time: a part at a time lets claims run between the parts
+    pg, redis = FakeJobRows(), FakeDispatch()
+    jobs = [new_job(n) for n in range(1007)]
+    async with trio.open_nursery() as nursery:
+        writer = await _writer(pg, redis, nursery)
+        await submit_through(writer, jobs, None)
+        nursery.cancel_scope.cancel()
+    parts = redis.called("enqueue")
+    assert len(parts) >= 4 and all(len(part) <= DISPATCH_CHUNK for part, _ in parts)
+    assert [job.id for part, _ in parts for job in part] == [job.id for job in jobs]
+    assert [json.loads(e)["jobId"] for _, created in parts for e in created] == [job.id for job in jobs]
+
+
+class HeldRows(FakeJobRows):
+    """Inserts of more than one job wait until `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = trio.Event()
+
+    async def insert_jobs(self, submissions: Any, *, retain_s: float = 86_400) -> set[tuple[str, str]]:
+        if sum(len(jobs) for _, jobs in submissions) > 1:
+            await self.release.wait()
+        return await super().insert_jobs(submissions, retain_s=retain_s)
+
+
+async def test_a_second_writer_writes_a_small_submission_while_a_large_one_is_written(autojump_clock: Any) -> None:
+    # as the node runs them (node.WRITERS): two writers on one channel
+    pg, redis = HeldRows(), FakeDispatch()
+    send, recv = trio.open_memory_channel[Submit](100)
+    async with trio.open_nursery() as nursery:
+        for _ in range(WRITERS):
+            await nursery.start(lambda **kw: run_writer(pg, redis, recv.clone(), Metrics(), lambda t: LIMITS, **kw))
+        nursery.start_soon(submit_through, send, [new_job(n, "big") for n in range(1000)], None)
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.fail_after(5):
+            await submit_through(send, [new_job(5000, "small")], None)  # while the batch is held
+        assert set(pg.rows) == {"job-5000"}
+        pg.release.set()
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert len(pg.rows) == 1001

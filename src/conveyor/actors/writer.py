@@ -34,6 +34,13 @@ MAX_BATCH_ROWS = 5000
 # a batch's payloads are copied a few times on their way into one INSERT and one script call:
 # more bytes than this wait for the next batch
 MAX_BATCH_BYTES = 4 * 1024 * 1024
+# writers a node runs on its one channel: while one writes a large batch (its insert and dispatch
+# take tens of milliseconds), another writes the submissions that came meanwhile, which otherwise
+# waited for all of it (another tenant's submit p99 went from 5 to 50 ms: bench/batches.py)
+WRITERS = 2
+# jobs per dispatch script call: Redis runs a script alone, and one of 2,000 jobs held every
+# claim (and so every executor) of the shard for about 30 ms
+DISPATCH_CHUNK = 250
 
 
 @attrs.frozen
@@ -151,16 +158,20 @@ async def run_writer(
 
 
 async def _dispatch(redis: Dispatch, jobs: list[NewJob], local: LocalClaims | None) -> None:
-    """Dispatch committed jobs, claiming some along for this node when its fetcher is idle."""
-    events = created_events(jobs)
-    if local is None or not redis.claims_on_enqueue or (ask := local.reserve(len(jobs))) is None:
-        await redis.enqueue(jobs, events)
-        return
-    claimed: list[Envelope] = []
-    try:
-        claimed = await redis.enqueue_claiming(jobs, events, ask)
-    finally:
-        local.deliver(ask, claimed)
+    """Dispatch committed jobs DISPATCH_CHUNK at a time, in order, each part in a script call of
+    its own, so that claims run between them; the first claims some along for this node when its
+    fetcher is idle."""
+    for start in range(0, len(jobs), DISPATCH_CHUNK):
+        part = jobs[start : start + DISPATCH_CHUNK]
+        events = created_events(part)
+        if start or local is None or not redis.claims_on_enqueue or (ask := local.reserve(len(part))) is None:
+            await redis.enqueue(part, events)
+            continue
+        claimed: list[Envelope] = []
+        try:
+            claimed = await redis.enqueue_claiming(part, events, ask)
+        finally:
+            local.deliver(ask, claimed)
 
 
 async def _insert(
