@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
 from typing import Any, TypeVar
 
 import attrs
@@ -45,6 +45,17 @@ async def in_turns(items: Iterable[T], turn: int = TURN) -> AsyncIterator[T]:
         if i and not i % turn:
             await trio.lowlevel.checkpoint()
         yield item
+
+
+async def stepped(steps: Generator[None, None, T]) -> T:
+    """The value of a pure computation that yields between its parts (such as
+    validation.parse_batch_in_steps), with a turn of the event loop at each yield."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+        await trio.lowlevel.checkpoint()
 
 
 class JobNotFound(Exception):

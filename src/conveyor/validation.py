@@ -7,7 +7,7 @@ field. Nothing here touches a store; a rejected request has cost nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +16,7 @@ import attrs
 from . import keys, paging, schedules, storable
 from .config import Config
 from .handlers import FieldError, Registry
-from .model import PRIORITY_DEFAULT, NewJob, Status
+from .model import PRIORITY_DEFAULT, NewJob, Status, new_ids
 
 MAX_BATCH = 1000
 MAX_TIMEOUT_MS = 24 * 3600 * 1000
@@ -190,13 +190,14 @@ def _run_at(value: Any) -> datetime | None:
 
 
 def new_job(
-    body: dict[str, Any], registry: Registry, config: Config, tenant: str | None = None
+    body: dict[str, Any], registry: Registry, config: Config, tenant: str | None = None,
+    job_id: str | None = None,
 ) -> NewJob:
     """Build a NewJob from a body that job_errors accepted."""
     handler = registry.get(body["type"])
     assert handler is not None
     return NewJob(
-        id=str(uuid.uuid4()),
+        id=job_id or str(uuid.uuid4()),
         tenant_id=tenant or body["tenantId"],
         type=body["type"],
         payload=body["payload"],
@@ -272,9 +273,15 @@ def parse_submission(
     return new_job(body, registry, config, tenant)
 
 
-def parse_batch(
+BATCH_STEP = 50  # jobs of a batch checked (or built) between two yields of parse_batch_in_steps
+
+
+def parse_batch_in_steps(
     body: Any, registry: Registry, config: Config, tenant: str | None = None
-) -> list[NewJob]:
+) -> Generator[None, None, list[NewJob]]:
+    """parse_batch, yielding after every BATCH_STEP jobs checked or built: a caller on an event
+    loop (jobs.stepped) lets other requests run between the steps of a 1,000-job batch (about
+    11 ms of work in one piece otherwise). Pure: the yields carry nothing."""
     jobs = body.get("jobs") if isinstance(body, dict) else None
     if not isinstance(jobs, list) or not 1 <= len(jobs) <= MAX_BATCH:
         raise Invalid(
@@ -282,10 +289,29 @@ def parse_batch(
         )
     errors = _unknown_fields(body, "", ("jobs",), "a batch")
     for i, item in enumerate(jobs):
+        if i and not i % BATCH_STEP:
+            yield
         errors += job_errors(item, registry, config, where=f"jobs[{i}].", tenant=tenant)
     if errors:
         raise Invalid("Validation failed", _capped(errors))
-    return [new_job(item, registry, config, tenant) for item in jobs]
+    made = []
+    for i, (item, job_id) in enumerate(zip(jobs, new_ids(len(jobs)), strict=True)):
+        if i and not i % BATCH_STEP:
+            yield
+        made.append(new_job(item, registry, config, tenant, job_id))
+    return made
+
+
+def parse_batch(
+    body: Any, registry: Registry, config: Config, tenant: str | None = None
+) -> list[NewJob]:
+    """The jobs of POST /jobs/batch; Invalid names every field that is wrong (capped)."""
+    steps = parse_batch_in_steps(body, registry, config, tenant)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
 
 
 @attrs.frozen

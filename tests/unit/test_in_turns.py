@@ -1,10 +1,14 @@
-"""A long page is built in turns: other tasks run between its parts (jobs.in_turns)."""
+"""A long page is built in turns, a batch is checked in steps: other tasks run between their
+parts (jobs.in_turns, jobs.stepped)."""
 
 from __future__ import annotations
 
 import trio
 
-from conveyor.jobs import in_turns
+from conveyor.config import Config
+from conveyor.handlers import build_registry
+from conveyor.jobs import in_turns, stepped
+from conveyor.validation import BATCH_STEP, parse_batch_in_steps
 
 
 async def test_other_tasks_run_between_the_turns() -> None:
@@ -30,3 +34,25 @@ async def test_other_tasks_run_between_the_turns() -> None:
     for start in range(0, 100, 20):
         assert len(set(seen_at[start:start + 20])) == 1
     assert seen_at == sorted(seen_at) and len(set(seen_at)) >= 3
+
+
+async def test_other_tasks_run_between_the_steps_of_a_batch() -> None:
+    # POST /jobs/batch checks and builds its jobs with jobs.stepped: not one long step of the loop
+    config = Config(sleep_max_ms=10_000)
+    body = {"jobs": [{"tenantId": "t", "type": "sleep", "payload": {"delayMs": 1}}] * 1000}
+    ticks = 0
+
+    async def other() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        await trio.lowlevel.checkpoint()
+        before = ticks
+        jobs = await stepped(parse_batch_in_steps(body, build_registry(config), config))
+        nursery.cancel_scope.cancel()
+    assert len(jobs) == 1000
+    assert ticks - before >= 1000 // BATCH_STEP

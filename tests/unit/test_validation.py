@@ -10,10 +10,13 @@ import pytest
 from conveyor import paging
 from conveyor.config import Config
 from conveyor.handlers import build_registry
+from conveyor.model import new_ids
 from conveyor.validation import (
+    BATCH_STEP,
     Invalid,
     ListQuery,
     parse_batch,
+    parse_batch_in_steps,
     parse_list_query,
     parse_submission,
     run_at_problem,
@@ -108,6 +111,35 @@ def test_batch_is_all_or_nothing_and_names_the_item() -> None:
         with pytest.raises(Invalid):
             parse_batch(bad, REGISTRY, CONFIG)
     assert len(parse_batch({"jobs": [good] * 1000}, REGISTRY, CONFIG)) == 1000
+
+
+def test_new_ids_are_distinct_version_4_uuids() -> None:
+    ids = new_ids(2000)
+    assert len(set(ids)) == 2000 and new_ids(0) == []
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_a_batch_is_checked_and_built_in_steps() -> None:
+    good = {"tenantId": "t", "type": "sleep", "payload": {"delayMs": 1}}
+    steps = parse_batch_in_steps({"jobs": [good] * 1000}, REGISTRY, CONFIG)
+    yields = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            jobs = done.value
+            break
+        yields += 1
+    # a step between every BATCH_STEP jobs, checking and then building
+    assert yields == 2 * (1000 // BATCH_STEP - 1)
+    assert len(jobs) == 1000 and len({job.id for job in jobs}) == 1000
+    bad = parse_batch_in_steps({"jobs": [good] * 999 + [{**good, "type": "fax"}]}, REGISTRY, CONFIG)
+    with pytest.raises(Invalid) as info:
+        for _ in bad:
+            pass  # every step checks; the error comes once all are checked
+    assert [d.field for d in info.value.details] == ["jobs[999].type"]
 
 
 def test_list_query() -> None:

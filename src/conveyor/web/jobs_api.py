@@ -15,7 +15,7 @@ from quart_trio import QuartTrio
 from .. import validation
 from ..auth import Principal
 from ..handlers import FieldError
-from ..jobs import TICKET_TTL_MS, in_turns
+from ..jobs import TICKET_TTL_MS, in_turns, stepped
 from ..model import NewJob
 from ..wire import job_json
 from .context import Services
@@ -66,7 +66,8 @@ def register(app: QuartTrio, svc: Services, req: Requests) -> None:
     @app.post("/jobs/batch")
     async def create_jobs() -> Any:
         who = await req.caller()
-        new = validation.parse_batch(await req.json_body(), registry, config, who.tenant)
+        body = await req.json_body()
+        new = await stepped(validation.parse_batch_in_steps(body, registry, config, who.tenant))
         return await submit(who, new, {"jobIds": [job.id for job in new]})
 
     @app.post("/jobs/<job_id>/cancel")
