@@ -11,9 +11,7 @@ has no room for is skipped (a later one, or the job's end, follows), never waite
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 import trio
 
@@ -45,6 +43,23 @@ def report(progress: float, message: str = "") -> None:
         flusher.keep(job, progress, message[:MAX_MESSAGE])
 
 
+class _Reporting:
+    """Flusher.reporting's context manager: a class, not a generator, since every job enters one."""
+
+    __slots__ = ("flusher", "job", "token")
+    token: Token[tuple[Flusher, Envelope] | None]
+
+    def __init__(self, flusher: Flusher, job: Envelope) -> None:
+        self.flusher, self.job = flusher, job
+
+    def __enter__(self) -> None:
+        self.token = _current.set((self.flusher, self.job))
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self.token)
+        self.flusher.pending.pop((self.job.id, self.job.attempt), None)
+
+
 class Flusher:
     """The node's progress reports on their way to the recorder: at most one per attempt per
     interval, the latest. One task for the whole node, so that a job that reports nothing costs
@@ -56,15 +71,9 @@ class Flusher:
         self.pending: dict[tuple[str, int], Progress] = {}
         self.wake = trio.Event()
 
-    @contextmanager
-    def reporting(self, job: Envelope) -> Iterator[None]:
+    def reporting(self, job: Envelope) -> _Reporting:
         """Within: report() reports for this attempt. After: its unsent report is dropped."""
-        token = _current.set((self, job))
-        try:
-            yield
-        finally:
-            _current.reset(token)
-            self.pending.pop((job.id, job.attempt), None)
+        return _Reporting(self, job)
 
     def keep(self, job: Envelope, progress: float, message: str) -> None:
         self.pending[(job.id, job.attempt)] = Progress(job, progress, message)

@@ -36,6 +36,8 @@ def _describe(exc: BaseException) -> str:
 def result_problem(result: Any) -> str | None:
     """Why a handler's result cannot be kept, or None: it must be storable JSON of at most
     MAX_RESULT_BYTES. Such a job fails, and is not retried: it ran, and would return the same."""
+    if result is None:  # what most handlers return
+        return None
     found = storable.problem(result, "result")
     if found is not None:
         return f"the handler's result cannot be stored: {found[0]} {found[1]}"

@@ -28,6 +28,7 @@ class ExecutorPool:
         self._running: dict[tuple[str, int], trio.CancelScope] = {}
         self._reasons: dict[tuple[str, int], CancelReason] = {}
         self._changed = trio.Event()
+        self._watched = False  # wait_idle waits on _changed
 
     # -- slots ---------------------------------------------------------------------------------
     async def take_slots(self, most: int) -> int:
@@ -49,8 +50,10 @@ class ExecutorPool:
     def give_slots(self, n: int) -> None:
         for _ in range(n):
             self.slots.release()
-        self._changed.set()
-        self._changed = trio.Event()
+        if self._watched:  # a new Event only when someone waits: this runs for every job
+            self._watched = False
+            self._changed.set()
+            self._changed = trio.Event()
 
     def hold_lease(self, job_id: str, attempt: int, tenant: str) -> None:
         """Hold (and heartbeat) a lease this node claimed."""
@@ -73,6 +76,7 @@ class ExecutorPool:
 
     async def wait_idle(self) -> None:
         while self.busy():
+            self._watched = True
             await self._changed.wait()
 
     # -- running jobs --------------------------------------------------------------------------
