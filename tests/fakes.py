@@ -7,6 +7,7 @@ only while the row is at that attempt and has not ended.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,7 @@ from conveyor.failures import DataRefused, StoreUnavailable
 from conveyor.model import TERMINAL, Envelope, NewJob, Status
 from conveyor.stores.postgres import IdempotencyKey
 from conveyor.stores.redis import Applied, ClaimAsk
+from conveyor.wire import job_update
 
 Row = dict[str, Any]
 
@@ -93,7 +95,7 @@ class FakeJobRows:
             if row is not None and row["attempts"] == f["attempt"] and row["status"] not in TERMINAL:
                 row.update(status=f["status"], error=f["error"], result=f["result"], attempts=f["new_attempt"],
                            updated_at=datetime.now(UTC))
-                finished.append(dict(row))
+                finished.append({"id": row["id"], "status": row["status"], "event": json.dumps(job_update(row))})
         return started, finished
 
     async def job_states(self, ids: Sequence[str]) -> list[Row]:

@@ -17,6 +17,7 @@ import trio
 from conveyor.actors.recorder import record_batch
 from conveyor.model import Envelope, Finished, NewJob, Outcome, Started
 from conveyor.stores import PostgresStore, RedisStore
+from conveyor.wire import job_update
 from tests.helpers import base_url, dispatch, wait_until
 
 
@@ -261,3 +262,22 @@ async def test_a_late_outcome_from_before_a_retry_by_hand_is_fenced_out(stores: 
         shown = job_json(JobRecord.from_row(await pg.get_job(job.id)))
     assert (shown["status"], shown["attempts"], shown["maxAttempts"], shown["result"]) == (
         "COMPLETED", 2, 3, {"late": False})
+
+
+async def test_the_event_postgresql_builds_for_an_outcome_is_the_rows_job_update(stores: Any, tenant: str) -> None:
+    # record_finished returns each written row's JOB_UPDATE as JSON text (built in SQL, so that
+    # the node does not render it): the same JSON as wire.job_update of the row, the same text
+    # as json.dumps writes where the error is ASCII
+    pg, redis = stores
+    errors = [None, "plain", 'quote " backslash \\ newline \n tab \t control \x01 end', "unicode é ✓ 🚀"]
+    with trio.fail_after(30):
+        for error in errors:
+            job = await submit_and_start(pg, redis, new_job(tenant), "node-x")
+            status = "COMPLETED" if error is None else "FAILED"
+            _, (row,) = await pg.record([], [{"id": job.id, "attempt": 1, "new_attempt": 1, "status": status,
+                                              "error": error, "result": None, "delay_ms": 0}])
+            (state,) = await pg.job_states([job.id])
+            assert row["id"] == job.id and row["status"] == status
+            assert json.loads(row["event"]) == job_update(state)
+            if error is None or error.isascii():
+                assert row["event"] == json.dumps(job_update(state))

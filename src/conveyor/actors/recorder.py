@@ -166,8 +166,7 @@ def _applied(f: Finished, row: dict[str, Any] | None, ended: dict[str, Any] | No
     if row is not None:
         # an accepted outcome may still have ended the job (a cancellation requested meanwhile)
         action = rules.index_action(f.outcome) if row["status"] not in TERMINAL else rules.end_action(row["status"])
-        event = json.dumps(job_update(row))
-        return Applied(f.job.tenant_id, f.job.id, f.job.attempt, action, f.delay_ms, (event,))
+        return Applied(f.job.tenant_id, f.job.id, f.job.attempt, action, f.delay_ms, (row["event"],))
     if ended is not None:
         # The job had ended. If its envelope is still at this attempt, that end was never
         # published (only the call that drops the envelope publishes it): publish it now.

@@ -232,6 +232,7 @@ class PostgresStore:
         """Write a batch of fenced transitions in one transaction.
 
         Returns the rows that the starts and the finishes changed; a row missing was fenced out.
+        A finish's row is its id, status and event: the JOB_UPDATE of what it wrote, as JSON text.
         """
 
         def work(conn: psycopg.Connection[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -46,8 +46,15 @@ FROM json_to_recordset(%(rows)s::json)
      AS u(id uuid, attempt int, new_attempt int, status text, error text, result jsonb, delay_ms int)
 WHERE jobs.id = u.id AND jobs.attempts <= u.attempt
   AND jobs.status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')  -- by primary key: see record_started
-RETURNING jobs.id::text, jobs.tenant_id, jobs.status, jobs.attempts, jobs.max_attempts, jobs.retries,
-          jobs.error, jobs.updated_at;
+-- the row's JOB_UPDATE (wire.job_update) as the JSON text json.dumps writes, built here so that
+-- the node does not convert, render and encode every row it wrote (non-ASCII text comes as it
+-- is, where json.dumps would escape it: the same JSON)
+RETURNING jobs.id::text, jobs.status,
+          '{"type": "JOB_UPDATE", "jobId": "' || jobs.id || '", "tenantId": ' || to_json(jobs.tenant_id)
+          || ', "status": "' || jobs.status || '", "error": ' || coalesce(to_json(jobs.error)::text, 'null')
+          || ', "attempts": ' || (jobs.attempts - jobs.retries) || ', "maxAttempts": '
+          || (jobs.max_attempts - jobs.retries) || ', "updatedAt": "'
+          || to_char(jobs.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '"}' AS event;
 
 -- name: get_job
 SELECT id::text, tenant_id, type, payload, status, attempts, max_attempts, retries, timeout_ms, error,
