@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from json.encoder import encode_basestring_ascii as _encode_basestring_ascii
 from typing import Any
 
 MAX_DEPTH = 64  # nesting of arrays and objects; PostgreSQL's own limit is far deeper
@@ -89,6 +90,12 @@ def problem(value: Any, path: str = "", max_depth: int = MAX_DEPTH) -> tuple[str
         elif item is not None and not isinstance(item, bool | int):
             return where or "value", f"is of type {type(item).__name__}, which is not a JSON value"
     return None
+
+
+def quote(text: str) -> str:
+    """A string as JSON text, as json.dumps writes it (ASCII, escaped): for text written from a
+    template."""
+    return _encode_basestring_ascii(text)
 
 
 def dumps(value: Any) -> str:

@@ -5,7 +5,6 @@ Pure functions from job records and rows to dicts; no I/O.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +13,7 @@ import attrs
 
 from .model import Envelope, JobRecord, NewJob
 from .schedules import every_text
+from .storable import quote
 
 
 def iso(value: datetime | None) -> str | None:
@@ -68,9 +68,23 @@ def job_update(job: Mapping[str, Any] | JobRecord) -> dict[str, Any]:
 
 
 def created_events(jobs: Sequence[NewJob]) -> list[str]:
-    """The PENDING events of jobs just committed, as the JSON text the feeds carry."""
-    at = datetime.now(UTC)
-    return [json.dumps(job_created(job, at)) for job in jobs]
+    """The PENDING events of jobs just committed, as the JSON text the feeds carry: what
+    json.dumps(job_created(job, now)) writes, built from a template (every job of every batch
+    has one; a batch's tenants and types are encoded once)."""
+    at = iso(datetime.now(UTC))
+    quoted: dict[str, str] = {}
+
+    def q(text: str) -> str:
+        if (found := quoted.get(text)) is None:
+            found = quoted[text] = quote(text)
+        return found
+
+    return [
+        f'{{"type": "JOB_UPDATE", "jobId": {quote(job.id)}, "tenantId": {q(job.tenant_id)}, "status": "PENDING", '
+        f'"error": null, "attempts": 0, "maxAttempts": {int(job.max_attempts)}, "updatedAt": "{at}", '
+        f'"jobType": {q(job.type)}}}'
+        for job in jobs
+    ]
 
 
 def job_created(job: NewJob, at: datetime) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from psycopg.rows import dict_row
 
 from ..failures import DataRefused, StoreUnavailable
 from ..model import NewJob
+from ..storable import quote
 from . import pg_trio
 from .sqlfiles import QUERIES
 
@@ -51,18 +52,27 @@ class IdempotencyKey:
 
 def job_rows_json(jobs: Sequence[NewJob]) -> str:
     """The jobs as the JSON array of objects that insert_jobs reads; each payload's JSON text
-    goes in as it is, not encoded again. In a driven call, the event loop gets a turn every
-    INSERT_ROWS_PER_STEP jobs (a 2,000-job batch is several milliseconds of this)."""
+    goes in as it is, not encoded again, and the rest is written from a template (a batch's
+    tenants and types encoded once). In a driven call, the event loop gets a turn every
+    INSERT_ROWS_PER_STEP jobs (a 2,000-job batch is milliseconds of this)."""
+    quoted: dict[str, str] = {}
+
+    def q(text: str) -> str:
+        if (found := quoted.get(text)) is None:
+            found = quoted[text] = quote(text)
+        return found
+
     rows = []
     for i, j in enumerate(jobs):
         if i and not i % INSERT_ROWS_PER_STEP:
             pg_trio.pause()
-        head = json.dumps({
-            "id": j.id, "tenant_id": j.tenant_id, "type": j.type, "max_attempts": j.max_attempts,
-            "timeout_ms": j.timeout_ms, "payload_bytes": len(j.payload_json), "priority": j.priority,
-            "run_at": None if j.run_at is None else j.run_at.isoformat(), "delay_ms": j.delay_ms,
-        })
-        rows.append(f'{head[:-1]}, "payload": {j.payload_json}}}')
+        run_at = "null" if j.run_at is None else quote(j.run_at.isoformat())
+        rows.append(
+            f'{{"id": {quote(j.id)}, "tenant_id": {q(j.tenant_id)}, "type": {q(j.type)}, '
+            f'"max_attempts": {int(j.max_attempts)}, "timeout_ms": {int(j.timeout_ms)}, '
+            f'"payload_bytes": {len(j.payload_json)}, "priority": {int(j.priority)}, "run_at": {run_at}, '
+            f'"delay_ms": {int(j.delay_ms)}, "payload": {j.payload_json}}}'
+        )
     return f"[{','.join(rows)}]"
 
 
