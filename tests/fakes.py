@@ -93,7 +93,8 @@ class FakeJobRows:
         for f in finishes:
             row = self.rows.get(f["id"])
             if row is not None and row["attempts"] == f["attempt"] and row["status"] not in TERMINAL:
-                row.update(status=f["status"], error=f["error"], result=f["result"], attempts=f["new_attempt"],
+                result = json.loads(f["result_json"]) if f.get("result_json") is not None else f["result"]
+                row.update(status=f["status"], error=f["error"], result=result, attempts=f["new_attempt"],
                            updated_at=datetime.now(UTC))
                 finished.append({"id": row["id"], "status": row["status"], "event": json.dumps(job_update(row))})
         return started, finished

@@ -105,6 +105,7 @@ class Finished:
     error: str | None = None
     result: Any = None
     delay_ms: int = 0
+    result_json: str | None = None  # the result as JSON text, when the executor encoded it already
 
 
 @attrs.frozen

@@ -44,6 +44,24 @@ def _unstorable(value: str) -> str | None:
     return "a lone UTF-16 surrogate (\\ud800-\\udfff)"
 
 
+def _flat_and_storable(value: dict[Any, Any]) -> bool:
+    """Whether an object of string keys and scalar values can be stored (False: it may not be,
+    or it nests; `problem` then looks at it the long way, with paths)."""
+    for key, item in value.items():
+        if type(key) is not str or _UNSTORABLE.search(key) is not None:
+            return False
+        kind = type(item)
+        if kind is str:
+            if _UNSTORABLE.search(item) is not None:
+                return False
+        elif kind is float:
+            if not math.isfinite(item):
+                return False
+        elif kind is not int and kind is not bool and item is not None:
+            return False
+    return True
+
+
 def text_problem(value: str) -> str | None:
     """Why a string cannot be stored, or None."""
     bad = _unstorable(value)
@@ -59,6 +77,8 @@ def _key_path(path: str, key: str) -> str:
 def problem(value: Any, path: str = "", max_depth: int = MAX_DEPTH) -> tuple[str, str] | None:
     """The first part of a decoded JSON value that cannot be stored, as (field path, message),
     or None when all of it can. Paths read like `payload.records[1].v`."""
+    if type(value) is dict and max_depth > 0 and _flat_and_storable(value):
+        return None  # the common case, checked without building a path for every key
     stack: list[tuple[Any, str, int]] = [(value, path, 0)]
     while stack:
         item, where, depth = stack.pop()

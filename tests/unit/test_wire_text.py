@@ -1,5 +1,5 @@
-"""JSON text written from templates on the hot path (wire.created_events, the insert's rows) is
-what json.dumps writes of the same values."""
+"""JSON text written from templates on the hot path (wire.created_events, the rows of an insert and
+of outcomes) is what json.dumps writes of the same values."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 
 from conveyor.model import NewJob
-from conveyor.stores.postgres import job_rows_json
+from conveyor.stores.pg_rows import finish_rows_json, job_rows_json
 from conveyor.wire import created_events, job_created
 
 JOBS = [
@@ -35,3 +35,18 @@ def test_the_inserts_rows_are_the_jobs_columns() -> None:
         }
         for j in JOBS
     ]
+
+
+def test_the_outcomes_rows_are_what_json_dumps_writes_and_take_a_result_encoded_already() -> None:
+    rows = [
+        {"id": "a", "attempt": 1, "new_attempt": 1, "status": "COMPLETED", "error": None,
+         "result": {"sleptMs": 0, "é": [1.5, None]}, "result_json": None, "delay_ms": 0},
+        {"id": 'b"\\', "attempt": 3, "new_attempt": 2, "status": "PENDING", "error": 'boom "x"\n✓',
+         "result": None, "delay_ms": 1500},  # no result_json: as the reaper's and tests' rows come
+        {"id": "c", "attempt": 1, "new_attempt": 1, "status": "COMPLETED", "error": None,
+         "result": {"ignored": True}, "result_json": '{"sent":true}', "delay_ms": 0},
+    ]
+    written = json.loads(finish_rows_json(rows))
+    expected = [{k: v for k, v in row.items() if k != "result_json"} for row in rows]
+    expected[2]["result"] = {"sent": True}  # the text wins: it is what the executor encoded
+    assert written == expected

@@ -156,6 +156,7 @@ def _finish_row(f: Finished) -> dict[str, Any]:
         "status": rules.status_of(f.outcome).value,
         "error": f.error,
         "result": f.result,
+        "result_json": f.result_json,  # the result encoded already, if the executor did
         "delay_ms": f.delay_ms,
     }
 
@@ -195,6 +196,6 @@ async def _write(
             log.error("recorder: job %s attempt %d: outcome refused (%s)", row["id"], row["attempt"], why)
             message = storable.clean_text(f"the job's outcome could not be stored: {why}", 4000)
             failed.append({**row, "new_attempt": row["attempt"], "status": "FAILED", "error": message,
-                           "result": None, "delay_ms": 0})
+                           "result": None, "result_json": None, "delay_ms": 0})
         finished += (await retrying("recorder: PostgreSQL write", pg.record, [], failed))[1]
     return started, finished

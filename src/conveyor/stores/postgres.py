@@ -23,8 +23,8 @@ from psycopg.rows import dict_row
 
 from ..failures import DataRefused, StoreUnavailable
 from ..model import NewJob
-from ..storable import quote
 from . import pg_trio
+from .pg_rows import finish_rows_json, job_rows_json
 from .sqlfiles import QUERIES
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,6 @@ LIMIT_COLUMNS = (
 )
 LIST_VALUE_BYTES = 16 * 1024  # a list leaves out payloads and results larger than this
 ROWS_PER_STEP = 20  # of a list page: converted between two turns of the event loop
-INSERT_ROWS_PER_STEP = 200  # of an insert: encoded between two turns of the event loop
 EXACT_TOTAL_UP_TO = 10_000  # a list's total is counted up to this, and estimated beyond it
 
 
@@ -48,47 +47,6 @@ class IdempotencyKey:
     key: str
     digest: str  # of the request, so that a different request under the same key is refused
     response: dict[str, Any]
-
-
-def job_rows_json(jobs: Sequence[NewJob]) -> str:
-    """The jobs as the JSON array of objects that insert_jobs reads; each payload's JSON text
-    goes in as it is, not encoded again, and the rest is written from a template (a batch's
-    tenants and types encoded once). In a driven call, the event loop gets a turn every
-    INSERT_ROWS_PER_STEP jobs (a 2,000-job batch is milliseconds of this)."""
-    quoted: dict[str, str] = {}
-
-    def q(text: str) -> str:
-        if (found := quoted.get(text)) is None:
-            found = quoted[text] = quote(text)
-        return found
-
-    rows = []
-    for i, j in enumerate(jobs):
-        if i and not i % INSERT_ROWS_PER_STEP:
-            pg_trio.pause()
-        run_at = "null" if j.run_at is None else quote(j.run_at.isoformat())
-        rows.append(
-            f'{{"id": {quote(j.id)}, "tenant_id": {q(j.tenant_id)}, "type": {q(j.type)}, '
-            f'"max_attempts": {int(j.max_attempts)}, "timeout_ms": {int(j.timeout_ms)}, '
-            f'"payload_bytes": {len(j.payload_json)}, "priority": {int(j.priority)}, "run_at": {run_at}, '
-            f'"delay_ms": {int(j.delay_ms)}, "payload": {j.payload_json}}}'
-        )
-    return f"[{','.join(rows)}]"
-
-
-def job_params(jobs: Sequence[NewJob]) -> dict[str, list[Any]]:
-    return {
-        "ids": [j.id for j in jobs],
-        "tenants": [j.tenant_id for j in jobs],
-        "types": [j.type for j in jobs],
-        "payloads": [j.payload_json for j in jobs],
-        "payload_bytes": [len(j.payload_json) for j in jobs],
-        "max_attempts": [j.max_attempts for j in jobs],
-        "timeouts": [j.timeout_ms for j in jobs],
-        "priorities": [j.priority for j in jobs],
-        "run_ats": [j.run_at for j in jobs],
-        "delays": [j.delay_ms for j in jobs],
-    }
 
 
 def _first_line(exc: BaseException) -> str:
@@ -254,8 +212,7 @@ class PostgresStore:
                     cur.execute(QUERIES["record_started"], {"rows": rows})
                     started = cur.fetchall()
                 if finishes:
-                    # the rows (id, attempt, new_attempt, status, error, result, delay_ms) as they are
-                    cur.execute(QUERIES["record_finished"], {"rows": json.dumps(list(finishes))})
+                    cur.execute(QUERIES["record_finished"], {"rows": finish_rows_json(finishes)})
                     finished = cur.fetchall()
             return started, finished
 

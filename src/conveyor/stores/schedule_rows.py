@@ -12,7 +12,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from ..model import Fire, NewJob
-from .postgres import PostgresStore, job_params
+from .pg_rows import job_params
+from .postgres import PostgresStore
 from .sqlfiles import QUERIES
 
 
