@@ -40,7 +40,7 @@ async def timed_claims(redis: RedisStore, claims: int) -> list[float]:
         began = time.perf_counter()
         got = await redis.claim(32, node="bench", lease_ms=60_000)
         times.append((time.perf_counter() - began) * 1e6)
-        await redis.finish([Applied(j.id, j.attempt, "done") for j in got])
+        await redis.finish([Applied(j.tenant_id, j.id, j.attempt, "done") for j in got])
         # put as many back, so that the depth stays what it is being measured at
         await fill(redis, "bench", len(got))
     return times

@@ -281,3 +281,50 @@ async def test_the_event_postgresql_builds_for_an_outcome_is_the_rows_job_update
             assert json.loads(row["event"]) == job_update(state)
             if error is None or error.isascii():
                 assert row["event"] == json.dumps(job_update(state))
+
+
+def same_shard_tenants(redis: RedisStore, n: int) -> list[str]:
+    """n new tenant names that live on the same shard (all of them, with one shard)."""
+    first = f"fair-{uuid.uuid4().hex[:8]}"
+    found = [first]
+    while len(found) < n:
+        name = f"fair-{uuid.uuid4().hex[:8]}"
+        if redis.shards.of(name) == redis.shards.of(first):
+            found.append(name)
+    return found
+
+
+async def test_claims_share_a_turn_as_one_job_at_a_time_would(stores: Any) -> None:
+    # claim.lua takes each tenant's share of a claim at once: the shares, and the order in which
+    # the tenants get the one more across claims, are those of taking one job of each in turn
+    _, redis = stores
+    a, b, c = same_shard_tenants(redis, 3)
+    with trio.fail_after(30):
+        for name in (a, b, c):
+            await dispatch(redis, [new_job(name) for _ in range(100)])
+        per_claim = []
+        while sum(map(len, per_claim)) < 12:
+            claimed = await redis.claim(4, node="n", lease_ms=60_000)
+            per_claim.append([job.tenant_id for job in claimed])
+        seven = await redis.claim(7, node="n", lease_ms=60_000)
+    totals = {name: sum(claim.count(name) for claim in per_claim) for name in (a, b, c)}
+    assert totals == {a: 4, b: 4, c: 4}
+    if redis.shards.count == 1:  # one claim call per claim: the turns are exact
+        assert [{name: claim.count(name) for name in (a, b, c)} for claim in per_claim] == [
+            {a: 2, b: 1, c: 1}, {a: 1, b: 2, c: 1}, {a: 1, b: 1, c: 2},
+        ]
+        assert sorted(job.tenant_id for job in seven) == sorted([a, a, a, b, b, c, c])
+
+
+async def test_a_claim_goes_past_ids_that_no_longer_run(stores: Any, tenant: str) -> None:
+    # ids left in a ready queue whose jobs are gone are popped and skipped, and the claim goes on
+    # to the job behind them in the same call (a claim that came back empty would idle the fetcher)
+    _, redis = stores
+    job = new_job(tenant)
+    with trio.fail_after(30):
+        await dispatch(redis, [job])
+        queue = redis.tkey(tenant, "ready", tenant)
+        stale = {f"gone-{i}": -1000 + i for i in range(150)}  # ahead of the job
+        await trio.to_thread.run_sync(lambda: redis.client.zadd(queue, stale))
+        claimed = await redis.claim(64, node="n", lease_ms=60_000)
+    assert [c.id for c in claimed] == [job.id]

@@ -132,6 +132,7 @@ end
 -- feed_max events it becomes <p>:jev0:<tenant> (the one before goes) and a new one starts, so
 -- the index covers at least what the feed keeps and never much more.
 local feeds = {}
+local SLICE = 500  -- members of one variadic command at most (Lua's unpack has a limit)
 
 local function emit(p, tenant, job, data, feed_max)
   local f = feeds[tenant]
@@ -157,10 +158,19 @@ local function close_feeds(p, feed_max, feed_ms, now)
     redis.call('PEXPIRE', feed, feed_ms)
     redis.call('XTRIM', feed, 'MINID', '~', now - feed_ms)
     local index = p .. ':jev:' .. tenant
-    for job, ids in pairs(f.jobs) do
-      local had = redis.call('HGET', index, job)
-      local add = table.concat(ids, ' ')
-      redis.call('HSET', index, job, had and (had .. ' ' .. add) or add)
+    -- read and write the index entries of this call's jobs a slice at a time, not one job at a time
+    local jobs = {}
+    for job in pairs(f.jobs) do jobs[#jobs + 1] = job end
+    for first = 1, #jobs, SLICE do
+      local slice = {unpack(jobs, first, math.min(first + SLICE - 1, #jobs))}
+      local had = redis.call('HMGET', index, unpack(slice))
+      local pairs_ = {}
+      for j, job in ipairs(slice) do
+        local add = table.concat(f.jobs[job], ' ')
+        pairs_[#pairs_ + 1] = job
+        pairs_[#pairs_ + 1] = had[j] and (had[j] .. ' ' .. add) or add
+      end
+      redis.call('HSET', index, unpack(pairs_))
     end
     if redis.call('HINCRBY', index, '#', f.count) >= feed_max then
       redis.call('RENAME', index, p .. ':jev0:' .. tenant)
@@ -204,57 +214,87 @@ local function close_history(p, now)
   end
 end
 
--- Claim up to n ready jobs for node, one per tenant per turn of the ring, so tenants share fairly
--- (a tenant's priorities order its own jobs only); a tenant that holds as many leases as its
+-- Claim up to n ready jobs for node, fairly across tenants: the tenants on the ring share what is
+-- claimed equally, as taking one job of each in turn would share it (the first tenants in the
+-- ring's order get the one more, and the ring turns so that the next claim starts after them),
+-- but each tenant's share is taken at once, with one ZPOPMIN and one write of its leases (a
+-- tenant's priorities order its own jobs only). A tenant that holds as many leases as its
 -- running cap (default_cap, 0: none; <p>:maxrun overrides it) is passed over until one is
--- released. Appends each claimed job to out as a group of 9: id, tenant, type, payload, attempt,
+-- released; a tenant that could not fill its share leaves the rest to the others, in further
+-- turns. Appends each claimed job to out as a group of 9: id, tenant, type, payload, attempt,
 -- max_attempts, timeout_ms, ms it waited ready (-1: not known, an envelope from before 'r'),
 -- attempt numbers skipped by retries ('k', 0 when none). Each claimed job's RUNNING event goes to
 -- its tenant's feed here, stamped now, before any executor has the job: it precedes
 -- the attempt's end in the feed, and a watcher hears it without waiting for PostgreSQL (the
 -- recorder writes the start and publishes only the end). The caller closes the feeds. Returns
 -- how many it claimed.
+local function claim_tenant(p, tenant, k, node, now, deadline, at, feed_max, out)
+  local q, leases = p .. ':ready:' .. tenant, p .. ':leases'
+  local ids = redis.call('ZPOPMIN', q, k)  -- the most urgent, ready first: id, score, ...
+  local held, running = {}, {}
+  for j = 1, #ids, 2 do
+    local id = ids[j]
+    local env = p .. ':job:' .. id
+    local h = redis.call('HMGET', env, 't', 'y', 'p', 'm', 'o', 'c', 'r', 'k')
+    if h[6] then
+      -- cancelled while it was running, then put back (a retry, a lease expiry): drop it
+      drop_envelope(p, tenant, id)
+    -- skip ids whose job finished (no envelope) or that already run (a duplicate dispatch)
+    elseif h[1] and not redis.call('ZSCORE', leases, id) then
+      local attempt = redis.call('HINCRBY', env, 'a', 1)
+      redis.call('HSET', env, 'n', node)
+      held[#held + 1] = deadline
+      held[#held + 1] = id
+      running[#running + 1] = id
+      local waited = h[7] and math.max(0, now - tonumber(h[7])) or -1
+      local skipped = tonumber(h[8]) or 0
+      for _, v in ipairs({id, h[1], h[2], h[3], attempt, h[4], h[5], waited, skipped}) do out[#out + 1] = v end
+      -- the JOB_UPDATE of wire.job_update, as json.dumps writes it
+      emit(p, tenant, id, '{"type": "JOB_UPDATE", "jobId": ' .. cjson.encode(id) .. ', "tenantId": '
+        .. cjson.encode(tenant) .. ', "status": "RUNNING", "error": null, "attempts": ' .. (attempt - skipped)
+        .. ', "maxAttempts": ' .. (tonumber(h[4]) - skipped) .. ', "updatedAt": "' .. at .. '"}', feed_max)
+    end
+  end
+  if #running > 0 then  -- hold: the leases, and the tenant's running set for its cap
+    redis.call('ZADD', leases, unpack(held))
+    redis.call('SADD', p .. ':running:' .. tenant, unpack(running))
+  end
+  return #running, #ids / 2
+end
+
 local function claim_ready(p, n, node, lease_ms, default_cap, feed_max, now, out)
   local at = iso_ms(now)
-  local ring, ringset, leases = p .. ':ring', p .. ':ringset', p .. ':leases'
-  local claimed = 0
-  local passed = 0  -- capped tenants passed over since the last claim
-  while claimed < n and passed < redis.call('LLEN', ring) do
+  local ring, ringset = p .. ':ring', p .. ':ringset'
+  local claimed, passed = 0, 0  -- passed: tenants in a row that had nothing to pop (capped, dry)
+  local left, share, extra, index, ahead = 0, 0, 0, 0, 0
+  while claimed < n do
+    local len = redis.call('LLEN', ring)
+    if len == 0 or passed >= len then break end
+    if left == 0 then
+      -- a turn: the next min(len, wanted) tenants share what is still wanted
+      local wanted = n - claimed
+      left = math.min(len, wanted)
+      share, extra, index, ahead = math.floor(wanted / left), wanted % left, 0, 0
+    end
+    index, left = index + 1, left - 1
     local tenant = redis.call('LPOP', ring)
+    local k = share + (index <= extra and 1 or 0)
     local cap = tonumber(redis.call('HGET', p .. ':maxrun', tenant)) or default_cap
-    if cap > 0 and redis.call('SCARD', p .. ':running:' .. tenant) >= cap then
-      redis.call('RPUSH', ring, tenant)
-      passed = passed + 1
+    if cap > 0 then k = math.min(k, cap - redis.call('SCARD', p .. ':running:' .. tenant)) end
+    local took, popped = 0, 0
+    if k > 0 then took, popped = claim_tenant(p, tenant, k, node, now, now + lease_ms, at, feed_max, out) end
+    if k <= 0 or redis.call('ZCARD', p .. ':ready:' .. tenant) > 0 then
+      redis.call('RPUSH', ring, tenant)  -- capped, or work left: its turn comes again
+      if index <= extra then ahead = ahead + 1 end
     else
-      local q = p .. ':ready:' .. tenant
-      local id = redis.call('ZPOPMIN', q)[1]  -- the most urgent, ready first: O(log n)
-      if redis.call('ZCARD', q) > 0 then
-        redis.call('RPUSH', ring, tenant)
-      else
-        redis.call('SREM', ringset, tenant)
-      end
-      if id then
-        local env = p .. ':job:' .. id
-        local h = redis.call('HMGET', env, 't', 'y', 'p', 'm', 'o', 'c', 'r', 'k')
-        if h[6] then
-          -- cancelled while it was running, then put back (a retry, a lease expiry): drop it
-          drop_envelope(p, tenant, id)
-        -- skip ids whose job finished (no envelope) or that already run (a duplicate dispatch)
-        elseif h[1] and not redis.call('ZSCORE', leases, id) then
-          local attempt = redis.call('HINCRBY', env, 'a', 1)
-          redis.call('HSET', env, 'n', node)
-          hold(p, tenant, id, now + lease_ms)
-          local waited = h[7] and math.max(0, now - tonumber(h[7])) or -1
-          local skipped = tonumber(h[8]) or 0
-          for _, v in ipairs({id, h[1], h[2], h[3], attempt, h[4], h[5], waited, skipped}) do out[#out + 1] = v end
-          -- the JOB_UPDATE of wire.job_update, as json.dumps writes it
-          emit(p, tenant, id, '{"type": "JOB_UPDATE", "jobId": ' .. cjson.encode(id) .. ', "tenantId": '
-            .. cjson.encode(tenant) .. ', "status": "RUNNING", "error": null, "attempts": ' .. (attempt - skipped)
-            .. ', "maxAttempts": ' .. (tonumber(h[4]) - skipped) .. ', "updatedAt": "' .. at .. '"}', feed_max)
-          claimed = claimed + 1
-          passed = 0
-        end
-      end
+      redis.call('SREM', ringset, tenant)
+    end
+    claimed = claimed + took
+    -- ids popped but skipped (finished, running) are progress too: the queue is shorter by them
+    passed = popped > 0 and 0 or passed + 1
+    if left == 0 and ahead > 0 and ahead < redis.call('LLEN', ring) then
+      -- the tenants that got one more go behind the others, as taking one job at a time would
+      for _ = 1, ahead do redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT') end
     end
   end
   return claimed
