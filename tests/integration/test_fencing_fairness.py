@@ -328,3 +328,16 @@ async def test_a_claim_goes_past_ids_that_no_longer_run(stores: Any, tenant: str
         await trio.to_thread.run_sync(lambda: redis.client.zadd(queue, stale))
         claimed = await redis.claim(64, node="n", lease_ms=60_000)
     assert [c.id for c in claimed] == [job.id]
+
+
+async def test_a_claim_larger_than_a_slice_takes_it_all(stores: Any, tenant: str) -> None:
+    # a node with many executors claims more of one tenant's jobs than one variadic command
+    # holds (lua/_lib.lua's SLICE): the share is taken a slice at a time, and every job once
+    _, redis = stores
+    jobs = [new_job(tenant) for _ in range(5000)]
+    with trio.fail_after(60):
+        for start in range(0, len(jobs), 1000):
+            await dispatch(redis, jobs[start : start + 1000])
+        claimed = await redis.claim(5000, node="n", lease_ms=60_000)
+        again = await redis.claim(10, node="n", lease_ms=60_000)
+    assert sorted(c.id for c in claimed) == sorted(j.id for j in jobs) and again == []

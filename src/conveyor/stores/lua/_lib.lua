@@ -278,7 +278,8 @@ local function claim_ready(p, n, node, lease_ms, default_cap, feed_max, now, out
     end
     index, left = index + 1, left - 1
     local tenant = redis.call('LPOP', ring)
-    local k = share + (index <= extra and 1 or 0)
+    -- at most SLICE at once (its leases go in one variadic ZADD); the rest in the next turns
+    local k = math.min(share + (index <= extra and 1 or 0), SLICE)
     local cap = tonumber(redis.call('HGET', p .. ':maxrun', tenant)) or default_cap
     if cap > 0 then k = math.min(k, cap - redis.call('SCARD', p .. ':running:' .. tenant)) end
     local took, popped = 0, 0
