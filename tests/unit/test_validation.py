@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from typing import Any
 
 import pytest
@@ -68,6 +69,17 @@ def test_reference_schema_rules() -> None:
 )
 def test_payload_rules(type_: str, payload: dict[str, Any], field: str) -> None:
     assert field in fields({"tenantId": "t", "type": type_, "payload": payload})
+
+
+@pytest.mark.parametrize("subject", ["a\nb", "a\rb", "a\x0bb", "a\x0cb", "a\x1cb", "a\x1eb", "a\x85b", "a\u2028b", "a\u2029b", "a\n"])
+def test_an_email_subject_is_one_line_as_the_email_package_counts_lines(subject: str) -> None:
+    # each of these once passed the rule and made the handler raise when the job ran
+    payload = {"to": "a@b.co", "subject": subject, "body": "b"}
+    assert "payload.subject" in fields({"tenantId": "t", "type": "email", "payload": payload})
+    if len(subject.splitlines()) > 1:
+        with pytest.raises(ValueError, match="linefeed"):
+            EmailMessage()["Subject"] = subject
+    parse_submission({"tenantId": "t", "type": "email", "payload": {**payload, "subject": "a b"}}, REGISTRY, CONFIG)
 
 
 def test_optional_limits() -> None:
