@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import trio
-from reads import probe, quantiles
+from reads import beside, probe, quantiles
 from throughput import bench_key, started_node
 
 
@@ -52,18 +52,10 @@ async def senders(url: str, a: dict[str, str], n: int, size: int, seconds: float
 async def loaded_phase(
     client: httpx.AsyncClient, b: dict[str, str], args: argparse.Namespace, url: str, a: dict[str, str]
 ) -> tuple[tuple[list[float], list[float]], Counter[str]]:
-    spec = json.dumps({"url": url, "a": a, "n": args.senders, "size": args.batch, "seconds": args.seconds + 2})
-    done: list[bytes] = []
-
-    async def send_as_a() -> None:
-        cmd = [sys.executable, str(Path(__file__)), "--as-senders"]
-        done.append((await trio.run_process(cmd, stdin=spec.encode(), capture_stdout=True)).stdout)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(send_as_a)
-        await trio.sleep(1)
-        measured = await probe(client, b, args.seconds)
-    return measured, Counter(json.loads(done[0]))
+    """A's senders post batches while the probe runs (reads.beside)."""
+    spec = {"url": url, "a": a, "n": args.senders, "size": args.batch, "seconds": args.seconds + 2}
+    measured, seen, _ = await beside(client, b, args.seconds, str(Path(__file__)), "--as-senders", spec)
+    return measured, seen
 
 
 async def run(url: str, a: dict[str, str], b: dict[str, str], args: argparse.Namespace) -> None:

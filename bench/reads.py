@@ -22,6 +22,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
@@ -105,29 +106,36 @@ async def readers(
     return seen
 
 
+async def beside(
+    client: httpx.AsyncClient, b: dict[str, str], seconds: float, script: str, flag: str, spec: dict[str, Any]
+) -> tuple[tuple[list[float], list[float]], Counter[str], float]:
+    """One loaded phase: `script flag` loads the node from a process of its own (so that its
+    client work does not sit in the probe's event loop and count as the node's latency), given
+    `spec` as JSON on stdin, while the probe runs. Returns the probe's latencies, the Counter the
+    process printed as JSON, and the node's CPU seconds while the probe ran."""
+    done: list[bytes] = []
+
+    async def load() -> None:
+        cmd = [sys.executable, script, flag]
+        done.append((await trio.run_process(cmd, stdin=json.dumps(spec).encode(), capture_stdout=True)).stdout)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(load)
+        await trio.sleep(1)
+        cpu0 = cpu_seconds(NODE_PIDS[0])
+        loaded = await probe(client, b, seconds)
+        cpu = cpu_seconds(NODE_PIDS[0]) - cpu0
+    return loaded, Counter(json.loads(done[0])), cpu
+
+
 async def with_readers(
     client: httpx.AsyncClient, b: dict[str, str], args: argparse.Namespace, a: dict[str, str], ids: list[str],
     readers_url: str,
 ) -> tuple[tuple[list[float], list[float]], Counter[str], float]:
-    """One loaded phase: A's readers in a process of their own (so that their client work does
-    not sit in the probe's event loop and count as the node's latency) while the probe runs.
-    Returns the probe's latencies, what the readers saw, and the node's CPU seconds while the
-    probe ran."""
-    spec = json.dumps({"url": readers_url, "a": a, "ids": ids, "n": args.readers, "seconds": args.seconds + 2,
-                       "honour": not args.ignore_retry_after, "kinds": args.kinds.split(",")})
-    done: list[bytes] = []
-
-    async def read_as_a() -> None:
-        cmd = [sys.executable, str(Path(__file__)), "--as-readers"]
-        done.append((await trio.run_process(cmd, stdin=spec.encode(), capture_stdout=True)).stdout)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(read_as_a)
-        await trio.sleep(1)
-        cpu0 = cpu_seconds(NODE_PIDS[0])
-        loaded = await probe(client, b, args.seconds)
-        cpu = cpu_seconds(NODE_PIDS[0]) - cpu0
-    return loaded, Counter(json.loads(done[0])), cpu
+    """One loaded phase: A's readers read while the probe runs (beside)."""
+    spec = {"url": readers_url, "a": a, "ids": ids, "n": args.readers, "seconds": args.seconds + 2,
+            "honour": not args.ignore_retry_after, "kinds": args.kinds.split(",")}
+    return await beside(client, b, args.seconds, str(Path(__file__)), "--as-readers", spec)
 
 
 async def run(

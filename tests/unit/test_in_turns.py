@@ -11,21 +11,26 @@ from conveyor.jobs import in_turns, stepped
 from conveyor.validation import BATCH_STEP, parse_batch_in_steps
 
 
-async def test_other_tasks_run_between_the_turns() -> None:
-    ticks = 0
-    seen_at: list[int] = []
+class Ticker:
+    """Another task of the event loop, counting its turns."""
 
-    async def other() -> None:
-        nonlocal ticks
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    async def run(self) -> None:
         while True:
-            ticks += 1
+            self.ticks += 1
             await trio.lowlevel.checkpoint()
 
+
+async def test_other_tasks_run_between_the_turns() -> None:
+    other = Ticker()
+    seen_at: list[int] = []
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(other)
+        nursery.start_soon(other.run)
         await trio.lowlevel.checkpoint()
         async for item in in_turns(range(100), turn=20):
-            seen_at.append(ticks)
+            seen_at.append(other.ticks)
             assert item == len(seen_at) - 1
         nursery.cancel_scope.cancel()
     assert len(seen_at) == 100
@@ -40,19 +45,12 @@ async def test_other_tasks_run_between_the_steps_of_a_batch() -> None:
     # POST /jobs/batch checks and builds its jobs with jobs.stepped: not one long step of the loop
     config = Config(sleep_max_ms=10_000)
     body = {"jobs": [{"tenantId": "t", "type": "sleep", "payload": {"delayMs": 1}}] * 1000}
-    ticks = 0
-
-    async def other() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await trio.lowlevel.checkpoint()
-
+    other = Ticker()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(other)
+        nursery.start_soon(other.run)
         await trio.lowlevel.checkpoint()
-        before = ticks
+        before = other.ticks
         jobs = await stepped(parse_batch_in_steps(body, build_registry(config), config))
         nursery.cancel_scope.cancel()
     assert len(jobs) == 1000
-    assert ticks - before >= 1000 // BATCH_STEP
+    assert other.ticks - before >= 1000 // BATCH_STEP

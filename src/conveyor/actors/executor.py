@@ -33,19 +33,10 @@ def _describe(exc: BaseException) -> str:
         return f"(a {type(exc).__name__} whose message could not be read)"
 
 
-def result_problem(result: Any) -> str | None:
-    """Why a handler's result cannot be kept, or None: it must be storable JSON of at most
-    MAX_RESULT_BYTES. Such a job fails, and is not retried: it ran, and would return the same."""
-    try:
-        encoded_result(result)
-    except JobFailed as exc:
-        return str(exc)
-    return None
-
-
 def encoded_result(result: Any) -> str | None:
-    """A handler's result as the JSON text that is stored (None for None); JobFailed, not to be
-    retried, when it cannot be kept (result_problem)."""
+    """A handler's result as the JSON text that is stored (None for None). It must be storable
+    JSON of at most MAX_RESULT_BYTES; JobFailed, not to be retried, when it is not: the job ran,
+    and would return the same."""
     if result is None:  # what many handlers return
         return None
     found = storable.problem(result, "result")
