@@ -19,11 +19,19 @@ from conveyor.embedded.servers import package_dir
 NODE_TIMEOUT_MS = 2000  # a master that does not answer this long is failed over to its replica
 
 
+def _first_ephemeral_port() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def cluster_port(taken: set[int]) -> int:
-    """A free port whose cluster bus port (10,000 higher) is free too: both must be below 65536,
-    so it cannot be an ephemeral one."""
+    """A free port whose cluster bus port (10,000 higher) is free too, both below the ephemeral
+    range: a port chosen there could be taken by some client's outgoing connection before the
+    server binds it (a server that exited on start, 'Connection refused', under load)."""
     while True:
-        port = random.randint(20_000, 45_000)
+        port = random.randint(10_000, max(_first_ephemeral_port() - 10_001, 12_000))
         if port in taken or port + 10_000 in taken:
             continue
         try:
@@ -98,8 +106,9 @@ class ValkeyCluster:
                     client.ping()
                     return
                 except redis_lib.ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
+                    if self.procs[port].poll() is not None or time.monotonic() > deadline:
+                        log = (folder / "log").read_text(errors="replace") if (folder / "log").exists() else ""
+                        raise RuntimeError(f"valkey-server on port {port} did not start: {log[-500:]}") from None
                     time.sleep(0.02)
         finally:
             client.close()
