@@ -11,6 +11,23 @@
 -- events, <p>:feedhead:<tenant> its newest event id, <p>:jev:<tenant> and <p>:jev0:<tenant> the
 -- index of its jobs' events, <p>:hist:<tenant>:<hour> its history for the dashboard's charts.
 
+local SLICE = 500  -- members of one variadic command at most (Lua's unpack has a limit)
+
+-- One variadic command per SLICE members of list (after key, when there is one): the sum of
+-- their replies.
+local function sliced(cmd, key, list)
+  local total = 0
+  for first = 1, #list, SLICE do
+    local last = math.min(first + SLICE - 1, #list)
+    if key then
+      total = total + redis.call(cmd, key, unpack(list, first, last))
+    else
+      total = total + redis.call(cmd, unpack(list, first, last))
+    end
+  end
+  return total
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -63,6 +80,32 @@ local function push_ready(p, tenant, id, now, priority)
   end
 end
 
+-- The same for the jobs of a call that become ready with their envelope (enqueue): each push
+-- takes its sequence number now, in order, and close_ready writes each tenant's pushes with one
+-- ZADD and puts the tenant on the ring once. 'r' goes in with the envelope (create_envelope).
+local readies, ready_tenants = {}, {}
+
+local function queue_ready(p, tenant, id, priority)
+  local r = readies[tenant]
+  if not r then
+    r = {}
+    readies[tenant] = r
+    ready_tenants[#ready_tenants + 1] = tenant
+  end
+  r[#r + 1] = (tonumber(priority) or 5) * PRIORITY_STEP + next_seq(p)
+  r[#r + 1] = id
+end
+
+local function close_ready(p)
+  for _, tenant in ipairs(ready_tenants) do
+    sliced('ZADD', p .. ':ready:' .. tenant, readies[tenant])  -- SLICE is even: pairs stay whole
+    if redis.call('SADD', p .. ':ringset', tenant) == 1 then
+      redis.call('RPUSH', p .. ':ring', tenant)
+    end
+  end
+  readies, ready_tenants = {}, {}
+end
+
 -- A job whose envelope exists becomes ready now, or waits in the delayed set until due (ms).
 local function dispatch(p, tenant, id, now, priority, due)
   if due > now then
@@ -79,34 +122,55 @@ local function hold(p, tenant, id, deadline)
   redis.call('SADD', p .. ':running:' .. tenant, id)
 end
 
--- Drop a job's lease. Returns 1 when its tenant has ready work that the cap may have held back.
-local function release(p, tenant, id)
-  redis.call('ZREM', p .. ':leases', id)
-  if redis.call('SREM', p .. ':running:' .. tenant, id) == 1
-     and redis.call('ZCARD', p .. ':ready:' .. tenant) > 0 then
-    return 1
+-- Each tenant's unfinished jobs (envelopes) and their payloads' bytes, <p>:queued and
+-- <p>:qbytes: a script counts each envelope it makes or drops here, and close_counts writes the
+-- sums once per tenant. Every script that makes or drops envelopes calls it before it returns.
+local counts = {}
+
+local function count_envelopes(tenant, jobs, bytes)
+  local c = counts[tenant]
+  if not c then
+    c = {jobs = 0, bytes = 0}
+    counts[tenant] = c
   end
-  return 0
+  c.jobs, c.bytes = c.jobs + jobs, c.bytes + bytes
 end
 
--- A new envelope: write it and count it (and its payload's bytes) as the tenant's unfinished job.
-local function create_envelope(p, id, tenant, type_, payload, attempts, max_attempts, timeout_ms, priority)
-  redis.call('HSET', p .. ':job:' .. id, 't', tenant, 'y', type_, 'p', payload, 'a', attempts,
-             'm', max_attempts, 'o', timeout_ms, 'P', priority)
-  redis.call('HINCRBY', p .. ':queued', tenant, 1)
-  redis.call('HINCRBY', p .. ':qbytes', tenant, #payload)
+local function close_counts(p)
+  for tenant, c in pairs(counts) do
+    if c.jobs ~= 0 then redis.call('HINCRBY', p .. ':queued', tenant, c.jobs) end
+    -- an envelope written before the byte counter existed was never counted: never below 0
+    if c.bytes ~= 0 and redis.call('HINCRBY', p .. ':qbytes', tenant, c.bytes) < 0 then
+      redis.call('HSET', p .. ':qbytes', tenant, 0)
+    end
+  end
+  counts = {}
+end
+
+-- A new envelope: write it and count it (and its payload's bytes, also kept as 's') as the
+-- tenant's unfinished job. ready_at: when it became ready ('r'), nil for a job not ready yet.
+local function create_envelope(p, id, tenant, type_, payload, attempts, max_attempts, timeout_ms, priority, ready_at)
+  local env = p .. ':job:' .. id
+  if ready_at then
+    redis.call('HSET', env, 't', tenant, 'y', type_, 'p', payload, 'a', attempts, 'm', max_attempts,
+               'o', timeout_ms, 'P', priority, 's', #payload, 'r', ready_at)
+  else
+    redis.call('HSET', env, 't', tenant, 'y', type_, 'p', payload, 'a', attempts, 'm', max_attempts,
+               'o', timeout_ms, 'P', priority, 's', #payload)
+  end
+  count_envelopes(tenant, 1, #payload)
+end
+
+-- The bytes an envelope counted: 's', or for one written before 's' existed, its payload's length.
+local function envelope_bytes(env, s)
+  return tonumber(s) or redis.call('HSTRLEN', env, 'p')
 end
 
 -- The job is over for the dispatch index: delete its envelope and uncount it.
 local function drop_envelope(p, tenant, id)
   local env = p .. ':job:' .. id
-  local size = redis.call('HSTRLEN', env, 'p')
+  count_envelopes(tenant, -1, -envelope_bytes(env, redis.call('HGET', env, 's')))
   redis.call('DEL', env)
-  redis.call('HINCRBY', p .. ':queued', tenant, -1)
-  -- an envelope written before the byte counter existed was never counted: never below 0
-  if redis.call('HINCRBY', p .. ':qbytes', tenant, -size) < 0 then
-    redis.call('HSET', p .. ':qbytes', tenant, 0)
-  end
 end
 
 -- Wake up to n idle fetchers (one token each; the list stays short), or on a cluster every node's
@@ -132,7 +196,6 @@ end
 -- feed_max events it becomes <p>:jev0:<tenant> (the one before goes) and a new one starts, so
 -- the index covers at least what the feed keeps and never much more.
 local feeds = {}
-local SLICE = 500  -- members of one variadic command at most (Lua's unpack has a limit)
 
 local function emit(p, tenant, job, data, feed_max)
   local f = feeds[tenant]
@@ -235,14 +298,14 @@ local function claim_tenant(p, tenant, k, node, now, deadline, at, feed_max, out
   for j = 1, #ids, 2 do
     local id = ids[j]
     local env = p .. ':job:' .. id
-    local h = redis.call('HMGET', env, 't', 'y', 'p', 'm', 'o', 'c', 'r', 'k')
+    local h = redis.call('HMGET', env, 't', 'y', 'p', 'm', 'o', 'c', 'r', 'k', 'a')
     if h[6] then
       -- cancelled while it was running, then put back (a retry, a lease expiry): drop it
       drop_envelope(p, tenant, id)
     -- skip ids whose job finished (no envelope) or that already run (a duplicate dispatch)
     elseif h[1] and not redis.call('ZSCORE', leases, id) then
-      local attempt = redis.call('HINCRBY', env, 'a', 1)
-      redis.call('HSET', env, 'n', node)
+      local attempt = tonumber(h[9]) + 1
+      redis.call('HSET', env, 'a', attempt, 'n', node)
       held[#held + 1] = deadline
       held[#held + 1] = id
       running[#running + 1] = id

@@ -11,5 +11,6 @@ local out = {0}
 if claim_ready(p, n, node, lease_ms, default_cap, feed_max, now, out) > 0 then
   close_feeds(p, feed_max, feed_ms, now)
 end
+close_counts(p)  -- the envelopes it dropped (cancelled while they ran, then put back)
 out[1] = redis.call('LLEN', p .. ':ring')
 return out

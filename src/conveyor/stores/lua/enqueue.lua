@@ -18,9 +18,14 @@ for i = 8, #ARGV, 10 do
   local id, tenant = ARGV[i], ARGV[i + 1]
   local env = p .. ':job:' .. id
   if redis.call('EXISTS', env) == 0 then
-    create_envelope(p, id, tenant, ARGV[i + 2], ARGV[i + 3], 0, ARGV[i + 4], ARGV[i + 5], ARGV[i + 7])
-    local run_at, delay = tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9])
-    if dispatch(p, tenant, id, now, ARGV[i + 7], run_at > 0 and run_at or now + delay) == 1 then
+    local priority, run_at, delay = ARGV[i + 7], tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9])
+    local due = run_at > 0 and run_at or now + delay
+    if due > now then
+      create_envelope(p, id, tenant, ARGV[i + 2], ARGV[i + 3], 0, ARGV[i + 4], ARGV[i + 5], priority)
+      redis.call('ZADD', p .. ':delayed', due, id)
+    else
+      create_envelope(p, id, tenant, ARGV[i + 2], ARGV[i + 3], 0, ARGV[i + 4], ARGV[i + 5], priority, now)
+      queue_ready(p, tenant, id, priority)
       fresh[id] = true
       ready = ready + 1
     end
@@ -29,6 +34,7 @@ for i = 8, #ARGV, 10 do
     count = count + 1
   end
 end
+close_ready(p)
 local out = {count}
 local left = ready
 if claim_n > 0 and ready > 0 then
@@ -42,5 +48,6 @@ end
 -- the next round of the fetchers while others are idle. None when the claim took them all.
 wake(p, left > 0 and ready or 0)
 close_feeds(p, feed_max, feed_ms, now)
+close_counts(p)
 close_history(p, now)
 return out

@@ -13,16 +13,22 @@ local now = now_ms()
 local to_wake = 0
 local i = 5
 local events = {}  -- tenant, job, data of the outcomes that applied, in order
+-- what the outcomes that applied release and drop, written together after the loop: the leases,
+-- each tenant's running set, the envelopes of the jobs that are over
+local leases, running, gone, dropped = {}, {}, {}, {}
 for _ = 1, n do
   local id, attempt, action, delay_ms, k = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
   local env = p .. ':job:' .. id
-  local h = redis.call('HMGET', env, 'a', 't', 'P')
-  if h[1] == attempt then
+  local h = redis.call('HMGET', env, 'a', 't', 'P', 's')
+  if h[1] == attempt and not dropped[id] then
     local tenant = h[2]
-    -- a released slot may let a capped tenant's next job run: wake a fetcher for it
-    to_wake = to_wake + release(p, tenant, id)
+    leases[#leases + 1] = id
+    local r = running[tenant]
+    if r then r[#r + 1] = id else running[tenant] = {id} end
     if action == 'done' or action == 'completed' or action == 'failed' then
-      drop_envelope(p, tenant, id)
+      dropped[id] = true
+      gone[#gone + 1] = env
+      count_envelopes(tenant, -1, -envelope_bytes(env, h[4]))
       touch_history(tenant, action == 'completed' and 'c' or action == 'failed' and 'f' or nil)
     else
       touch_history(tenant)
@@ -42,6 +48,16 @@ for _ = 1, n do
   end
   i = i + 5 + k
 end
+sliced('ZREM', p .. ':leases', leases)
+for tenant, ids in pairs(running) do
+  -- released slots may let a capped tenant's next jobs run: wake fetchers for them
+  local freed = sliced('SREM', p .. ':running:' .. tenant, ids)
+  if freed > 0 and redis.call('ZCARD', p .. ':ready:' .. tenant) > 0 then
+    to_wake = to_wake + freed
+  end
+end
+sliced('DEL', false, gone)
+close_counts(p)
 wake(p, to_wake)
 for j = i, #ARGV, 3 do
   emit(p, ARGV[j], ARGV[j + 1], ARGV[j + 2], feed_max)

@@ -24,5 +24,6 @@ for i = 2, #ARGV, 11 do
     repaired = repaired + 1
   end
 end
+close_counts(p)
 wake(p, repaired)
 return repaired
