@@ -295,6 +295,10 @@ local function claim_tenant(p, tenant, k, node, now, deadline, at, feed_max, out
   local q, leases = p .. ':ready:' .. tenant, p .. ':leases'
   local ids = redis.call('ZPOPMIN', q, k)  -- the most urgent, ready first: id, score, ...
   local held, running = {}, {}
+  -- the JOB_UPDATE of wire.job_update, as json.dumps writes it, around each job's own values
+  local head = '{"type": "JOB_UPDATE", "jobId": '
+  local middle = ', "tenantId": ' .. cjson.encode(tenant) .. ', "status": "RUNNING", "error": null, "attempts": '
+  local tail = ', "updatedAt": "' .. at .. '"}'
   for j = 1, #ids, 2 do
     local id = ids[j]
     local env = p .. ':job:' .. id
@@ -311,11 +315,11 @@ local function claim_tenant(p, tenant, k, node, now, deadline, at, feed_max, out
       running[#running + 1] = id
       local waited = h[7] and math.max(0, now - tonumber(h[7])) or -1
       local skipped = tonumber(h[8]) or 0
-      for _, v in ipairs({id, h[1], h[2], h[3], attempt, h[4], h[5], waited, skipped}) do out[#out + 1] = v end
-      -- the JOB_UPDATE of wire.job_update, as json.dumps writes it
-      emit(p, tenant, id, '{"type": "JOB_UPDATE", "jobId": ' .. cjson.encode(id) .. ', "tenantId": '
-        .. cjson.encode(tenant) .. ', "status": "RUNNING", "error": null, "attempts": ' .. (attempt - skipped)
-        .. ', "maxAttempts": ' .. (tonumber(h[4]) - skipped) .. ', "updatedAt": "' .. at .. '"}', feed_max)
+      local o = #out
+      out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = id, h[1], h[2], h[3], attempt
+      out[o + 6], out[o + 7], out[o + 8], out[o + 9] = h[4], h[5], waited, skipped
+      emit(p, tenant, id, head .. cjson.encode(id) .. middle .. (attempt - skipped) .. ', "maxAttempts": '
+        .. (tonumber(h[4]) - skipped) .. tail, feed_max)
     end
   end
   if #running > 0 then  -- hold: the leases, and the tenant's running set for its cap
