@@ -104,4 +104,5 @@ async def test_client_doc_examples_run(start_node: Any, tenant: str) -> None:
 
     with trio.fail_after(60):
         for source in examples:
-            await trio.to_thread.run_sync(run, source)
+            # abandoned on timeout: an example that waits forever fails here instead of hanging
+            await trio.to_thread.run_sync(run, source, abandon_on_cancel=True)
