@@ -197,6 +197,26 @@ class ValkeyCluster:
         """A master to kill: not the node that `url` names, through which clients connect."""
         return next(port for port in self.masters() if port != self.ports[0])
 
+    def wait_replicated(self, port: int, timeout: float = 10) -> None:
+        """Until the replicas of master `port` have every write it has made so far: replication is
+        asynchronous, so a master killed right after a write can fail over to a replica without
+        it (a test that means to kill a master with its writes kept waits for this first)."""
+        master = redis_lib.Redis(host="127.0.0.1", port=port, decode_responses=True)
+        try:
+            info = master.info("replication")
+            target = int(info["master_repl_offset"])
+            deadline = time.monotonic() + timeout
+            while True:
+                offsets = [int(v["offset"]) for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+                if offsets and min(offsets) >= target:
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the replicas of {port} did not reach offset {target}: {offsets}")
+                time.sleep(0.02)
+                info = master.info("replication")
+        finally:
+            master.close()
+
     def kill(self, port: int) -> None:
         """kill -9 one node (by the PID we started)."""
         proc = self.procs[port]
