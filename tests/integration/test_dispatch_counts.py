@@ -77,16 +77,3 @@ async def test_counts_follow_each_job_through_batched_calls(stores: Any, tenant:
         await redis.finish([Applied(c.tenant_id, c.id, c.attempt, "done") for c in [*rest, *again]])
         assert await counters(redis, a) == (2, payload_bytes([jobs_a[20], later]), 0, 0)
 
-
-async def test_an_envelope_from_before_its_size_was_kept_is_uncounted_by_its_payload(
-    stores: Any, tenant: str
-) -> None:
-    _, redis = stores
-    jobs = [job(tenant, 50), job(tenant, 300)]
-    with trio.fail_after(30):
-        await dispatch(redis, jobs)
-        # as an envelope written by a node of the version before 's'
-        await trio.to_thread.run_sync(lambda: redis.client.hdel(redis.tkey(tenant, "job", jobs[1].id), "s"))
-        claimed = await redis.claim(2, node="n", lease_ms=60_000)
-        await redis.finish([Applied(c.tenant_id, c.id, c.attempt, "completed") for c in claimed])
-    assert await counters(redis, tenant) == (0, 0, 0, 0)

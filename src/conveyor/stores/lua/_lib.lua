@@ -106,16 +106,6 @@ local function close_ready(p)
   readies, ready_tenants = {}, {}
 end
 
--- A job whose envelope exists becomes ready now, or waits in the delayed set until due (ms).
-local function dispatch(p, tenant, id, now, priority, due)
-  if due > now then
-    redis.call('ZADD', p .. ':delayed', due, id)
-    return 0
-  end
-  push_ready(p, tenant, id, now, priority)
-  return 1
-end
-
 -- Lease a job until deadline; the tenant's running set counts it against its cap.
 local function hold(p, tenant, id, deadline)
   redis.call('ZADD', p .. ':leases', deadline, id)
@@ -147,29 +137,42 @@ local function close_counts(p)
   counts = {}
 end
 
--- A new envelope: write it and count it (and its payload's bytes, also kept as 's') as the
--- tenant's unfinished job. ready_at: when it became ready ('r'), nil for a job not ready yet.
+-- A new envelope: write it and count it (and its payload's bytes) as the tenant's unfinished
+-- job. ready_at: when it became ready ('r'), nil for a job not ready yet.
 local function create_envelope(p, id, tenant, type_, payload, attempts, max_attempts, timeout_ms, priority, ready_at)
   local env = p .. ':job:' .. id
   if ready_at then
     redis.call('HSET', env, 't', tenant, 'y', type_, 'p', payload, 'a', attempts, 'm', max_attempts,
-               'o', timeout_ms, 'P', priority, 's', #payload, 'r', ready_at)
+               'o', timeout_ms, 'P', priority, 'r', ready_at)
   else
     redis.call('HSET', env, 't', tenant, 'y', type_, 'p', payload, 'a', attempts, 'm', max_attempts,
-               'o', timeout_ms, 'P', priority, 's', #payload)
+               'o', timeout_ms, 'P', priority)
   end
   count_envelopes(tenant, 1, #payload)
 end
 
--- The bytes an envelope counted: 's', or for one written before 's' existed, its payload's length.
-local function envelope_bytes(env, s)
-  return tonumber(s) or redis.call('HSTRLEN', env, 'p')
+-- A new envelope that is ready now (on its tenant's queue with close_ready) or waits in the
+-- delayed set until due (ms). Returns 1 when it is ready.
+local function dispatch_envelope(p, id, tenant, type_, payload, attempts, max_attempts, timeout_ms, priority, now, due)
+  if due > now then
+    create_envelope(p, id, tenant, type_, payload, attempts, max_attempts, timeout_ms, priority)
+    redis.call('ZADD', p .. ':delayed', due, id)
+    return 0
+  end
+  create_envelope(p, id, tenant, type_, payload, attempts, max_attempts, timeout_ms, priority, now)
+  queue_ready(p, tenant, id, priority)
+  return 1
+end
+
+-- The envelope at env is over for the dispatch index: uncount it (the caller deletes it).
+local function uncount_envelope(env, tenant)
+  count_envelopes(tenant, -1, -redis.call('HSTRLEN', env, 'p'))
 end
 
 -- The job is over for the dispatch index: delete its envelope and uncount it.
 local function drop_envelope(p, tenant, id)
   local env = p .. ':job:' .. id
-  count_envelopes(tenant, -1, -envelope_bytes(env, redis.call('HGET', env, 's')))
+  uncount_envelope(env, tenant)
   redis.call('DEL', env)
 end
 

@@ -20,12 +20,7 @@ for i = 8, #ARGV, 10 do
   if redis.call('EXISTS', env) == 0 then
     local priority, run_at, delay = ARGV[i + 7], tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9])
     local due = run_at > 0 and run_at or now + delay
-    if due > now then
-      create_envelope(p, id, tenant, ARGV[i + 2], ARGV[i + 3], 0, ARGV[i + 4], ARGV[i + 5], priority)
-      redis.call('ZADD', p .. ':delayed', due, id)
-    else
-      create_envelope(p, id, tenant, ARGV[i + 2], ARGV[i + 3], 0, ARGV[i + 4], ARGV[i + 5], priority, now)
-      queue_ready(p, tenant, id, priority)
+    if dispatch_envelope(p, id, tenant, ARGV[i + 2], ARGV[i + 3], 0, ARGV[i + 4], ARGV[i + 5], priority, now, due) == 1 then
       fresh[id] = true
       ready = ready + 1
     end

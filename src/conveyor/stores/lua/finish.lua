@@ -19,7 +19,7 @@ local leases, running, gone, dropped = {}, {}, {}, {}
 for _ = 1, n do
   local id, attempt, action, delay_ms, k = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
   local env = p .. ':job:' .. id
-  local h = redis.call('HMGET', env, 'a', 't', 'P', 's')
+  local h = redis.call('HMGET', env, 'a', 't', 'P')
   if h[1] == attempt and not dropped[id] then
     local tenant = h[2]
     leases[#leases + 1] = id
@@ -28,7 +28,7 @@ for _ = 1, n do
     if action == 'done' or action == 'completed' or action == 'failed' then
       dropped[id] = true
       gone[#gone + 1] = env
-      count_envelopes(tenant, -1, -envelope_bytes(env, h[4]))
+      uncount_envelope(env, tenant)
       touch_history(tenant, action == 'completed' and 'c' or action == 'failed' and 'f' or nil)
     else
       touch_history(tenant)

@@ -12,18 +12,20 @@ for i = 2, #ARGV, 11 do
   local id, tenant = ARGV[i], ARGV[i + 1]
   local env = p .. ':job:' .. id
   if redis.call('EXISTS', env) == 0 then
-    create_envelope(p, id, tenant, ARGV[i + 2], ARGV[i + 3], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 10])
-    if ARGV[i + 9] ~= '0' then redis.call('HSET', env, 'k', ARGV[i + 9]) end
-    local due_in = tonumber(ARGV[i + 8])
+    local type_, payload, attempts, max_attempts, timeout_ms = ARGV[i + 2], ARGV[i + 3], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
     if ARGV[i + 4] == 'RUNNING' then
+      create_envelope(p, id, tenant, type_, payload, attempts, max_attempts, timeout_ms, ARGV[i + 10])
       redis.call('HSET', env, 'n', 'reconciler')
       hold(p, tenant, id, 0)
     else
-      dispatch(p, tenant, id, now, ARGV[i + 10], now + due_in)
+      dispatch_envelope(p, id, tenant, type_, payload, attempts, max_attempts, timeout_ms, ARGV[i + 10], now,
+                        now + tonumber(ARGV[i + 8]))
     end
+    if ARGV[i + 9] ~= '0' then redis.call('HSET', env, 'k', ARGV[i + 9]) end
     repaired = repaired + 1
   end
 end
+close_ready(p)
 close_counts(p)
 wake(p, repaired)
 return repaired
