@@ -17,6 +17,7 @@ import time
 import uuid
 
 import trio
+from throughput import wipe_prefix
 
 from conveyor.model import NewJob
 from conveyor.stores.redis import Applied, RedisStore
@@ -58,12 +59,7 @@ async def run(claims: int) -> None:
             q = statistics.quantiles(times, n=100)
             print(f"{target:>7,} ready: claim of 32 p50 {q[49]:.0f} µs, p99 {q[98]:.0f} µs (n={claims})")
     finally:
-        def wipe() -> None:
-            keys = list(redis.client.scan_iter(f"{prefix}:*", count=10_000))
-            for i in range(0, len(keys), 10_000):
-                redis.client.delete(*keys[i : i + 10_000])
-
-        await trio.to_thread.run_sync(wipe)
+        await trio.to_thread.run_sync(wipe_prefix, redis.client, prefix)
         await redis.close()
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import redis as redis_lib
 import trio
+from throughput import wipe_prefix
 
 from conveyor.model import NewJob
 from conveyor.stores.redis import Applied, RedisStore
@@ -62,9 +63,7 @@ async def one_run(n: int, tenants: int) -> dict[str, float]:
             await store.finish([Applied(j.tenant_id, j.id, j.attempt, "completed", 0, (EVENT,)) for j in part])
         took("finish")
     finally:
-        keys = list(client.scan_iter(f"{prefix}:*", count=10_000))
-        for start in range(0, len(keys), 5_000):
-            client.delete(*keys[start : start + 5_000])
+        wipe_prefix(client, prefix)
         client.close()
         await store.close()
     return per_job

@@ -80,10 +80,15 @@ def started_node(concurrency: int, auth: bool, **settings: str) -> Iterator[tupl
         with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         client = (redis.RedisCluster if is_cluster(REDIS_URL) else redis.Redis).from_url(REDIS_URL)
-        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            client.delete(key)
+        wipe_prefix(client, prefix)
         client.close()
         os.unlink(log.name)
+
+
+def wipe_prefix(client: redis.Redis, prefix: str) -> None:
+    """Delete a benchmark's keys (one at a time: on a cluster they are on every master)."""
+    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+        client.delete(key)
 
 
 def bench_key(database_url: str, tenant: str = "bench") -> str:
