@@ -206,13 +206,16 @@ class PostgresStore:
         def work(conn: psycopg.Connection[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             started: list[dict[str, Any]] = []
             finished: list[dict[str, Any]] = []
+            # Planned per batch, not prepared: a prepared statement's generic plan is made once,
+            # and one made while the table was small (a hash join over a sequential scan of jobs)
+            # stayed while it grew, until an ANALYZE (tests/integration/test_pg_plans.py).
             with conn.cursor(row_factory=dict_row) as cur:
                 if starts:
                     rows = json.dumps([{"id": job_id, "attempt": attempt} for job_id, attempt in starts])
-                    cur.execute(QUERIES["record_started"], {"rows": rows})
+                    cur.execute(QUERIES["record_started"], {"rows": rows}, prepare=False)
                     started = cur.fetchall()
                 if finishes:
-                    cur.execute(QUERIES["record_finished"], {"rows": finish_rows_json(finishes)})
+                    cur.execute(QUERIES["record_finished"], {"rows": finish_rows_json(finishes)}, prepare=False)
                     finished = cur.fetchall()
             return started, finished
 
