@@ -11,7 +11,6 @@ cluster's), so both sides run the same server; the cluster is tests/redis_cluste
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -24,14 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import throughput  # noqa: E402
 from tests.redis_cluster import ValkeyCluster, _bin, cluster_port  # noqa: E402
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
 def server_pids(ports: list[int]) -> dict[int, int]:
@@ -54,10 +45,10 @@ def measure(
     with throughput.started_node(concurrency, False, CONVEYOR_REDIS_SHARDS=str(shards)) as (node_url, url):
         node = throughput.NODE_PIDS[-1]
         throughput.drive(node_url, url, min(n, 2000), tenants=tenants)  # warm up: connections, scripts, JIT-free caches
-        node_before, servers_before = cpu_seconds(node), {p: cpu_seconds(pid) for p, pid in pids.items()}
+        node_before, servers_before = throughput.cpu_seconds(node), {p: throughput.cpu_seconds(pid) for p, pid in pids.items()}
         rate = throughput.drive(node_url, url, n, tenants=tenants)
-        node_cpu = cpu_seconds(node) - node_before
-        servers = {p: cpu_seconds(pid) - servers_before[p] for p, pid in pids.items()}
+        node_cpu = throughput.cpu_seconds(node) - node_before
+        servers = {p: throughput.cpu_seconds(pid) - servers_before[p] for p, pid in pids.items()}
     per_job = {p: cpu / n * 1e6 for p, cpu in servers.items()}
     return {"rate": rate, "node_us": node_cpu / n * 1e6, "redis_us": sum(per_job.values()),
             "masters_us": sum(per_job[p] for p in masters), "busiest_us": max(per_job[p] for p in masters)}

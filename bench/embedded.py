@@ -140,10 +140,10 @@ def main() -> None:
         machine = throughput.ADMIN_URL, throughput.REDIS_URL
         throughput.ADMIN_URL = urls["DATABASE_URL"].rpartition("/")[0] + "/postgres"
         throughput.REDIS_URL = urls["REDIS_URL"]
-        embedded_rate = throughput.conveyor_rate(args.jobs, args.concurrency, auth=False)
+        embedded_rate = throughput.conveyor_rate(args.jobs, args.concurrency, auth=False).rate
         busy = pss_mib([p for p in descendants(services.pid) if comm(p) == "postgres"]), pss_mib(valkey)
         throughput.ADMIN_URL, throughput.REDIS_URL = machine
-        machine_rate = throughput.conveyor_rate(args.jobs, args.concurrency, auth=False)
+        machine_rate = throughput.conveyor_rate(args.jobs, args.concurrency, auth=False).rate
     finally:
         stop(services)  # type: ignore[arg-type]
         shutil.rmtree(data, ignore_errors=True)

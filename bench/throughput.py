@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import httpx
 import psycopg
@@ -111,14 +112,63 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def conveyor_rate(n: int, concurrency: int, auth: bool) -> tuple[float, float]:
-    """(jobs/s, the node's CPU µs per job) after a warm-up of a tenth of n."""
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            return comm.read().strip()
+    except OSError:
+        return ""
+
+
+def _cpu_of(pids: Iterable[int]) -> dict[int, float]:
+    """CPU seconds of each of these processes that still runs."""
+    out = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            out[pid] = cpu_seconds(pid)
+    return out
+
+
+def local_server_pids() -> dict[str, list[int]]:
+    """The local Redis's process (INFO's process_id, when it runs on this machine) and every
+    PostgreSQL process here (the postmaster, its backends and workers, whichever database)."""
+    out: dict[str, list[int]] = {
+        "PostgreSQL": [int(p) for p in os.listdir("/proc") if p.isdigit() and _comm(int(p)) == "postgres"],
+        "Redis": [],
+    }
+    if not is_cluster(REDIS_URL):
+        client = redis.Redis.from_url(REDIS_URL)
+        pid = int(client.info("server")["process_id"])
+        client.close()
+        if _comm(pid).startswith(("redis", "valkey")):
+            out["Redis"] = [pid]
+    return out
+
+
+@dataclasses.dataclass
+class Measured:
+    rate: float  # jobs/s
+    cpu_us: dict[str, float]  # process -> CPU µs per job over the measured run (node first)
+
+
+def conveyor_rate(n: int, concurrency: int, auth: bool) -> Measured:
+    """The rate after a warm-up of a tenth of n, and the CPU per job of the node, of Redis and of
+    PostgreSQL (all its processes; a backend that starts during the run counts whole) where /proc
+    shows them."""
     with started_node(concurrency, auth) as (node_url, url):
         headers = {"Authorization": f"Bearer {bench_key(url)}"} if auth else {}
         drive(node_url, url, max(1000, n // 10), headers)  # connections, scripts, caches
-        node, before = NODE_PIDS[-1], cpu_seconds(NODE_PIDS[-1])
+        pids = {"node": [NODE_PIDS[-1]], **local_server_pids()}
+        before = {name: _cpu_of(group) for name, group in pids.items()}
         rate = drive(node_url, url, n, headers)
-        return rate, (cpu_seconds(node) - before) / n * 1e6
+        pids["PostgreSQL"] = sorted(set(pids["PostgreSQL"]) | set(local_server_pids()["PostgreSQL"]))
+        cpu_us = {}
+        for name, group in pids.items():
+            after = _cpu_of(group)
+            if after:
+                used = sum(cpu - before[name].get(pid, 0.0) for pid, cpu in after.items())
+                cpu_us[name] = used / n * 1e6
+        return Measured(rate, cpu_us)
 
 
 def drive(node_url: str, url: str, n: int, headers: dict[str, str] | None = None, tenants: int = 0) -> float:
@@ -251,10 +301,12 @@ def main() -> None:
     parser.add_argument("--peers", default="bullmq,arq,saq", help="comma-separated: bullmq, arq, saq (or none)")
     parser.add_argument("--auth", action="store_true", help="API keys and admission checks on")
     args = parser.parse_args()
-    ours, cpu = conveyor_rate(args.jobs, args.concurrency, args.auth)
+    measured = conveyor_rate(args.jobs, args.concurrency, args.auth)
+    ours = measured.rate
     mode = "auth and limits on" if args.auth else "auth off, no limits"
+    others = ", ".join(f"{name} {us:.0f}" for name, us in measured.cpu_us.items() if name != "node")
     print(f"conveyor ({mode}): {args.jobs} jobs, {ours:,.0f} jobs/s (first submit to last COMPLETED row),"
-          f" node CPU {cpu:.0f} µs/job")
+          f" node CPU {measured.cpu_us['node']:.0f} µs/job" + (f" ({others} µs/job)" if others else ""))
     peers: dict[str, Callable[[int, int], float | str]] = {"bullmq": bullmq_rate, "arq": arq_rate, "saq": saq_rate}
     for name in [p for p in args.peers.split(",") if p in peers]:
         theirs = peers[name](args.jobs, args.concurrency)
