@@ -154,14 +154,14 @@ end
 -- A new envelope that is ready now (on its tenant's queue with close_ready) or waits in the
 -- delayed set until due (ms). Returns 1 when it is ready.
 local function dispatch_envelope(p, id, tenant, type_, payload, attempts, max_attempts, timeout_ms, priority, now, due)
-  if due > now then
-    create_envelope(p, id, tenant, type_, payload, attempts, max_attempts, timeout_ms, priority)
-    redis.call('ZADD', p .. ':delayed', due, id)
-    return 0
+  local ready = due <= now
+  create_envelope(p, id, tenant, type_, payload, attempts, max_attempts, timeout_ms, priority, ready and now or nil)
+  if ready then
+    queue_ready(p, tenant, id, priority)
+    return 1
   end
-  create_envelope(p, id, tenant, type_, payload, attempts, max_attempts, timeout_ms, priority, now)
-  queue_ready(p, tenant, id, priority)
-  return 1
+  redis.call('ZADD', p .. ':delayed', due, id)
+  return 0
 end
 
 -- The envelope at env is over for the dispatch index: uncount it (the caller deletes it).
