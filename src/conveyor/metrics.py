@@ -54,16 +54,28 @@ class Metrics:
         self.histograms: dict[tuple[str, tuple[tuple[str, str], ...]], Histogram] = {}
 
     def inc(self, name: str, amount: int = 1, **labels: str) -> None:
-        self.counters[(name, tuple(sorted(labels.items())))] += amount
+        self.counters[self.key(name, **labels)] += amount
+
+    @staticmethod
+    def key(name: str, **labels: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+        """A counter's key, for code that counts once a job: made once, then `add`ed to."""
+        return (name, tuple(sorted(labels.items())))
+
+    def add(self, key: tuple[str, tuple[tuple[str, str], ...]], amount: int = 1) -> None:
+        self.counters[key] += amount
 
     def value(self, name: str, **labels: str) -> int:
         return self.counters[(name, tuple(sorted(labels.items())))]
 
     def observe(self, name: str, value: float, **labels: str) -> None:
-        key = (name, tuple(sorted(labels.items())))
+        self.histogram(name, **labels).observe(value)
+
+    def histogram(self, name: str, **labels: str) -> Histogram:
+        """A histogram, made on first use: code that observes once a job keeps it."""
+        key = self.key(name, **labels)
         if (histogram := self.histograms.get(key)) is None:
             histogram = self.histograms[key] = Histogram(DURATION_BUCKETS)
-        histogram.observe(value)
+        return histogram
 
     def histogram_samples(self) -> list[Sample]:
         out: list[Sample] = []

@@ -118,9 +118,12 @@ def quote(text: str) -> str:
     return _encode_basestring_ascii(text)
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # json.dumps makes one a call
+
+
 def dumps(value: Any) -> str:
     """Compact JSON of a value that `problem` accepted."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    return _COMPACT.encode(value)
 
 
 def clean_text(value: str, limit: int) -> str:

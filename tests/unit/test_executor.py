@@ -7,7 +7,7 @@ from typing import Any
 import trio
 import trio.testing
 
-from conveyor.actors.executor import execute, run_executor
+from conveyor.actors.executor import JobCounts, execute, run_executor
 from conveyor.actors.pool import CancelReason, ExecutorPool
 from conveyor.config import Config
 from conveyor.handlers import FieldError, Handler, JobFailed, Registry
@@ -50,7 +50,7 @@ def job(do: str, attempt: int = 1, max_attempts: int = 3, timeout_ms: int = 5000
 
 async def run_one(envelope: Envelope, pool: ExecutorPool | None = None) -> tuple[list[Any], Finished]:
     send, recv = trio.open_memory_channel[Any](10)
-    finished = await execute(envelope, send, pool or ExecutorPool(1), registry(), CONFIG, Metrics(), Flusher(send, 1.0))
+    finished = await execute(envelope, send, pool or ExecutorPool(1), registry(), CONFIG, JobCounts(Metrics()), Flusher(send, 1.0))
     return [m for m in iter(lambda: _nowait(recv), None)], finished
 
 
@@ -118,7 +118,7 @@ async def test_timeout_ends_the_attempt(autojump_clock: Any) -> None:
 async def test_unknown_type_fails_and_is_retried(autojump_clock: Any) -> None:
     envelope = Envelope("x", "tenant", "nope", {}, 1, 3, 1000)
     send, _recv = trio.open_memory_channel[Any](10)
-    finished = await execute(envelope, send, ExecutorPool(1), registry(), CONFIG, Metrics(), Flusher(send, 1.0))
+    finished = await execute(envelope, send, ExecutorPool(1), registry(), CONFIG, JobCounts(Metrics()), Flusher(send, 1.0))
     assert finished.outcome is Outcome.RETRY and "no handler" in finished.error
 
 

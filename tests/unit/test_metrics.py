@@ -12,6 +12,19 @@ def test_counters_by_labels() -> None:
     assert m.value("conveyor_jobs_finished_total", outcome="retry") == 0
 
 
+def test_keys_made_once_count_as_inc_does() -> None:
+    m = Metrics()
+    key = m.key("conveyor_jobs_finished_total", outcome="completed", type="sleep")
+    m.add(key)
+    m.inc("conveyor_jobs_finished_total", type="sleep", outcome="completed")  # labels in any order
+    assert m.value("conveyor_jobs_finished_total", outcome="completed", type="sleep") == 2
+    h = m.histogram("conveyor_job_run_seconds", type="sleep")
+    h.observe(0.003)
+    m.observe("conveyor_job_run_seconds", 0.2, type="sleep")
+    assert m.histogram("conveyor_job_run_seconds", type="sleep") is h
+    assert (h.count, h.counts[0]) == (2, 1)
+
+
 def test_prometheus_text() -> None:
     text = render([
         ("conveyor_jobs_finished_total", (("outcome", "completed"),), 3),

@@ -15,7 +15,7 @@ import trio
 from .. import rules, storable
 from ..config import Config
 from ..handlers import JobFailed, Registry
-from ..metrics import Metrics
+from ..metrics import Histogram, Metrics
 from ..model import CANCELLED_BY_REQUEST, Envelope, Finished, Outcome, Record, Started
 from ..progress import Flusher
 from .pool import CancelReason, ExecutorPool
@@ -54,6 +54,25 @@ def encoded_result(result: Any) -> str | None:
 RAN = frozenset({Outcome.COMPLETED, Outcome.FAILED, Outcome.RETRY, Outcome.CANCELLED})  # the handler ran
 
 
+class JobCounts:
+    """An executor's metrics, their keys made once: it counts and times every job."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.started = metrics.key("conveyor_jobs_started_total")
+        self.finished = {o: metrics.key("conveyor_jobs_finished_total", outcome=o.value) for o in Outcome}
+        self._by_type: dict[str, tuple[Histogram, Histogram]] = {}
+
+    def histograms(self, job_type: str) -> tuple[Histogram, Histogram]:
+        """(queue wait, run time) of a job type."""
+        if (found := self._by_type.get(job_type)) is None:
+            found = self._by_type[job_type] = (
+                self.metrics.histogram("conveyor_job_queue_wait_seconds", type=job_type),
+                self.metrics.histogram("conveyor_job_run_seconds", type=job_type),
+            )
+        return found
+
+
 async def run_executor(
     jobs: trio.MemoryReceiveChannel[Envelope],
     records: trio.MemorySendChannel[Record],
@@ -65,20 +84,26 @@ async def run_executor(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    counts = JobCounts(metrics)
     task_status.started()
     async with jobs, records:
-        async for job in jobs:
+        while True:
+            try:
+                job = await _next(jobs)
+            except trio.EndOfChannel:
+                return
             delivered = False
             try:
+                waited, ran = counts.histograms(job.type)
                 if job.waited_ms >= 0:
-                    metrics.observe("conveyor_job_queue_wait_seconds", job.waited_ms / 1000, type=job.type)
+                    waited.observe(job.waited_ms / 1000)
                 began = trio.current_time()
-                finished = await execute(job, records, pool, registry, config, metrics, flusher)
+                finished = await execute(job, records, pool, registry, config, counts, flusher)
                 await _send(records, finished)
                 delivered = True
-                metrics.inc("conveyor_jobs_finished_total", outcome=finished.outcome.value)
+                metrics.add(counts.finished[finished.outcome])
                 if finished.outcome in RAN:
-                    metrics.observe("conveyor_job_run_seconds", trio.current_time() - began, type=job.type)
+                    ran.observe(trio.current_time() - began)
             finally:
                 if not delivered:
                     # cancelled before the recorder had the outcome (the pool is restarting):
@@ -87,9 +112,19 @@ async def run_executor(
                 pool.give_slots(1)
 
 
+async def _next(jobs: trio.MemoryReceiveChannel[Envelope]) -> Envelope:
+    """The next job: one waiting in the channel without a trip through the scheduler (the
+    handler yields at its awaits, and the fetcher claims only as many jobs as there are free
+    slots, so this never runs more than the pool's size of jobs in a row), else wait for one."""
+    try:
+        return jobs.receive_nowait()
+    except trio.WouldBlock:
+        return await jobs.receive()
+
+
 async def _send(records: trio.MemorySendChannel[Record], record: Record) -> None:
     """To the recorder, without a trip through the scheduler while its channel has room (the
-    executor yields in its handler and at its next job anyway): two fewer task switches a job."""
+    executor yields in its handler): two fewer task switches a job."""
     try:
         records.send_nowait(record)
     except trio.WouldBlock:
@@ -102,13 +137,13 @@ async def execute(
     pool: ExecutorPool,
     registry: Registry,
     config: Config,
-    metrics: Metrics,
+    counts: JobCounts,
     flusher: Flusher,
 ) -> Finished:
     if pool.handing_back:
         return Finished(job, Outcome.HANDBACK)
     await _send(records, Started(job))
-    metrics.inc("conveyor_jobs_started_total")
+    counts.metrics.add(counts.started)
     handler = registry.get(job.type)
     result: Any = None
     result_json: str | None = None

@@ -54,9 +54,15 @@ async def run_fetcher(
                 got = len(claimed)
                 pool.give_slots(taken - got)
                 taken = got
+                # The channel holds as many jobs as the pool has slots, so these fit: handed
+                # over without a trip through the scheduler each (one wait only if they do not).
+                claimed.reverse()
                 while claimed:
-                    await jobs.send(claimed[0])
-                    claimed.pop(0)
+                    try:
+                        jobs.send_nowait(claimed[-1])
+                    except trio.WouldBlock:
+                        await jobs.send(claimed[-1])
+                    claimed.pop()
                     taken -= 1
             finally:
                 # Jobs no executor received: forget their leases (they expire and are
