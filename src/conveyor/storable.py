@@ -44,14 +44,27 @@ def _unstorable(value: str) -> str | None:
     return "a lone UTF-16 surrogate (\\ud800-\\udfff)"
 
 
-def _flat_and_storable(value: dict[Any, Any]) -> bool:
-    """Whether an object of string keys and scalar values can be stored (False: it may not be,
-    or it nests; `problem` then looks at it the long way, with paths)."""
-    for key, item in value.items():
-        if type(key) is not str or _UNSTORABLE.search(key) is not None:
-            return False
+def _storable(value: Any, max_depth: int) -> bool:
+    """Whether a value can be stored, checked without building a field path for each part (a
+    1,000-job batch has thousands): True only for plain JSON types (str, int, bool, None, finite
+    float, dict with string keys, list, tuple) within max_depth and free of unstorable text.
+    False when something is, or may be, wrong: `problem` then walks it the long way and names it."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
         kind = type(item)
-        if kind is str:
+        if kind is dict:
+            if depth >= max_depth:
+                return False
+            for key, inner in item.items():
+                if type(key) is not str or _UNSTORABLE.search(key) is not None:
+                    return False
+                stack.append((inner, depth + 1))
+        elif kind is list or kind is tuple:
+            if depth >= max_depth:
+                return False
+            stack.extend((inner, depth + 1) for inner in item)
+        elif kind is str:
             if _UNSTORABLE.search(item) is not None:
                 return False
         elif kind is float:
@@ -77,8 +90,8 @@ def _key_path(path: str, key: str) -> str:
 def problem(value: Any, path: str = "", max_depth: int = MAX_DEPTH) -> tuple[str, str] | None:
     """The first part of a decoded JSON value that cannot be stored, as (field path, message),
     or None when all of it can. Paths read like `payload.records[1].v`."""
-    if type(value) is dict and max_depth > 0 and _flat_and_storable(value):
-        return None  # the common case, checked without building a path for every key
+    if _storable(value, max_depth):
+        return None  # the common case, checked without building a path for every part
     stack: list[tuple[Any, str, int]] = [(value, path, 0)]
     while stack:
         item, where, depth = stack.pop()

@@ -3,6 +3,7 @@ encoded the way the stores need (hypothesis over JSON-shaped values, hostile one
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 from typing import Any
@@ -61,6 +62,24 @@ def test_problem_names_the_field(value: Any, path: str, message: str) -> None:
 def test_problem_accepts_what_can_be_stored() -> None:
     for value in (None, True, 0, 10**30, -1.5, "é\U0001f600", {"a": [1, {"b": None}]}, deep(31)):
         assert storable.problem(value) is None, value
+
+
+def test_values_of_other_python_types_are_judged_as_json_writes_them() -> None:
+    """A handler's result may hold tuples, int-like and str-like objects, non-string keys: the
+    quick check leaves them to the long walk, which judges them as json would write them."""
+
+    class Level(enum.IntEnum):
+        HIGH = 1
+
+    class Text(str):
+        pass
+
+    for value in ((1, "a"), {"l": Level.HIGH}, {1: "one", None: 2}, [Text("fine")], deep(32)):
+        assert storable.problem(value) is None, value
+    assert storable.problem({"s": {1, 2}}) == ("s", "is of type set, which is not a JSON value")
+    assert storable.problem([(1, Text("a\x00"))]) == ("[0][1]", "must not contain the NUL character (\\u0000)")
+    assert storable.problem(deep(33)) is not None  # two containers a step: the 65th is too deep
+    assert storable.problem({"k": (float("nan"),)}) == ("k[0]", "must be a finite number (NaN and Infinity cannot be stored)")
 
 
 def test_paths_start_where_the_caller_says() -> None:
