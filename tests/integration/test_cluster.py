@@ -185,3 +185,20 @@ async def test_a_cluster_wiped_mid_run_is_rebuilt_and_every_job_completes(
             remaining = 500 - await completed(config)
             await wait_until(lambda: all_completed(config, 500), interval=0.2)
     assert remaining > 0  # the wipe came while jobs were still to run
+
+
+async def test_a_script_a_master_lacks_is_loaded_on_that_master_alone(valkey: ValkeyCluster, redis_prefix: str) -> None:
+    """A master without a script (a replica promoted by a failover) gets it loaded on it alone:
+    redis-py loads it on every master, and while one of them was down that held a live shard's
+    call (and the heartbeat's leases) for seconds."""
+    redis = RedisStore(valkey.url, prefix=redis_prefix, pool_size=4)
+    try:
+        tenant = "script-load"
+        served = valkey.master_of(redis.shards.tenant_base(tenant))
+        sha = redis._conn.scripts["history"].sha
+        each_master(valkey, lambda client: client.script_flush())
+        await redis.history(tenant)  # NOSCRIPT, then loaded, then run
+        loaded = each_master(valkey, lambda client: client.script_exists(sha)[0])
+        assert loaded == {port: port == served for port in valkey.masters()}
+    finally:
+        await redis.close()

@@ -93,6 +93,22 @@ class Connection:
             for name in SCRIPTS
         }
 
+    def call(self, name: str, base: str, args: list[Any]) -> Any:
+        """Blocking: script `name` on the shard whose key prefix is `base`. On a cluster, a
+        master that does not hold the script yet (a replica promoted by a failover, a script not
+        run there before) gets it loaded on it alone: redis-py's Script loads it on every
+        master, and while one master was down that held a live shard's call for seconds, past
+        the leases the heartbeat was extending (tests/faults/test_cluster.py)."""
+        script = self.scripts[name]
+        if not self.cluster:
+            return script(keys=[base], args=args)
+        try:
+            return self.client.evalsha(script.sha, 1, base, *args)
+        except redis.exceptions.NoScriptError:
+            node = self.client.get_node_from_key(base)
+            self.client.execute_command("SCRIPT LOAD", script.script, target_nodes=node)
+            return self.client.evalsha(script.sha, 1, base, *args)
+
     async def run(self, fn: Callable[[], T], *, abandon: bool = False) -> T:
         """Run blocking client work in a thread; an outage becomes StoreUnavailable."""
 

@@ -31,7 +31,7 @@ class ShardCalls:
 
     def _call(self, name: str, base: str, args: list[Any]) -> Any:
         """Blocking: one script call on the shard whose key prefix is `base`."""
-        return self._conn.scripts[name](keys=[base], args=[self._channel, *args])
+        return self._conn.call(name, base, [self._channel, *args])
 
     async def _script(self, name: str, base: str, args: list[Any]) -> Any:
         if self._native is not None:
