@@ -65,7 +65,7 @@ class Metrics:
         self.counters[key] += amount
 
     def value(self, name: str, **labels: str) -> int:
-        return self.counters[(name, tuple(sorted(labels.items())))]
+        return self.counters[self.key(name, **labels)]
 
     def observe(self, name: str, value: float, **labels: str) -> None:
         self.histogram(name, **labels).observe(value)

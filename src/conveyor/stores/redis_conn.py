@@ -102,12 +102,14 @@ class Connection:
         script = self.scripts[name]
         if not self.cluster:
             return script(keys=[base], args=args)
-        try:
-            return self.client.evalsha(script.sha, 1, base, *args)
-        except redis.exceptions.NoScriptError:
-            node = self.client.get_node_from_key(base)
-            self.client.execute_command("SCRIPT LOAD", script.script, target_nodes=node)
-            return self.client.evalsha(script.sha, 1, base, *args)
+        # twice: the slot may have moved meanwhile, to another master that lacks the script
+        for _ in range(2):
+            try:
+                return self.client.evalsha(script.sha, 1, base, *args)
+            except redis.exceptions.NoScriptError:
+                node = self.client.get_node_from_key(base)
+                self.client.execute_command("SCRIPT LOAD", script.script, target_nodes=node)
+        return self.client.evalsha(script.sha, 1, base, *args)
 
     async def run(self, fn: Callable[[], T], *, abandon: bool = False) -> T:
         """Run blocking client work in a thread; an outage becomes StoreUnavailable."""
