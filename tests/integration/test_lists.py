@@ -86,3 +86,45 @@ def _analyze(database_url: str) -> None:
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("ANALYZE jobs")
+
+
+def _set_statuses(database_url: str, tenant: str) -> list[tuple[str, str, str]]:
+    """Give the tenant's jobs every status and a few shared created_at instants (ties, as a batch
+    makes), straight in the table; its (id, status, type) newest first, as a list must be."""
+    import psycopg
+
+    statuses = ["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE jobs SET status = (%s::text[])[1 + (get_byte(uuid_send(id), 0) %% 5)],"
+            " created_at = now() - make_interval(secs => get_byte(uuid_send(id), 1) %% 7)"
+            " WHERE tenant_id = %s",
+            (statuses, tenant),
+        )
+        rows = conn.execute(
+            "SELECT id::text, status, type FROM jobs WHERE tenant_id = %s ORDER BY created_at DESC, id DESC",
+            (tenant,),
+        ).fetchall()
+    assert {status for _, status, _ in rows} == set(statuses)
+    return [(str(i), str(s), str(t)) for i, s, t in rows]
+
+
+async def test_a_list_of_every_status_is_the_tables_order_by_cursor_and_by_offset(node: Node, tenant: str) -> None:
+    """A list without a status filter merges the newest of each status (queries.sql,
+    list_jobs_any_status): the same jobs in the same order as the whole table sorted."""
+    with trio.fail_after(60):
+        async with httpx.AsyncClient(base_url=base_url(node)) as client:
+            await batch(client, tenant, 90)
+            await batch(client, tenant, 30, "email")
+            expected = await trio.to_thread.run_sync(_set_statuses, node.config.database_url, tenant)
+            walked = await walk(client, {"tenantId": tenant, "limit": 11})
+            assert [(j["id"], j["status"], j["type"]) for j in walked] == expected
+            by_offset = []
+            for offset in range(0, len(expected), 13):
+                r = await client.get("/jobs", params={"tenantId": tenant, "limit": 13, "offset": offset})
+                by_offset += [j["id"] for j in r.json()["jobs"]]
+            assert by_offset == [i for i, _, _ in expected]
+            emails = await walk(client, {"tenantId": tenant, "type": "email", "limit": 4})
+            assert [j["id"] for j in emails] == [i for i, _, t in expected if t == "email"]
+            listed = (await client.get("/jobs", params={"tenantId": tenant, "type": "email", "limit": 1})).json()
+            assert listed["total"] == 30 and listed["totalExact"] is True

@@ -38,3 +38,15 @@ def test_status_of_outcomes() -> None:
     assert rules.status_of(Outcome.COMPLETED) is Status.COMPLETED
     assert rules.status_of(Outcome.RETRY) is Status.PENDING
     assert rules.status_of(Outcome.HANDBACK) is Status.PENDING
+
+
+def test_the_list_of_every_status_reads_each_status() -> None:
+    """list_jobs_any_status merges one branch per status: a status missing there would be missing
+    from every list without a status filter."""
+    from conveyor.model import Status
+    from conveyor.stores.sqlfiles import QUERIES
+
+    query = QUERIES["list_jobs_any_status"]
+    for status in Status:
+        assert f"status = '{status.value}'" in query, status
+    assert query.count("UNION ALL") == len(Status) - 1

@@ -296,9 +296,10 @@ class PostgresStore:
                 "tenant": tenant, "status": status, "type": job_type, "limit": limit, "offset": offset,
                 "most": most_bytes, "after_ts": after[0] if after else None,
                 "after_id": after[1] if after else None, "bound": exact_up_to + 1,
+                "window": offset + limit,
             }
             with conn.cursor(row_factory=dict_row) as cur:
-                cur.execute(QUERIES["list_jobs"], args)
+                cur.execute(QUERIES["list_jobs" if status is not None else "list_jobs_any_status"], args)
                 rows: list[dict[str, Any]] = []
                 while part := cur.fetchmany(ROWS_PER_STEP):  # converted a part at a time
                     if rows:
