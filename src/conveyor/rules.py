@@ -51,6 +51,8 @@ _INDEX_ACTION = {
     Outcome.CANCELLED: "done",
 }
 
+_END_ACTION: dict[str, str] = {Status.COMPLETED: "completed", Status.FAILED: "failed"}  # StrEnum: a str finds its member
+
 
 def status_of(outcome: Outcome) -> Status:
     """The PostgreSQL status an outcome is recorded as."""
@@ -65,4 +67,4 @@ def index_action(outcome: Outcome) -> str:
 def end_action(status: str) -> str:
     """What the dispatch index does with a job that PostgreSQL says has ended: drop it, and
     count a completion or a failure in the tenant's history."""
-    return {Status.COMPLETED: "completed", Status.FAILED: "failed"}.get(Status(status), "done")
+    return _END_ACTION.get(status, "done")

@@ -50,3 +50,8 @@ def test_the_list_of_every_status_reads_each_status() -> None:
     for status in Status:
         assert f"status = '{status.value}'" in query, status
     assert query.count("UNION ALL") == len(Status) - 1
+
+
+def test_an_ended_status_says_what_the_dispatch_index_does() -> None:
+    assert [rules.end_action(s) for s in ("COMPLETED", "FAILED", "CANCELLED")] == ["completed", "failed", "done"]
+    assert rules.end_action(Status.COMPLETED) == "completed"
