@@ -43,7 +43,6 @@ def test_status_of_outcomes() -> None:
 def test_the_list_of_every_status_reads_each_status() -> None:
     """list_jobs_any_status merges one branch per status: a status missing there would be missing
     from every list without a status filter."""
-    from conveyor.model import Status
     from conveyor.stores.sqlfiles import QUERIES
 
     query = QUERIES["list_jobs_any_status"]

@@ -85,7 +85,9 @@ LIMIT %(limit)s OFFSET %(offset)s;
 -- list_jobs without a status: the newest of each status merged (jobs_tenant_status_created and
 -- jobs_tenant_type_status_created, read in order, at most offset + limit entries in all), so that
 -- the table needs no index without the status, which every write of a job would update (each
--- index costs PostgreSQL about a tenth of its time per job).
+-- index costs PostgreSQL about a tenth of its time per job). The five branches are written out:
+-- PostgreSQL merges ordered index scans (Merge Append) for a UNION ALL, where a LATERAL join over
+-- the statuses would read up to offset + limit rows of every status and sort them all.
 SELECT id::text, tenant_id, type,
        CASE WHEN coalesce(payload_bytes, octet_length(payload::text)) <= %(most)s
             THEN payload END AS payload,
