@@ -151,16 +151,16 @@ class Measured:
     cpu_us: dict[str, float]  # process -> CPU µs per job over the measured run (node first)
 
 
-def conveyor_rate(n: int, concurrency: int, auth: bool) -> Measured:
+def conveyor_rate(n: int, concurrency: int, auth: bool, job: str = "noop") -> Measured:
     """The rate after a warm-up of a tenth of n, and the CPU per job of the node, of Redis and of
     PostgreSQL (all its processes; a backend that starts during the run counts whole) where /proc
     shows them."""
     with started_node(concurrency, auth) as (node_url, url):
         headers = {"Authorization": f"Bearer {bench_key(url)}"} if auth else {}
-        drive(node_url, url, max(1000, n // 10), headers)  # connections, scripts, caches
+        drive(node_url, url, max(1000, n // 10), headers, job=job)  # connections, scripts, caches
         pids = {"node": [NODE_PIDS[-1]], **local_server_pids()}
         before = {name: _cpu_of(group) for name, group in pids.items()}
-        rate = drive(node_url, url, n, headers)
+        rate = drive(node_url, url, n, headers, job=job)
         pids["PostgreSQL"] = sorted(set(pids["PostgreSQL"]) | set(local_server_pids()["PostgreSQL"]))
         cpu_us = {}
         for name, group in pids.items():
@@ -171,10 +171,19 @@ def conveyor_rate(n: int, concurrency: int, auth: bool) -> Measured:
         return Measured(rate, cpu_us)
 
 
-def drive(node_url: str, url: str, n: int, headers: dict[str, str] | None = None, tenants: int = 0) -> float:
+# the no-op job each queue runs: conveyor's built-in `noop` (inline, no result), or `sleep` with
+# delayMs 0 (an async handler that yields once and returns {"sleptMs": 0}, stored as its result)
+JOBS = {"noop": ("noop", {}), "sleep": ("sleep", {"delayMs": 0})}
+
+
+def drive(
+    node_url: str, url: str, n: int, headers: dict[str, str] | None = None, tenants: int = 0, job: str = "noop"
+) -> float:
     """Submit n no-op jobs to a node (1,000 per batch, 4 batches in flight) and wait for them:
     jobs/s from the first submit to the last COMPLETED row (of the jobs created since). The jobs
-    are tenant "bench"'s, or spread over `tenants` tenants bench-0, bench-1, …"""
+    are tenant "bench"'s, or spread over `tenants` tenants bench-0, bench-1, …; `job` names one
+    of JOBS."""
+    job_type, payload = JOBS[job]
     with psycopg.connect(url) as conn:
         before = conn.execute("SELECT now()").fetchone()[0]
 
@@ -187,7 +196,7 @@ def drive(node_url: str, url: str, n: int, headers: dict[str, str] | None = None
             sem = asyncio.Semaphore(4)
 
             async def one(first: int, size: int) -> None:
-                body = [{"tenantId": tenant(first + k), "type": "sleep", "payload": {"delayMs": 0}} for k in range(size)]
+                body = [{"tenantId": tenant(first + k), "type": job_type, "payload": payload} for k in range(size)]
                 async with sem:
                     r = await client.post("/jobs/batch", json={"jobs": body})
                     r.raise_for_status()
@@ -300,12 +309,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--peers", default="bullmq,arq,saq", help="comma-separated: bullmq, arq, saq (or none)")
     parser.add_argument("--auth", action="store_true", help="API keys and admission checks on")
+    parser.add_argument("--job", choices=sorted(JOBS), default="noop", help="conveyor's no-op job (default noop)")
     args = parser.parse_args()
-    measured = conveyor_rate(args.jobs, args.concurrency, args.auth)
+    measured = conveyor_rate(args.jobs, args.concurrency, args.auth, args.job)
     ours = measured.rate
     mode = "auth and limits on" if args.auth else "auth off, no limits"
     others = ", ".join(f"{name} {us:.0f}" for name, us in measured.cpu_us.items() if name != "node")
-    print(f"conveyor ({mode}): {args.jobs} jobs, {ours:,.0f} jobs/s (first submit to last COMPLETED row),"
+    print(f"conveyor ({mode}, {args.job} jobs): {args.jobs} jobs, {ours:,.0f} jobs/s (first submit to last COMPLETED row),"
           f" node CPU {measured.cpu_us['node']:.0f} µs/job" + (f" ({others} µs/job)" if others else ""))
     peers: dict[str, Callable[[int, int], float | str]] = {"bullmq": bullmq_rate, "arq": arq_rate, "saq": saq_rate}
     for name in [p for p in args.peers.split(",") if p in peers]:

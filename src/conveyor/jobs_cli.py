@@ -33,7 +33,7 @@ def add_parsers(sub: Any) -> argparse.ArgumentParser:
     jobs_p = sub.add_parser("jobs", help="submit, list, get, cancel and retry jobs (key: CONVEYOR_API_KEY)")
     actions = jobs_p.add_subparsers(dest="action", required=True)
     submit_p = actions.add_parser("submit", parents=[common], help="submit a job; prints its id")
-    submit_p.add_argument("type", help="the job type (sleep, email, webhook, data_processing, or yours)")
+    submit_p.add_argument("type", help="the job type (sleep, email, webhook, data_processing, noop, or yours)")
     submit_p.add_argument("--payload", default="{}", help="the payload, a JSON object (default {})")
     submit_p.add_argument("--max-attempts", type=int, help="attempts before it fails (default: the node's)")
     submit_p.add_argument("--timeout-ms", type=int, help="each attempt's deadline (default: the type's)")

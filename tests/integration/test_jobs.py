@@ -273,6 +273,18 @@ async def test_a_deployment_adds_its_own_job_type(start_node: Any, tenant: str) 
     assert job["timeoutMs"] == 1000
 
 
+async def test_inline_handlers_run_to_their_end(start_node: Any, tenant: str) -> None:
+    node = await start_node(handler_modules=("tests.integration.extra_handlers",))
+    with trio.fail_after(20):
+        async with httpx.AsyncClient(base_url=base_url(node)) as client:
+            noop = await finished(client, await submit(client, tenant, "noop", {"any": ["thing"]}))
+            shout = await finished(client, await submit(client, tenant, "shout", {"text": "hi"}))
+            failed = await finished(client, await submit(client, tenant, "shout", {"text": "fail"}))
+    assert (noop["status"], noop["result"], noop["attempts"]) == ("COMPLETED", None, 1)
+    assert (shout["status"], shout["result"]) == ("COMPLETED", "HI")
+    assert (failed["status"], failed["error"], failed["attempts"]) == ("FAILED", "asked to fail", 1)
+
+
 async def test_webhook_result_excerpt_is_bounded(node: Node, tenant: str, hooks: HookServer) -> None:
     with trio.fail_after(20):
         async with httpx.AsyncClient(base_url=base_url(node)) as client:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
@@ -18,34 +19,43 @@ from conveyor.progress import Flusher
 CONFIG = Config(backoff_base_ms=1000, backoff_cap_ms=60_000)
 
 
+def act(payload: dict[str, Any]) -> Any:
+    """What the test handlers do, by payload["do"]; None: wait (an async handler) forever."""
+    action = payload["do"]
+    if action == "succeed":
+        return {"n": 1}
+    if action == "fail":
+        raise ValueError("bad input")
+    if action == "final":
+        raise JobFailed("no point retrying", retryable=False)
+    if action == "unserialisable":
+        return object()
+    if action == "return":
+        return payload["value"]
+    if action == "say":
+        raise JobFailed(payload["value"])
+    return None
+
+
 def registry() -> Registry:
+    """Type "t" is an async handler, "i" the same as an inline one."""
     reg = Registry()
 
     def ok(p: dict[str, Any]) -> list[FieldError]:
         return []
 
     async def run(job: Envelope, payload: dict[str, Any]) -> Any:
-        action = payload["do"]
-        if action == "succeed":
-            return {"n": 1}
-        if action == "fail":
-            raise ValueError("bad input")
-        if action == "final":
-            raise JobFailed("no point retrying", retryable=False)
-        if action == "unserialisable":
-            return object()
-        if action == "return":
-            return payload["value"]
-        if action == "say":
-            raise JobFailed(payload["value"])
-        await trio.sleep_forever()
+        if payload["do"] == "hang":
+            await trio.sleep_forever()
+        return act(payload)
 
     reg.register(Handler("t", ok, run, default_timeout_ms=lambda p: 1000))
+    reg.register(Handler("i", ok, lambda job, payload: act(payload), default_timeout_ms=lambda p: 1000, inline=True))
     return reg
 
 
-def job(do: str, attempt: int = 1, max_attempts: int = 3, timeout_ms: int = 5000) -> Envelope:
-    return Envelope(f"id-{do}", "tenant", "t", {"do": do}, attempt, max_attempts, timeout_ms)
+def job(do: str, attempt: int = 1, max_attempts: int = 3, timeout_ms: int = 5000, type_: str = "t") -> Envelope:
+    return Envelope(f"id-{do}", "tenant", type_, {"do": do}, attempt, max_attempts, timeout_ms)
 
 
 async def run_one(envelope: Envelope, pool: ExecutorPool | None = None) -> tuple[list[Any], Finished]:
@@ -67,24 +77,45 @@ async def test_success_records_start_then_result(autojump_clock: Any) -> None:
     assert (finished.outcome, finished.result) == (Outcome.COMPLETED, {"n": 1})
 
 
-async def test_failure_retries_with_backoff_then_fails(autojump_clock: Any) -> None:
-    _, first = await run_one(job("fail", attempt=1))
+async def test_an_inline_handler_runs_in_place_and_its_start_goes_with_its_end(autojump_clock: Any) -> None:
+    pool = ExecutorPool(1)
+    sent, finished = await run_one(job("succeed", type_="i"), pool)
+    # no Started record (the recorder writes the start with the end), no scope, no task switch
+    assert sent == [] and pool.running_count() == 0
+    assert (finished.outcome, finished.result, finished.result_json) == (Outcome.COMPLETED, {"n": 1}, '{"n":1}')
+    with trio.testing.assert_no_checkpoints():
+        await run_one(job("succeed", type_="i"), pool)
+
+
+def test_an_async_function_cannot_be_registered_inline() -> None:
+    async def run(job: Envelope, payload: dict[str, Any]) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="inline handler's run is a plain function"):
+        Registry().register(Handler("x", lambda p: [], run, default_timeout_ms=lambda p: 1, inline=True))
+
+
+@pytest.mark.parametrize("type_", ["t", "i"])
+async def test_failure_retries_with_backoff_then_fails(autojump_clock: Any, type_: str) -> None:
+    _, first = await run_one(job("fail", attempt=1, type_=type_))
     assert first.outcome is Outcome.RETRY and 500 <= first.delay_ms <= 1000
     assert first.error == "ValueError: bad input"
-    _, second = await run_one(job("fail", attempt=2))
+    _, second = await run_one(job("fail", attempt=2, type_=type_))
     assert second.outcome is Outcome.RETRY and 1000 <= second.delay_ms <= 2000
-    _, last = await run_one(job("fail", attempt=3))
+    _, last = await run_one(job("fail", attempt=3, type_=type_))
     assert last.outcome is Outcome.FAILED and last.error == "ValueError: bad input"
 
 
-async def test_non_retryable_failure_ends_at_once(autojump_clock: Any) -> None:
-    _, finished = await run_one(job("final", attempt=1))
+@pytest.mark.parametrize("type_", ["t", "i"])
+async def test_non_retryable_failure_ends_at_once(autojump_clock: Any, type_: str) -> None:
+    _, finished = await run_one(job("final", attempt=1, type_=type_))
     assert (finished.outcome, finished.error) == (Outcome.FAILED, "no point retrying")
 
 
-async def test_a_result_that_cannot_be_stored_is_a_failure(autojump_clock: Any) -> None:
+@pytest.mark.parametrize("type_", ["t", "i"])
+async def test_a_result_that_cannot_be_stored_is_a_failure(autojump_clock: Any, type_: str) -> None:
     # it ran to its end and would return the same again: FAILED at once, saying why
-    _, finished = await run_one(job("unserialisable"))
+    _, finished = await run_one(job("unserialisable", type_=type_))
     assert finished.outcome is Outcome.FAILED and finished.result is None
     assert finished.error == "the handler's result cannot be stored: result is of type object, which is not a JSON value"
     cases = {
@@ -95,14 +126,15 @@ async def test_a_result_that_cannot_be_stored_is_a_failure(autojump_clock: Any) 
         "too big": ("x" * (1024 * 1024 + 1), "result is 1048579 bytes of JSON, more than the limit"),
     }
     for name, (value, message) in cases.items():
-        envelope = Envelope(f"id-{name}", "tenant", "t", {"do": "return", "value": value}, 1, 3, 5000)
+        envelope = Envelope(f"id-{name}", "tenant", type_, {"do": "return", "value": value}, 1, 3, 5000)
         _, finished = await run_one(envelope)
         assert finished.outcome is Outcome.FAILED, name
         assert message in (finished.error or ""), (name, finished.error)
 
 
-async def test_an_error_message_is_made_storable(autojump_clock: Any) -> None:
-    envelope = Envelope("id-say", "tenant", "t", {"do": "say", "value": "a\x00b\udc80" + "z" * 9000}, 1, 3, 5000)
+@pytest.mark.parametrize("type_", ["t", "i"])
+async def test_an_error_message_is_made_storable(autojump_clock: Any, type_: str) -> None:
+    envelope = Envelope("id-say", "tenant", type_, {"do": "say", "value": "a\x00b\udc80" + "z" * 9000}, 1, 3, 5000)
     _, finished = await run_one(envelope)
     assert finished.outcome is Outcome.RETRY
     assert finished.error == "a\ufffdb\ufffd" + "z" * 3996

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -142,9 +143,12 @@ async def execute(
 ) -> Finished:
     if pool.handing_back:
         return Finished(job, Outcome.HANDBACK)
+    handler = registry.get(job.type)
+    if handler is not None and handler.inline:
+        counts.metrics.add(counts.started)
+        return _run_inline(job, handler.run, config)
     await _send(records, Started(job))
     counts.metrics.add(counts.started)
-    handler = registry.get(job.type)
     result: Any = None
     result_json: str | None = None
     error: str | None = None
@@ -174,6 +178,27 @@ async def execute(
         error = f"timed out after {job.timeout_ms} ms"
     if error is None:
         return Finished(job, Outcome.COMPLETED, result=result, result_json=result_json)
+    return _failed(job, error, retryable, config)
+
+
+def _run_inline(job: Envelope, run: Callable[[Envelope, dict[str, Any]], Any], config: Config) -> Finished:
+    """An inline handler's attempt (Handler.inline): called in place, with no cancel scope (nothing
+    could interrupt it) and no Started record (its start is written with its end, as the recorder
+    writes an attempt that started and ended within one batch)."""
+    try:
+        result = run(job, job.payload)
+        result_json = encoded_result(result)
+    except JobFailed as exc:
+        return _failed(job, _describe(exc), exc.retryable, config)
+    except Exception as exc:
+        log.warning("job %s attempt %d raised", job.id, job.attempt, exc_info=True)
+        return _failed(job, f"{type(exc).__name__}: {_describe(exc)}", True, config)
+    return Finished(job, Outcome.COMPLETED, result=result, result_json=result_json)
+
+
+def _failed(job: Envelope, error: str, retryable: bool, config: Config) -> Finished:
+    """A failed attempt: retried after a backoff while attempts are left and it may be, else the
+    job's end."""
     outcome = rules.after_failure(job.attempt, job.max_attempts) if retryable else Outcome.FAILED
     delay = 0
     if outcome is Outcome.RETRY:

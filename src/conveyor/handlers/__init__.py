@@ -16,10 +16,10 @@ __all__ = ["FieldError", "Handler", "JobFailed", "Registry", "build_registry"]
 
 
 def build_registry(config: Config) -> Registry:
-    from . import data_processing, email, sleep, webhook
+    from . import data_processing, email, noop, sleep, webhook
 
     registry = Registry()
-    for module in (email, webhook, sleep, data_processing):
+    for module in (email, webhook, sleep, data_processing, noop):
         module.register(registry, config)
     for name in config.handler_modules:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,12 +30,18 @@ class FieldError:
 
 @attrs.frozen
 class Handler:
+    """A job type. `run(job, payload)` is an async function, or with inline=True a plain function
+    that returns at once (no I/O, no waiting: a quick computation): the executor calls it in
+    place, without a task switch or a timeout's cancel scope, since nothing could interrupt it
+    anyway. A job's timeout bounds only what an async handler awaits."""
+
     name: str
     # payload -> problems; field names are relative to the payload ("delayMs")
     validate: Callable[[dict[str, Any]], list[FieldError]]
-    run: Callable[[Envelope, dict[str, Any]], Awaitable[Any]]
+    run: Callable[[Envelope, dict[str, Any]], Awaitable[Any]] | Callable[[Envelope, dict[str, Any]], Any]
     # payload -> timeout in ms when the job does not give timeoutMs
     default_timeout_ms: Callable[[dict[str, Any]], int]
+    inline: bool = False
 
 
 class Registry:
@@ -44,6 +51,8 @@ class Registry:
     def register(self, handler: Handler) -> None:
         if handler.name in self._handlers:
             raise ValueError(f"a handler named {handler.name!r} is already registered")
+        if handler.inline and inspect.iscoroutinefunction(handler.run):
+            raise ValueError(f"handler {handler.name!r}: an inline handler's run is a plain function, not async")
         self._handlers[handler.name] = handler
 
     def get(self, name: str) -> Handler | None:
