@@ -17,7 +17,7 @@ import psycopg
 import trio
 
 from .actors.broadcaster import run_broadcaster
-from .actors.executor import run_executor
+from .actors.executor import InlineJobs, run_executor
 from .actors.fetcher import run_fetcher
 from .actors.handoff import LocalClaims
 from .actors.heartbeat import run_heartbeat
@@ -262,8 +262,8 @@ def _pipeline(node: Node, ch: _Channels) -> Supervisor:
                 "fetcher",
                 lambda **kw: run_fetcher(
                     redis, node.pool, ch.jobs_send.clone(), node.draining, node_id=node.node_id,
-                    lease_ms=lease_ms, batch=config.concurrency,
-                    max_running=config.tenant_max_running, **kw,
+                    lease_ms=lease_ms, batch=config.concurrency, max_running=config.tenant_max_running,
+                    inline=InlineJobs(ch.records_send.clone(), node.pool, node.registry, config, node.metrics), **kw,
                 ),
                 restart=Restart.TRANSIENT,  # it returns normally once the node drains
             ),

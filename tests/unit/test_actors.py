@@ -11,12 +11,14 @@ import pytest
 import trio
 import trio.testing
 
+from conveyor.actors.executor import InlineJobs
 from conveyor.actors.fetcher import WAKE_BLOCK_S, run_fetcher
 from conveyor.actors.pool import ExecutorPool
 from conveyor.actors.recorder import record_batch, run_recorder
 from conveyor.actors.writer import DISPATCH_CHUNK, WRITERS, Submit, run_writer, submit_through
 from conveyor.config import Config
 from conveyor.failures import StoreUnavailable
+from conveyor.handlers import Handler, Registry
 from conveyor.limits import defaults
 from conveyor.metrics import Metrics
 from conveyor.model import (
@@ -250,6 +252,59 @@ async def test_fetcher_claims_what_the_free_slots_allow_and_blocks_when_dry(auto
             assert (await jobs.receive()).id == "job-9"
         draining.set()
         nursery.cancel_scope.cancel()
+
+
+async def test_fetcher_runs_inline_jobs_itself_and_hands_the_others_to_the_executors(autojump_clock: Any) -> None:
+    registry = Registry()
+    registry.register(Handler("sleep", lambda p: [], _never, default_timeout_ms=lambda p: 1000))
+    registry.register(Handler("add", lambda p: [], lambda job, p: p["a"] + p["b"], default_timeout_ms=lambda p: 1000, inline=True))
+    redis, pool, draining = FakeDispatch(), ExecutorPool(4), trio.Event()
+    redis.ready = [envelope(0), _inline(1, {"a": 1, "b": 2}), _inline(2, {"a": "x"}), envelope(3)]
+    records_send, records_recv = trio.open_memory_channel[Record](10)
+    metrics = Metrics()
+    async with trio.open_nursery() as nursery:
+        jobs_send, jobs_recv = trio.open_memory_channel[Envelope](10)
+        inline = InlineJobs(records_send, pool, registry, Config(), metrics)
+        await nursery.start(lambda **kw: run_fetcher(
+            redis, pool, jobs_send, draining, node_id="n1", lease_ms=30_000, batch=4, inline=inline, **kw))
+        await trio.testing.wait_all_tasks_blocked()
+        # the sleep jobs went to the executors, in order; the inline ones ran and were recorded
+        assert [jobs_recv.receive_nowait().id for _ in range(2)] == ["job-0", "job-3"]
+        done = [records_recv.receive_nowait() for _ in range(2)]
+        assert [(f.job.id, f.outcome, f.result) for f in done] == [
+            ("job-1", Outcome.COMPLETED, 3), ("job-2", Outcome.RETRY, None)]
+        assert "KeyError" in (done[1].error or "")
+        # their slots are free again; the executors' two are still taken
+        assert pool.busy() == 2 and set(pool.leases) == {"job-0", "job-1", "job-2", "job-3"}
+        assert metrics.value("conveyor_jobs_finished_total", outcome="completed") == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_inline_job_whose_outcome_cannot_be_handed_over_lets_its_lease_expire(autojump_clock: Any) -> None:
+    registry = Registry()
+    registry.register(Handler("add", lambda p: [], lambda job, p: 1, default_timeout_ms=lambda p: 1000, inline=True))
+    redis, pool, draining = FakeDispatch(), ExecutorPool(2), trio.Event()
+    redis.ready = [_inline(1, {}), _inline(2, {})]
+    records_send, records_recv = trio.open_memory_channel[Record](0)  # the recorder takes nothing
+    async with trio.open_nursery() as nursery:
+        jobs_send, _jobs_recv = trio.open_memory_channel[Envelope](10)
+        inline = InlineJobs(records_send, pool, registry, Config(), Metrics())
+        await nursery.start(lambda **kw: run_fetcher(
+            redis, pool, jobs_send, draining, node_id="n1", lease_ms=30_000, batch=2, inline=inline, **kw))
+        await trio.testing.wait_all_tasks_blocked()
+        assert pool.busy() == 2  # one waits to be recorded, one to be run
+        nursery.cancel_scope.cancel()  # e.g. the pipeline restarts
+    # neither is held any longer (their leases expire and the reaper runs them again), and
+    # every slot is free
+    assert pool.leases == {} and pool.busy() == 0
+
+
+def _inline(n: int, payload: dict[str, Any]) -> Envelope:
+    return Envelope(f"job-{n}", "acme", "add", payload, 1, 3, 1000)
+
+
+async def _never(job: Envelope, payload: dict[str, Any]) -> None:
+    await trio.sleep_forever()
 
 
 async def test_fetcher_waits_out_an_outage_and_claims_after(autojump_clock: Any) -> None:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
 from .. import rules, storable
 from ..config import Config
-from ..handlers import JobFailed, Registry
+from ..handlers import Handler, JobFailed, Registry
 from ..metrics import Histogram, Metrics
 from ..model import CANCELLED_BY_REQUEST, Envelope, Finished, Outcome, Record, Started
 from ..progress import Flusher
@@ -86,6 +86,10 @@ async def run_executor(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     counts = JobCounts(metrics)
+
+    async def run(job: Envelope) -> Finished:
+        return await execute(job, records, pool, registry, config, counts, flusher)
+
     task_status.started()
     async with jobs, records:
         while True:
@@ -93,24 +97,71 @@ async def run_executor(
                 job = await _next(jobs)
             except trio.EndOfChannel:
                 return
-            delivered = False
-            try:
-                waited, ran = counts.histograms(job.type)
-                if job.waited_ms >= 0:
-                    waited.observe(job.waited_ms / 1000)
-                began = trio.current_time()
-                finished = await execute(job, records, pool, registry, config, counts, flusher)
-                await _send(records, finished)
-                delivered = True
-                metrics.add(counts.finished[finished.outcome])
-                if finished.outcome in RAN:
-                    ran.observe(trio.current_time() - began)
-            finally:
-                if not delivered:
-                    # cancelled before the recorder had the outcome (the pool is restarting):
-                    # let the lease expire so that the reaper gives the job another attempt
-                    pool.forget_lease(job.id, job.attempt)
-                pool.give_slots(1)
+            await attempt(job, records, pool, counts, run)
+
+
+async def attempt(
+    job: Envelope,
+    records: trio.MemorySendChannel[Record],
+    pool: ExecutorPool,
+    counts: JobCounts,
+    run: Callable[[Envelope], Awaitable[Finished]],
+) -> None:
+    """One attempt of a claimed job, whose slot and lease the caller hands over: `run` gives its
+    outcome, which goes to the recorder, and the slot goes back to the pool."""
+    delivered = False
+    try:
+        waited, ran = counts.histograms(job.type)
+        if job.waited_ms >= 0:
+            waited.observe(job.waited_ms / 1000)
+        began = trio.current_time()
+        finished = await run(job)
+        await _send(records, finished)
+        delivered = True
+        counts.metrics.add(counts.finished[finished.outcome])
+        if finished.outcome in RAN:
+            ran.observe(trio.current_time() - began)
+    finally:
+        if not delivered:
+            # cancelled before the recorder had the outcome (the pool is restarting):
+            # let the lease expire so that the reaper gives the job another attempt
+            pool.forget_lease(job.id, job.attempt)
+        pool.give_slots(1)
+
+
+class InlineJobs:
+    """Claimed jobs whose handler is inline (Handler.inline), run where the fetcher hands them
+    over instead of by an executor: no task switch a job. They return at once by contract, so
+    the claim loop is not held up; their outcomes go to the recorder as the executors' do."""
+
+    def __init__(
+        self, records: trio.MemorySendChannel[Record], pool: ExecutorPool, registry: Registry,
+        config: Config, metrics: Metrics,
+    ) -> None:
+        self.records = records
+        self.pool = pool
+        self.registry = registry
+        self.config = config
+        self.counts = JobCounts(metrics)
+
+    async def __aenter__(self) -> InlineJobs:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.records.aclose()
+
+    def takes(self, job: Envelope) -> bool:
+        handler = self.registry.get(job.type)
+        return handler is not None and handler.inline and not self.pool.handing_back
+
+    async def run(self, job: Envelope) -> None:
+        """One attempt of a job `takes` accepted; its slot and lease are handed over."""
+        await attempt(job, self.records, self.pool, self.counts, self._execute)
+
+    async def _execute(self, job: Envelope) -> Finished:
+        handler = self.registry.get(job.type)
+        assert handler is not None
+        return _execute_inline(job, handler, self.config, self.counts)
 
 
 async def _next(jobs: trio.MemoryReceiveChannel[Envelope]) -> Envelope:
@@ -145,8 +196,7 @@ async def execute(
         return Finished(job, Outcome.HANDBACK)
     handler = registry.get(job.type)
     if handler is not None and handler.inline:
-        counts.metrics.add(counts.started)
-        return _run_inline(job, handler.run, config)
+        return _execute_inline(job, handler, config, counts)
     await _send(records, Started(job))
     counts.metrics.add(counts.started)
     result: Any = None
@@ -181,12 +231,13 @@ async def execute(
     return _failed(job, error, retryable, config)
 
 
-def _run_inline(job: Envelope, run: Callable[[Envelope, dict[str, Any]], Any], config: Config) -> Finished:
+def _execute_inline(job: Envelope, handler: Handler, config: Config, counts: JobCounts) -> Finished:
     """An inline handler's attempt (Handler.inline): called in place, with no cancel scope (nothing
     could interrupt it) and no Started record (its start is written with its end, as the recorder
     writes an attempt that started and ended within one batch)."""
+    counts.metrics.add(counts.started)
     try:
-        result = run(job, job.payload)
+        result = handler.run(job, job.payload)
         result_json = encoded_result(result)
     except JobFailed as exc:
         return _failed(job, _describe(exc), exc.retryable, config)

@@ -3,10 +3,13 @@
 One claim round per batch of free slots (one script call per shard asked, RedisStore.claim);
 when nothing is ready it blocks on the wake-ups that enqueues send (a list with one shard,
 PUBLISH with more), so an idle node starts a new job within milliseconds, without polling.
+Claimed jobs go to the executors' channel, except those of inline handlers, which it runs itself
+as it hands them over (executor.InlineJobs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import trio
@@ -14,6 +17,7 @@ import trio
 from ..failures import StoreUnavailable
 from ..model import Envelope
 from ..stores.protocols import Dispatch
+from .executor import InlineJobs
 from .pool import ExecutorPool
 
 log = logging.getLogger(__name__)
@@ -31,10 +35,12 @@ async def run_fetcher(
     lease_ms: int,
     batch: int,
     max_running: int = 0,
+    inline: InlineJobs | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """`inline`: runs the claimed jobs whose handler is inline here, as they are handed over."""
     task_status.started()
-    async with jobs:
+    async with jobs, inline or contextlib.nullcontext():
         while not draining.is_set():
             taken = await pool.take_slots(batch)
             wanted = taken
@@ -58,6 +64,10 @@ async def run_fetcher(
                 # over without a trip through the scheduler each (one wait only if they do not).
                 claimed.reverse()
                 while claimed:
+                    if inline is not None and inline.takes(claimed[-1]):
+                        taken -= 1
+                        await inline.run(claimed.pop())  # it owns the job's slot and lease now
+                        continue
                     try:
                         jobs.send_nowait(claimed[-1])
                     except trio.WouldBlock:
