@@ -285,6 +285,20 @@ async def test_inline_handlers_run_to_their_end(start_node: Any, tenant: str) ->
     assert (failed["status"], failed["error"], failed["attempts"]) == ("FAILED", "asked to fail", 1)
 
 
+async def test_a_batch_of_inline_jobs_runs_through_the_fetcher(node: Node, tenant: str) -> None:
+    # more jobs than executors: the writer claims what the idle ones take, the fetcher the rest
+    # (and runs them itself, executor.InlineJobs)
+    n = node.config.concurrency * 3
+    with trio.fail_after(20):
+        async with httpx.AsyncClient(base_url=base_url(node)) as client:
+            r = await client.post("/jobs/batch", json={"jobs": [
+                {"tenantId": tenant, "type": "noop", "payload": {"n": k}} for k in range(n)]})
+            assert r.status_code == 201, r.text
+            jobs = [await finished(client, job_id) for job_id in r.json()["jobIds"]]
+    assert {(job["status"], job["attempts"], job["result"]) for job in jobs} == {("COMPLETED", 1, None)}
+    assert node.pool.busy() == 0 and node.pool.leases == {}
+
+
 async def test_webhook_result_excerpt_is_bounded(node: Node, tenant: str, hooks: HookServer) -> None:
     with trio.fail_after(20):
         async with httpx.AsyncClient(base_url=base_url(node)) as client:
