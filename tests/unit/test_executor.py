@@ -20,7 +20,7 @@ CONFIG = Config(backoff_base_ms=1000, backoff_cap_ms=60_000)
 
 
 def act(payload: dict[str, Any]) -> Any:
-    """What the test handlers do, by payload["do"]; None: wait (an async handler) forever."""
+    """What the test handlers do, by payload["do"] (the async one waits forever on "hang" first)."""
     action = payload["do"]
     if action == "succeed":
         return {"n": 1}
