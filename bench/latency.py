@@ -1,24 +1,37 @@
 """Pickup latency: submit one job at a time, time it to RUNNING and COMPLETED on the feed.
 
-Usage: python bench/latency.py [--jobs N] [--load RATE] [--job noop|sleep]
+Usage: python bench/latency.py [--jobs N] [--load RATE] [--job noop|sleep] [--no-pin]
 With --load, another tenant submits RATE no-op jobs a second (batches of RATE/20 every 50 ms)
 the whole time: pickup under a background load. Without it the node is idle between probes.
-Measured end to end as a client sees it: from sending POST /jobs to receiving its 201, and to
-the JOB_UPDATE messages arriving on the WebSocket feed (read all along, by a task of its own). Needs the local PostgreSQL and Redis; creates and drops its own
-database and Redis key prefix, and kills the node it starts by its PID.
+Measured as a client sees it, at the wire: from writing POST /jobs to the socket to reading its
+201, and to reading the JOB_UPDATE messages on the WebSocket feed (read all along, by a task of
+its own). Both are plain sockets, so that an HTTP client's own work is not counted (httpx took
+0.7-0.8 ms to build and write a request here).
+
+The client stands in for one on another machine, so it runs on a CPU of its own and the node's
+event loop on the others (--no-pin: wherever the kernel puts them). On a small machine the
+kernel otherwise wakes the client on the core of the node that wrote to it (a socket's wake-up
+says the writer will sleep soon) and it waits there behind the node's next millisecond of work
+while the other core idles: 1.2-1.3 ms from a frame's write to its read when both were on one
+core, 0.2 ms otherwise, measured with sched_getcpu on two cores. Needs the local PostgreSQL and
+Redis; creates and drops its own database and Redis key prefix, and kills the node it starts by
+its PID.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import os
 import statistics
 import time
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import trio
-from throughput import JOBS, started_node
-from trio_websocket import WebSocketConnection, open_websocket_url
+from throughput import JOBS, NODE_PIDS, started_node
 
 
 async def background(url: str, rate: int, job: str) -> None:
@@ -45,45 +58,150 @@ async def measure(url: str, n: int, load: int = 0, job: str = "noop") -> tuple[l
 
 
 async def probe(url: str, n: int, job: str = "noop") -> tuple[list[float], list[float], list[float]]:
-    """Per job, ms from sending its POST /jobs to: the 201, and its RUNNING and COMPLETED events
-    arriving on the feed (read all along by a task of its own, so an event that comes before the
-    201 counts when it came)."""
+    """Per job, ms from writing its POST /jobs to the socket (one write) to reading: the 201, and
+    its RUNNING and COMPLETED events on the feed (read all along by a task of its own, so an
+    event that comes before the 201 counts when it came)."""
     to_answer, to_running, to_completed = [], [], []
     arrived: dict[tuple[str, str], float] = {}
     done = trio.Event()
     want: list[str] = []  # the job whose COMPLETED ends the wait
 
-    async def listen(ws: WebSocketConnection) -> None:
+    async def listen(feed: Feed) -> None:
         while True:
-            msg = json.loads(await ws.get_message())
-            at = time.perf_counter()
-            if msg.get("type") == "JOB_UPDATE":
-                arrived.setdefault((msg["jobId"], msg["status"]), at)
-                if want and msg["jobId"] == want[-1] and msg["status"] == "COMPLETED":
-                    done.set()
+            at, messages = await feed.receive()
+            for msg in messages:
+                if msg.get("type") == "JOB_UPDATE":
+                    arrived.setdefault((msg["jobId"], msg["status"]), at)
+                    if want and msg["jobId"] == want[-1] and msg["status"] == "COMPLETED":
+                        done.set()
 
     job_type, payload = JOBS[job]
-    async with httpx.AsyncClient(base_url=url) as client, open_websocket_url(
-        url.replace("http://", "ws://") + "/ws"
-    ) as ws, trio.open_nursery() as nursery:
-        await ws.get_message()
-        await ws.send_message(json.dumps({"type": "SUBSCRIBE", "tenantId": "latency"}))
-        await ws.get_message()
-        nursery.start_soon(listen, ws)
-        for _ in range(n):
-            await trio.sleep(0.05)  # let the node go idle: its fetcher blocks on the wake-up key
-            done = trio.Event()
-            sent = time.perf_counter()
-            r = await client.post("/jobs", json={"tenantId": "latency", "type": job_type, "payload": payload})
-            to_answer.append((time.perf_counter() - sent) * 1000)
-            job_id = r.json()["jobId"]
-            want.append(job_id)
-            if (job_id, "COMPLETED") not in arrived:
-                await done.wait()
-            to_running.append((arrived[(job_id, "RUNNING")] - sent) * 1000)
-            to_completed.append((arrived[(job_id, "COMPLETED")] - sent) * 1000)
-        nursery.cancel_scope.cancel()
+    host, port = urlsplit(url).hostname or "127.0.0.1", urlsplit(url).port or 80
+    body = json.dumps({"tenantId": "latency", "type": job_type, "payload": payload}).encode()
+    request = (
+        f"POST /jobs HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    async with await trio.open_tcp_stream(host, port) as http, await Feed.open(host, port) as feed:
+        await feed.send({"type": "SUBSCRIBE", "tenantId": "latency"})
+        await feed.receive()  # SUBSCRIBED
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(listen, feed)
+            for _ in range(n):
+                await trio.sleep(0.05)  # let the node go idle: its fetcher blocks on the wake-up key
+                done = trio.Event()
+                sent = time.perf_counter()
+                await http.send_all(request)
+                status, answer = await read_answer(http)
+                to_answer.append((time.perf_counter() - sent) * 1000)
+                if status != 201:
+                    raise RuntimeError(f"POST /jobs answered {status}: {answer!r}")
+                job_id = json.loads(answer)["jobId"]
+                want.append(job_id)
+                if (job_id, "COMPLETED") not in arrived:
+                    await done.wait()
+                to_running.append((arrived[(job_id, "RUNNING")] - sent) * 1000)
+                to_completed.append((arrived[(job_id, "COMPLETED")] - sent) * 1000)
+            nursery.cancel_scope.cancel()
     return to_answer, to_running, to_completed
+
+
+async def read_answer(http: trio.SocketStream) -> tuple[int, bytes]:
+    """One HTTP/1.1 answer with a Content-Length (as the node gives them): its status and body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += await _more(http)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:"))
+    while len(rest) < length:
+        rest += await _more(http)
+    return int(lines[0].split()[1]), rest[:length]
+
+
+async def _more(stream: trio.SocketStream) -> bytes:
+    if not (chunk := await stream.receive_some(65536)):
+        raise RuntimeError("the node closed the connection")
+    return chunk
+
+
+class Feed:
+    """A WebSocket to /ws on a plain socket: JSON messages out (masked, as a client's must be),
+    and in with the time their bytes were read (the node sends unmasked, unfragmented text)."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+        self.read_at = 0.0  # when the buffer's last bytes were read
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> Feed:
+        stream = await trio.open_tcp_stream(host, port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        await stream.send_all((
+            f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode())
+        feed = cls(stream)
+        while b"\r\n\r\n" not in feed.buffer:
+            feed.buffer += await _more(stream)
+        head, _, feed.buffer = feed.buffer.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise RuntimeError(f"/ws answered {head[:60]!r}")
+        await feed.receive()  # the node's welcome
+        return feed
+
+    async def __aenter__(self) -> Feed:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stream.aclose()
+
+    async def send(self, message: dict[str, str]) -> None:
+        data, mask = json.dumps(message).encode(), os.urandom(4)
+        assert len(data) < 126
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+        await self.stream.send_all(bytes((0x81, 0x80 | len(data))) + mask + masked)
+
+    async def receive(self) -> tuple[float, list[dict[str, Any]]]:
+        """When the bytes that completed them were read, and the messages whole in what has been
+        read."""
+        while True:
+            texts, self.buffer = frames(self.buffer)
+            if texts:
+                return self.read_at, [json.loads(text) for text in texts]
+            self.buffer += await _more(self.stream)
+            self.read_at = time.perf_counter()
+
+
+def frames(data: bytes) -> tuple[list[str], bytes]:
+    """The whole text frames at the start of data (unmasked, as a server sends), and the rest."""
+    texts = []
+    while len(data) >= 2:
+        size, start = data[1] & 0x7F, 2
+        if size == 126:
+            size, start = int.from_bytes(data[2:4], "big"), 4
+        elif size == 127:
+            size, start = int.from_bytes(data[2:10], "big"), 10
+        if len(data) < start + size:
+            break
+        if data[0] & 0x0F == 0x1:
+            texts.append(data[start : start + size].decode())
+        data = data[start + size :]
+    return texts, data
+
+
+def pin(node_pid: int) -> str:
+    """The client (this process) on the last CPU it may use, the node's threads on the others;
+    says where. With one CPU, nothing to separate."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return "one CPU: client and node share it"
+    client, node = {cpus[-1]}, set(cpus[:-1])
+    os.sched_setaffinity(0, client)
+    for thread in os.listdir(f"/proc/{node_pid}/task"):
+        os.sched_setaffinity(int(thread), node)
+    return f"client on CPU {cpus[-1]}, node on CPU {','.join(map(str, sorted(node)))}"
 
 
 def summary(name: str, values: list[float]) -> str:
@@ -96,10 +214,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--load", type=int, default=0, help="another tenant's jobs a second meanwhile")
     parser.add_argument("--job", choices=sorted(JOBS), default="noop", help="the jobs' kind (bench/throughput.py's JOBS)")
+    parser.add_argument("--no-pin", action="store_true", help="leave the client's and the node's CPUs to the kernel")
     args = parser.parse_args()
     with started_node(concurrency=8 if not args.load else 64, auth=False) as (url, _database_url):
+        placement = "client and node on any CPU" if args.no_pin else pin(NODE_PIDS[-1])
         answered, running, completed = trio.run(measure, url, args.jobs, args.load, args.job)
-    print((f"background load: {args.load} jobs/s" if args.load else "idle node") + f", {args.job} jobs")
+    print((f"background load: {args.load} jobs/s" if args.load else "idle node") + f", {args.job} jobs, {placement}")
     print(summary("submit → 201 answer     ", answered))
     print(summary("submit → RUNNING event  ", running))
     print(summary("submit → COMPLETED event", completed))
