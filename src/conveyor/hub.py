@@ -80,6 +80,9 @@ class Hub:
     def __init__(self) -> None:
         self._by_tenant: dict[str, set[Subscriber]] = {}
         self._connections: set[Connection] = set()
+        # called when a tenant gets its first subscriber here: the broadcaster stops its
+        # blocking read, so that it reads the new tenant's feed at once
+        self.on_new_tenant: Callable[[], None] = lambda: None
 
     @property
     def connections(self) -> int:
@@ -105,7 +108,10 @@ class Hub:
         return len(doomed)
 
     def subscribe(self, tenant: str, sub: Subscriber) -> None:
-        self._by_tenant.setdefault(tenant, set()).add(sub)
+        if tenant not in self._by_tenant:
+            self._by_tenant[tenant] = set()
+            self.on_new_tenant()
+        self._by_tenant[tenant].add(sub)
 
     def unsubscribe(self, tenant: str, sub: Subscriber) -> None:
         subs = self._by_tenant.get(tenant)

@@ -15,6 +15,8 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 
 from conveyor import feed
+from conveyor.actors import broadcaster
+from conveyor.hub import CatchUp, FeedEvent, Hub, Subscriber
 from conveyor.node import Node
 from tests.helpers import base_url, wait_until
 from tests.integration.test_websocket import next_message, ws_url
@@ -268,3 +270,54 @@ async def all_completed(client: httpx.AsyncClient, ids: list[str]) -> bool:
 
 async def events_of(client: httpx.AsyncClient, job_id: str, n: int) -> bool:
     return len((await client.get(f"/jobs/{job_id}/events")).json()["events"]) >= n
+
+
+async def test_a_tenants_first_subscriber_ends_the_broadcasters_wait(
+    stores: Any, tenant: str, monkeypatch: Any
+) -> None:
+    """The broadcaster's blocking read ends when a tenant gets its first subscriber on the node,
+    so that the tenant's feed is read at once, not after the read's wait (30 s here: the test's
+    deadline would end first); a tenant subscribing and unsubscribing in a loop cuts a read at
+    most every CUT_EVERY_S (each cut closes a Redis connection). With more than one shard reads
+    are not cut (a cut wait would take a feed wake-up with it): the new tenant is read from the
+    next round (of 1 s here), and no read ends before its time."""
+    _, redis = stores
+    cut = redis.reads_end_early
+    monkeypatch.setattr(broadcaster, "BLOCK_MS", 30_000 if cut else 1_000)
+    reads = 0
+
+    class Counted:
+        """The store, counting the broadcaster's reads."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(redis, name)
+
+        async def read_streams(self, streams: dict[str, str], block_ms: int) -> Any:
+            nonlocal reads
+            reads += 1
+            return await redis.read_streams(streams, block_ms=block_ms)
+
+    hub = Hub()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(broadcaster.run_broadcaster, Counted(), hub)
+            await wait_until(lambda: reads >= 1)
+            await trio.sleep(0.2)  # blocked in a read, of the control stream only
+            sub = Subscriber(16, lambda: None)
+            hub.subscribe(tenant, sub)
+            assert await sub.receive.receive() == CatchUp(tenant)
+            await redis.publish([marker(tenant, 1)])
+            event = await sub.receive.receive()
+            assert isinstance(event, FeedEvent) and json.loads(event.data)["jobId"] == "job-1"
+            before, started = reads, trio.current_time()
+            for n in range(100):
+                other = Subscriber(1, lambda: None)
+                hub.subscribe(f"{tenant}-{n}", other)
+                await trio.sleep(0.002)
+                hub.unsubscribe(f"{tenant}-{n}", other)
+            elapsed = trio.current_time() - started
+            if cut:
+                assert 1 <= reads - before <= elapsed / broadcaster.CUT_EVERY_S + 2
+            else:
+                assert reads - before <= elapsed / 1.0 + 2
+            nursery.cancel_scope.cancel()

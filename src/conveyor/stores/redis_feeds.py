@@ -48,6 +48,14 @@ class FeedReads:
         flat = await self._script("feed", self.shards.tenant_base(tenant), [tenant, after, count])
         return str(flat[0]), [(str(i), str(d), str(v)) for i, d, v in groups_of(flat, 1, 3)]
 
+    @property
+    def reads_end_early(self) -> bool:
+        """Whether cancelling a read_streams costs nothing but the connection it used: one XREAD
+        on a single Redis over trio's sockets. Not in a worker thread (an abandoned XREAD holds a
+        pooled connection until it ends), nor with more than one shard, whose read waits for a
+        feed wake-up that a cancelled wait takes with it (the next read would wait its time)."""
+        return self._native is not None
+
     async def read_streams(
         self, positions: dict[str, str], block_ms: int
     ) -> list[tuple[str, list[tuple[str, dict[str, str]]]]]:
