@@ -5,8 +5,7 @@ With --load, another tenant submits RATE no-op jobs a second (batches of RATE/20
 the whole time: pickup under a background load. Without it the node is idle between probes.
 Measured as a client sees it, at the wire: from writing POST /jobs to the socket to reading its
 201, and to reading the JOB_UPDATE messages on the WebSocket feed (read all along, by a task of
-its own). Both are plain sockets, so that an HTTP client's own work is not counted (httpx took
-0.7-0.8 ms to build and write a request here).
+its own). Both are plain sockets (rawws.py), so that an HTTP client's own work is not counted.
 
 The client stands in for one on another machine, so it runs on a CPU of its own and the node's
 event loop on the others (--no-pin: wherever the kernel puts them). On a small machine the
@@ -21,16 +20,15 @@ its PID.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import statistics
 import time
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import trio
+from rawws import Feed, read_answer
 from throughput import JOBS, NODE_PIDS, started_node
 
 
@@ -68,10 +66,9 @@ async def probe(url: str, n: int, job: str = "noop") -> tuple[list[float], list[
 
     async def listen(feed: Feed) -> None:
         while True:
-            at, messages = await feed.receive()
-            for msg in messages:
+            for msg in await feed.receive():
                 if msg.get("type") == "JOB_UPDATE":
-                    arrived.setdefault((msg["jobId"], msg["status"]), at)
+                    arrived.setdefault((msg["jobId"], msg["status"]), feed.read_at)
                     if want and msg["jobId"] == want[-1] and msg["status"] == "COMPLETED":
                         done.set()
 
@@ -104,91 +101,6 @@ async def probe(url: str, n: int, job: str = "noop") -> tuple[list[float], list[
                 to_completed.append((arrived[(job_id, "COMPLETED")] - sent) * 1000)
             nursery.cancel_scope.cancel()
     return to_answer, to_running, to_completed
-
-
-async def read_answer(http: trio.SocketStream) -> tuple[int, bytes]:
-    """One HTTP/1.1 answer with a Content-Length (as the node gives them): its status and body."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += await _more(http)
-    head, _, rest = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    length = next(int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:"))
-    while len(rest) < length:
-        rest += await _more(http)
-    return int(lines[0].split()[1]), rest[:length]
-
-
-async def _more(stream: trio.SocketStream) -> bytes:
-    if not (chunk := await stream.receive_some(65536)):
-        raise RuntimeError("the node closed the connection")
-    return chunk
-
-
-class Feed:
-    """A WebSocket to /ws on a plain socket: JSON messages out (masked, as a client's must be),
-    and in with the time their bytes were read (the node sends unmasked, unfragmented text)."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.buffer = b""
-        self.read_at = 0.0  # when the buffer's last bytes were read
-
-    @classmethod
-    async def open(cls, host: str, port: int) -> Feed:
-        stream = await trio.open_tcp_stream(host, port)
-        key = base64.b64encode(os.urandom(16)).decode()
-        await stream.send_all((
-            f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode())
-        feed = cls(stream)
-        while b"\r\n\r\n" not in feed.buffer:
-            feed.buffer += await _more(stream)
-        head, _, feed.buffer = feed.buffer.partition(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 101"):
-            raise RuntimeError(f"/ws answered {head[:60]!r}")
-        await feed.receive()  # the node's welcome
-        return feed
-
-    async def __aenter__(self) -> Feed:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stream.aclose()
-
-    async def send(self, message: dict[str, str]) -> None:
-        data, mask = json.dumps(message).encode(), os.urandom(4)
-        assert len(data) < 126
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-        await self.stream.send_all(bytes((0x81, 0x80 | len(data))) + mask + masked)
-
-    async def receive(self) -> tuple[float, list[dict[str, Any]]]:
-        """When the bytes that completed them were read, and the messages whole in what has been
-        read."""
-        while True:
-            texts, self.buffer = frames(self.buffer)
-            if texts:
-                return self.read_at, [json.loads(text) for text in texts]
-            self.buffer += await _more(self.stream)
-            self.read_at = time.perf_counter()
-
-
-def frames(data: bytes) -> tuple[list[str], bytes]:
-    """The whole text frames at the start of data (unmasked, as a server sends), and the rest."""
-    texts = []
-    while len(data) >= 2:
-        size, start = data[1] & 0x7F, 2
-        if size == 126:
-            size, start = int.from_bytes(data[2:4], "big"), 4
-        elif size == 127:
-            size, start = int.from_bytes(data[2:10], "big"), 10
-        if len(data) < start + size:
-            break
-        if data[0] & 0x0F == 0x1:
-            texts.append(data[start : start + size].decode())
-        data = data[start + size :]
-    return texts, data
 
 
 def pin(node_pid: int) -> str:
