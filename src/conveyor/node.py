@@ -8,7 +8,6 @@ claiming, lets running jobs finish within the grace period, hands the rest back 
 from __future__ import annotations
 
 import functools
-import gc
 import logging
 from typing import Any
 
@@ -37,7 +36,7 @@ from .jobs import Jobs
 from .limits import TenantLimitsView
 from .metrics import Metrics, Sample
 from .model import Envelope, Flush, NewJob, Record
-from .process import default_node_id, process_samples
+from .process import default_node_id, process_samples, tune_collector
 from .progress import Flusher
 from .scheduling import Schedules
 from .status import ExecutorStatistics, NodeStatistics, WebSocketStatistics
@@ -368,9 +367,7 @@ async def _serve(
     async with trio.open_nursery() as nursery:
         await nursery.start(node.tree.run)
         log.info("node %s serving on %s", node.node_id, ", ".join(node.urls))
-        # what start-up made lives as long as the node: out of the collector's generations, so
-        # that a full collection walks only what serving makes (shorter pauses)
-        gc.freeze()
+        tune_collector()  # start-up is done
         task_status.started(node)
         await draining.wait()
         await drain(node, http_done)
