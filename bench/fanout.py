@@ -24,11 +24,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import trio
-from rawws import Closed, Feed
+from rawws import Closed, Feed, address
 from throughput import NODE_PIDS, cpu_seconds, started_node
 
 
@@ -43,9 +42,8 @@ async def client(url: str, tenant: str, ready: trio.MemorySendChannel[None], out
     delays: list[float] = []
     seen: set[str] = set()
     out.update(tenant=tenant, delays=delays, seen=seen, closed=False)
-    parts = urlsplit(url)
     try:
-        async with await Feed.open(parts.hostname or "127.0.0.1", parts.port or 80) as feed:
+        async with await Feed.open(*address(url)) as feed:
             await feed.send({"type": "SUBSCRIBE", "tenantId": tenant})
             while not any(m["type"] == "SUBSCRIBED" for m in await feed.receive()):
                 pass

@@ -24,11 +24,10 @@ import json
 import os
 import statistics
 import time
-from urllib.parse import urlsplit
 
 import httpx
 import trio
-from rawws import Feed, read_answer
+from rawws import Feed, address, read_answer
 from throughput import JOBS, NODE_PIDS, started_node
 
 
@@ -73,7 +72,7 @@ async def probe(url: str, n: int, job: str = "noop") -> tuple[list[float], list[
                         done.set()
 
     job_type, payload = JOBS[job]
-    host, port = urlsplit(url).hostname or "127.0.0.1", urlsplit(url).port or 80
+    host, port = address(url)
     body = json.dumps({"tenantId": "latency", "type": job_type, "payload": payload}).encode()
     request = (
         f"POST /jobs HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"

@@ -15,8 +15,15 @@ import json
 import os
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import trio
+
+
+def address(url: str) -> tuple[str, int]:
+    """The host and port of the node's http:// url."""
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 80
 
 
 class Closed(Exception):

@@ -301,8 +301,7 @@ async def test_a_tenants_first_subscriber_ends_the_broadcasters_wait(
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             await nursery.start(broadcaster.run_broadcaster, Counted(), hub)
-            await wait_until(lambda: reads >= 1)
-            await trio.sleep(0.2)  # blocked in a read, of the control stream only
+            await wait_until(lambda: reads >= 1)  # in a read, of the control stream only
             sub = Subscriber(16, lambda: None)
             hub.subscribe(tenant, sub)
             assert await sub.receive.receive() == CatchUp(tenant)
