@@ -28,6 +28,20 @@ local function sliced(cmd, key, list)
   return total
 end
 
+-- A number given to redis.call is formatted with "%.17g" on every call (snprintf: a tenth of a
+-- script's time, when it was done per job). text(n) formats an integer once per call of a script
+-- for the values many of its jobs share (now, a lease's deadline, small attempt counts).
+local texts = {}
+
+local function text(n)
+  local s = texts[n]
+  if not s then
+    s = string.format('%d', n)
+    texts[n] = s
+  end
+  return s
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -73,7 +87,7 @@ local PRIORITY_STEP = 17592186044416
 -- Put a job (its envelope exists) on its tenant's ready queue, and the tenant on the ring if it
 -- was not there. The envelope's 'r' is when it became ready, for the claim's queue wait.
 local function push_ready(p, tenant, id, now, priority)
-  redis.call('HSET', p .. ':job:' .. id, 'r', now)
+  redis.call('HSET', p .. ':job:' .. id, 'r', text(now))
   redis.call('ZADD', p .. ':ready:' .. tenant, (tonumber(priority) or 5) * PRIORITY_STEP + next_seq(p), id)
   if redis.call('SADD', p .. ':ringset', tenant) == 1 then
     redis.call('RPUSH', p .. ':ring', tenant)
@@ -155,7 +169,7 @@ end
 -- delayed set until due (ms). Returns 1 when it is ready.
 local function dispatch_envelope(p, id, tenant, type_, payload, attempts, max_attempts, timeout_ms, priority, now, due)
   local ready = due <= now
-  create_envelope(p, id, tenant, type_, payload, attempts, max_attempts, timeout_ms, priority, ready and now or nil)
+  create_envelope(p, id, tenant, type_, payload, attempts, max_attempts, timeout_ms, priority, ready and text(now) or nil)
   if ready then
     queue_ready(p, tenant, id, priority)
     return 1
@@ -200,16 +214,17 @@ end
 -- the index covers at least what the feed keeps and never much more.
 local feeds = {}
 
-local function emit(p, tenant, job, data, feed_max)
+-- maxlen: the feed's length bound as the script's argument text (see text()).
+local function emit(p, tenant, job, data, maxlen)
   local f = feeds[tenant]
   if not f then
     f = {prev = redis.call('GET', p .. ':feedhead:' .. tenant) or '0-0', jobs = {}, count = 0}
     feeds[tenant] = f
   end
-  local id = redis.call('XADD', p .. ':feed:' .. tenant, 'MAXLEN', '~', feed_max, '*', 'd', data, 'v', f.prev)
+  local id = redis.call('XADD', p .. ':feed:' .. tenant, 'MAXLEN', '~', maxlen, '*', 'd', data, 'v', f.prev)
   f.prev = id
-  local ids = f.jobs[job]
-  if ids then ids[#ids + 1] = id else f.jobs[job] = {id} end
+  local ids = f.jobs[job]  -- the job's event ids in this call, space-separated
+  f.jobs[job] = ids and (ids .. ' ' .. id) or id
   f.count = f.count + 1
   return id
 end
@@ -232,7 +247,7 @@ local function close_feeds(p, feed_max, feed_ms, now)
       local had = redis.call('HMGET', index, unpack(slice))
       local pairs_ = {}
       for j, job in ipairs(slice) do
-        local add = table.concat(f.jobs[job], ' ')
+        local add = f.jobs[job]
         pairs_[#pairs_ + 1] = job
         pairs_[#pairs_ + 1] = had[j] and (had[j] .. ' ' .. add) or add
       end
@@ -294,26 +309,30 @@ end
 -- the attempt's end in the feed, and a watcher hears it without waiting for PostgreSQL (the
 -- recorder writes the start and publishes only the end). The caller closes the feeds. Returns
 -- how many it claimed.
-local function claim_tenant(p, tenant, k, node, now, deadline, at, feed_max, out)
+local function claim_tenant(p, tenant, k, node, now, deadline, at, maxlen, out)
   local q, leases = p .. ':ready:' .. tenant, p .. ':leases'
   local ids = redis.call('ZPOPMIN', q, k)  -- the most urgent, ready first: id, score, ...
   local held, running = {}, {}
-  -- the JOB_UPDATE of wire.job_update, as json.dumps writes it, around each job's own values
-  local head = '{"type": "JOB_UPDATE", "jobId": '
-  local middle = ', "tenantId": ' .. cjson.encode(tenant) .. ', "status": "RUNNING", "error": null, "attempts": '
+  local until_ = text(deadline)
+  -- the JOB_UPDATE of wire.job_update, as json.dumps writes it, around each job's own values (a
+  -- job id is a UUID's text, made by the node: no character in it needs escaping)
+  local head = '{"type": "JOB_UPDATE", "jobId": "'
+  local middle = '", "tenantId": ' .. cjson.encode(tenant) .. ', "status": "RUNNING", "error": null, "attempts": '
   local tail = ', "updatedAt": "' .. at .. '"}'
   for j = 1, #ids, 2 do
     local id = ids[j]
     local env = p .. ':job:' .. id
-    local h = redis.call('HMGET', env, 't', 'y', 'p', 'm', 'o', 'c', 'r', 'k', 'a')
+    local h = redis.call('HMGET', env, 't', 'y', 'p', 'm', 'o', 'c', 'r', 'k', 'a', 'n')
     if h[6] then
       -- cancelled while it was running, then put back (a retry, a lease expiry): drop it
       drop_envelope(p, tenant, id)
-    -- skip ids whose job finished (no envelope) or that already run (a duplicate dispatch)
-    elseif h[1] and not redis.call('ZSCORE', leases, id) then
+    -- skip ids whose job finished (no envelope) or that already run (a duplicate dispatch). A
+    -- leased envelope has its holder in 'n' (every lease is taken with it, and finish.lua deletes
+    -- it where it releases one), so only one with an 'n' needs the lease looked up.
+    elseif h[1] and not (h[10] and redis.call('ZSCORE', leases, id)) then
       local attempt = tonumber(h[9]) + 1
-      redis.call('HSET', env, 'a', attempt, 'n', node)
-      held[#held + 1] = deadline
+      redis.call('HSET', env, 'a', text(attempt), 'n', node)
+      held[#held + 1] = until_
       held[#held + 1] = id
       running[#running + 1] = id
       local waited = h[7] and math.max(0, now - tonumber(h[7])) or -1
@@ -321,8 +340,8 @@ local function claim_tenant(p, tenant, k, node, now, deadline, at, feed_max, out
       local o = #out
       out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = id, h[1], h[2], h[3], attempt
       out[o + 6], out[o + 7], out[o + 8], out[o + 9] = h[4], h[5], waited, skipped
-      emit(p, tenant, id, head .. cjson.encode(id) .. middle .. (attempt - skipped) .. ', "maxAttempts": '
-        .. (tonumber(h[4]) - skipped) .. tail, feed_max)
+      emit(p, tenant, id, head .. id .. middle .. text(attempt - skipped) .. ', "maxAttempts": '
+        .. (skipped == 0 and h[4] or text(tonumber(h[4]) - skipped)) .. tail, maxlen)
     end
   end
   if #running > 0 then  -- hold: the leases, and the tenant's running set for its cap
@@ -332,7 +351,7 @@ local function claim_tenant(p, tenant, k, node, now, deadline, at, feed_max, out
   return #running, #ids / 2
 end
 
-local function claim_ready(p, n, node, lease_ms, default_cap, feed_max, now, out)
+local function claim_ready(p, n, node, lease_ms, default_cap, maxlen, now, out)
   local at = iso_ms(now)
   local ring, ringset = p .. ':ring', p .. ':ringset'
   local claimed, passed = 0, 0  -- passed: tenants in a row that had nothing to pop (capped, dry)
@@ -353,7 +372,7 @@ local function claim_ready(p, n, node, lease_ms, default_cap, feed_max, now, out
     local cap = tonumber(redis.call('HGET', p .. ':maxrun', tenant)) or default_cap
     if cap > 0 then k = math.min(k, cap - redis.call('SCARD', p .. ':running:' .. tenant)) end
     local took, popped = 0, 0
-    if k > 0 then took, popped = claim_tenant(p, tenant, k, node, now, now + lease_ms, at, feed_max, out) end
+    if k > 0 then took, popped = claim_tenant(p, tenant, k, node, now, now + lease_ms, at, maxlen, out) end
     if k <= 0 or redis.call('ZCARD', p .. ':ready:' .. tenant) > 0 then
       redis.call('RPUSH', ring, tenant)  -- capped, or work left: its turn comes again
       if index <= extra then ahead = ahead + 1 end

@@ -8,7 +8,7 @@ local default_cap = tonumber(ARGV[5])
 local feed_max, feed_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
 local now = now_ms()
 local out = {0}
-if claim_ready(p, n, node, lease_ms, default_cap, feed_max, now, out) > 0 then
+if claim_ready(p, n, node, lease_ms, default_cap, ARGV[6], now, out) > 0 then
   close_feeds(p, feed_max, feed_ms, now)
 end
 close_counts(p)  -- the envelopes it dropped (cancelled while they ran, then put back)

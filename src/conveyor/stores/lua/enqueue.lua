@@ -20,11 +20,11 @@ for i = 8, #ARGV, 10 do
   if redis.call('EXISTS', env) == 0 then
     local priority, run_at, delay = ARGV[i + 7], tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9])
     local due = run_at > 0 and run_at or now + delay
-    if dispatch_envelope(p, id, tenant, ARGV[i + 2], ARGV[i + 3], 0, ARGV[i + 4], ARGV[i + 5], priority, now, due) == 1 then
+    if dispatch_envelope(p, id, tenant, ARGV[i + 2], ARGV[i + 3], '0', ARGV[i + 4], ARGV[i + 5], priority, now, due) == 1 then
       fresh[id] = true
       ready = ready + 1
     end
-    emit(p, tenant, id, ARGV[i + 6], feed_max)
+    emit(p, tenant, id, ARGV[i + 6], ARGV[2])
     touch_history(tenant)
     count = count + 1
   end
@@ -33,7 +33,7 @@ close_ready(p)
 local out = {count}
 local left = ready
 if claim_n > 0 and ready > 0 then
-  claim_ready(p, claim_n, ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), feed_max, now, out)
+  claim_ready(p, claim_n, ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[2], now, out)
   for j = 2, #out, 9 do  -- the claim may have taken jobs that were ready before these
     if fresh[out[j]] then left = left - 1 end
   end

@@ -60,10 +60,10 @@ sliced('DEL', false, gone)
 close_counts(p)
 wake(p, to_wake)
 for j = i, #ARGV, 3 do
-  emit(p, ARGV[j], ARGV[j + 1], ARGV[j + 2], feed_max)
+  emit(p, ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[2])
 end
 for _, e in ipairs(events) do
-  emit(p, e[1], e[2], e[3], feed_max)
+  emit(p, e[1], e[2], e[3], ARGV[2])
 end
 close_feeds(p, feed_max, feed_ms, now)
 close_history(p, now)

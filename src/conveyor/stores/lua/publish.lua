@@ -4,7 +4,7 @@
 local p, feed_max, feed_ms = KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 for i = 4, #ARGV, 3 do
-  emit(p, ARGV[i], ARGV[i + 1], ARGV[i + 2], feed_max)
+  emit(p, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[2])
 end
 close_feeds(p, feed_max, feed_ms, now)
 return 1
