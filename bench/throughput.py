@@ -1,8 +1,10 @@
 """Enqueue-then-drain throughput of no-op jobs: conveyor side by side with BullMQ, arq and SAQ.
 
-Usage: python bench/throughput.py [--jobs N] [--concurrency C] [--peers bullmq,arq,saq] [--auth]
-By default the node runs as the peers do, without auth or submit limits; --auth measures it as
-deployed: an API key on every request and the admission check (rate, quota) on every batch.
+Usage: python bench/throughput.py [--jobs N] [--concurrency C] [--peers bullmq,arq,saq] [--auth] [--rounds R]
+Every queue runs R times (default 3), in turns (conveyor, then each peer, then conveyor again, …),
+and the medians are compared; each round's rates are printed too. By default the node runs as the
+peers do, without auth or submit limits; --auth measures it as deployed: an API key on every
+request and the admission check (rate, quota) on every batch.
 Needs the local PostgreSQL and Redis (DATABASE_URL's server, REDIS_URL). Creates and drops its own
 database and Redis key prefix; kills the node it starts by its PID.
 """
@@ -303,6 +305,12 @@ def bullmq_rate(n: int, concurrency: int) -> float | str:
     return float(json.loads(done.stdout.strip().splitlines()[-1])["rate"])
 
 
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20_000)
@@ -310,21 +318,48 @@ def main() -> None:
     parser.add_argument("--peers", default="bullmq,arq,saq", help="comma-separated: bullmq, arq, saq (or none)")
     parser.add_argument("--auth", action="store_true", help="API keys and admission checks on")
     parser.add_argument("--job", choices=sorted(JOBS), default="noop", help="conveyor's no-op job (default noop)")
+    parser.add_argument(
+        "--rounds", type=int, default=3,
+        help="rounds of every queue in turn (default 3); the medians are compared",
+    )
     args = parser.parse_args()
-    measured = conveyor_rate(args.jobs, args.concurrency, args.auth, args.job)
-    ours = measured.rate
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     mode = "auth and limits on" if args.auth else "auth off, no limits"
-    others = ", ".join(f"{name} {us:.0f}" for name, us in measured.cpu_us.items() if name != "node")
-    print(f"conveyor ({mode}, {args.job} jobs): {args.jobs} jobs, {ours:,.0f} jobs/s (first submit to last COMPLETED row),"
-          f" node CPU {measured.cpu_us['node']:.0f} µs/job" + (f" ({others} µs/job)" if others else ""))
     peers: dict[str, Callable[[int, int], float | str]] = {"bullmq": bullmq_rate, "arq": arq_rate, "saq": saq_rate}
-    for name in [p for p in args.peers.split(",") if p in peers]:
-        theirs = peers[name](args.jobs, args.concurrency)
-        if isinstance(theirs, str):
-            print(f"{name}: {theirs}")
+    names = [p for p in args.peers.split(",") if p in peers]
+    ours: list[Measured] = []
+    theirs: dict[str, list[float]] = {name: [] for name in names}
+    skipped: dict[str, str] = {}
+    # the queues take turns, round after round: on a machine whose speed drifts by a third within
+    # minutes, each queue's median then comes from the same stretch of time as the others'
+    for round_ in range(1, args.rounds + 1):
+        measured = conveyor_rate(args.jobs, args.concurrency, args.auth, args.job)
+        ours.append(measured)
+        line = [f"conveyor {measured.rate:,.0f} (node {measured.cpu_us['node']:.0f} µs/job)"]
+        for name in names:
+            if name in skipped:
+                continue
+            rate = peers[name](args.jobs, args.concurrency)
+            if isinstance(rate, str):
+                skipped[name] = rate
+                continue
+            theirs[name].append(rate)
+            line.append(f"{name} {rate:,.0f}" + (f" ({measured.rate / rate:.2f})" if name == "bullmq" else ""))
+        if args.rounds > 1:
+            print(f"round {round_}: " + ", ".join(line) + " jobs/s", flush=True)
+    rate = median([m.rate for m in ours])
+    cpu = {name: median([m.cpu_us[name] for m in ours if name in m.cpu_us]) for name in ours[0].cpu_us}
+    others = ", ".join(f"{name} {us:.0f}" for name, us in cpu.items() if name != "node")
+    of = f"median of {args.rounds} rounds" if args.rounds > 1 else "one round"
+    print(f"conveyor ({mode}, {args.job} jobs): {args.jobs} jobs, {rate:,.0f} jobs/s (first submit to last COMPLETED"
+          f" row; {of}), node CPU {cpu['node']:.0f} µs/job" + (f" ({others} µs/job)" if others else ""))
+    for name in names:
+        if name in skipped:
+            print(f"{name}: {skipped[name]}")
             continue
-        print(f"{name}: {args.jobs} jobs, {theirs:,.0f} jobs/s (first enqueue to end of drain)")
-        print(f"ratio conveyor/{name}: {ours / theirs:.2f}")
+        print(f"{name}: {args.jobs} jobs, {median(theirs[name]):,.0f} jobs/s (first enqueue to end of drain; {of})")
+        print(f"ratio conveyor/{name}: {rate / median(theirs[name]):.2f}")
 
 
 if __name__ == "__main__":
