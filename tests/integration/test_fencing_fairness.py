@@ -17,6 +17,7 @@ import trio
 from conveyor.actors.recorder import record_batch
 from conveyor.model import Envelope, Finished, NewJob, Outcome, Started
 from conveyor.stores import PostgresStore, RedisStore
+from conveyor.stores.redis import Applied
 from conveyor.wire import job_update
 from tests.helpers import base_url, dispatch, wait_until
 
@@ -341,3 +342,20 @@ async def test_a_claim_larger_than_a_slice_takes_it_all(stores: Any, tenant: str
         claimed = await redis.claim(5000, node="n", lease_ms=60_000)
         again = await redis.claim(10, node="n", lease_ms=60_000)
     assert sorted(c.id for c in claimed) == sorted(j.id for j in jobs) and again == []
+
+
+async def test_a_job_put_back_keeps_its_priority(stores: Any, tenant: str) -> None:
+    """A hand-back (a draining node) and a requeue (the reaper's take-back) put the job on its
+    tenant's ready queue again at its own priority: an urgent job goes back ahead of the
+    tenant's ordinary jobs that were ready before it."""
+    _, redis = stores
+    urgent = NewJob(str(uuid.uuid4()), tenant, "sleep", {"delayMs": 0}, 3, 1000, priority=0)
+    with trio.fail_after(10):
+        await dispatch(redis, [urgent])
+        (claimed,) = await redis.claim(1, node="n", lease_ms=60_000)
+        ordinary = [new_job(tenant) for _ in range(3)]  # priority 5, ready while it runs
+        await dispatch(redis, ordinary)
+        for action in ("handback", "requeue"):
+            await redis.finish([Applied(tenant, urgent.id, claimed.attempt, action)])
+            (claimed,) = await redis.claim(1, node="n", lease_ms=60_000)
+            assert claimed.id == urgent.id, action

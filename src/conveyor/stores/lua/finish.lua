@@ -19,7 +19,7 @@ local leases, running, gone, dropped = {}, {}, {}, {}
 for _ = 1, n do
   local id, attempt, action, delay_ms, k = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
   local env = p .. ':job:' .. id
-  local h = redis.call('HMGET', env, 'a', 't', 'P')
+  local h = redis.call('HMGET', env, 'a', 't')
   if h[1] == attempt and not dropped[id] then
     local tenant = h[2]
     leases[#leases + 1] = id
@@ -39,7 +39,7 @@ for _ = 1, n do
     elseif action == 'handback' or action == 'requeue' then
       if action == 'handback' then redis.call('HSET', env, 'a', tonumber(attempt) - 1) end
       redis.call('HDEL', env, 'n')
-      push_ready(p, tenant, id, now, h[3])
+      push_ready(p, tenant, id, now, redis.call('HGET', env, 'P'))
       to_wake = to_wake + 1
     end
     for j = 1, k do
