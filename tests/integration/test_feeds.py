@@ -320,3 +320,17 @@ async def test_a_tenants_first_subscriber_ends_the_broadcasters_wait(
             else:
                 assert reads - before <= elapsed / 1.0 + 2
             nursery.cancel_scope.cancel()
+
+
+async def test_a_tenants_event_index_is_a_hash_table_from_its_first_write(start_node: Any, tenant: str) -> None:
+    """Redis keeps a small hash as a listpack, searched field by field: the index of a tenant's
+    job events (read and written for every job, three times) is a hash table from the start."""
+    node: Node = await start_node()
+    with trio.fail_after(30):
+        async with httpx.AsyncClient(base_url=base_url(node)) as client:
+            r = await client.post("/jobs", json={"tenantId": tenant, "type": "sleep", "payload": {"delayMs": 0}})
+            job_id = r.json()["jobId"]
+            await wait_until(lambda: events_of(client, job_id, 3))
+    index = node.redis.tkey(tenant, "jev", tenant)
+    encoding = await trio.to_thread.run_sync(lambda: node.redis.client.object("encoding", index))
+    assert encoding in (b"hashtable", "hashtable"), encoding

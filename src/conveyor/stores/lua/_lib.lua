@@ -213,7 +213,13 @@ end
 -- its event ids (space-separated; field '#' counts the events it indexes). Once it holds
 -- feed_max events it becomes <p>:jev0:<tenant> (the one before goes) and a new one starts, so
 -- the index covers at least what the feed keeps and never much more.
+-- The index is a hash table from its first write on, not a listpack: its field '~' holds a value
+-- longer than a listpack takes (hash-max-listpack-value, 64 bytes by default). Redis keeps a hash
+-- of up to 128 fields as a listpack, searched field by field, and every read and write of a job's
+-- ids walked it: with ten tenants, two fifths of Redis's instructions (bench/scripts.py
+-- --callgrind). A server configured for longer listpack values just keeps the field.
 local feeds = {}
+local INDEX_PAD = string.rep('-', 65)
 
 -- maxlen: the feed's length bound as the script's argument text (see text()).
 local function emit(p, tenant, job, data, maxlen)
@@ -246,7 +252,7 @@ local function close_feeds(p, feed_max, feed_ms, now)
     for first = 1, #jobs, SLICE do
       local slice = {unpack(jobs, first, math.min(first + SLICE - 1, #jobs))}
       local had = redis.call('HMGET', index, unpack(slice))
-      local pairs_ = {}
+      local pairs_ = {'~', INDEX_PAD}
       for j, job in ipairs(slice) do
         local add = f.jobs[job]
         pairs_[#pairs_ + 1] = job
