@@ -2,11 +2,17 @@
 finish.lua, as Redis itself counts it (INFO commandstats: the usec of EVALSHA, which includes the
 commands a script calls).
 
-Usage: python bench/scripts.py [--jobs N] [--runs R]
+Usage: python bench/scripts.py [--jobs N] [--runs R] [--callgrind]
 For 1 and for 10 tenants: N jobs enqueued 250 per call, claimed 64 per call, finished (completed,
 one event each) 64 per call; prints the best of R runs per script, in µs per job. Needs the local
 Redis (REDIS_URL) and nothing else running on it: the counters are the server's. Uses its own key
 prefix and deletes it.
+
+--callgrind counts instructions instead of time, which on a machine whose speed drifts is the
+figure that repeats (to about 0.05 %): the same drive against a redis-server of its own run under
+valgrind's callgrind (on a free port, stopped by its PID), once with N jobs (default 2,000 here)
+and once with 2N; the difference over N is the instructions a job costs Redis, all three scripts.
+Needs valgrind and redis-server on the PATH.
 """
 
 from __future__ import annotations
@@ -14,6 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
 import uuid
 from typing import Any
 
@@ -36,10 +49,10 @@ def script_usec(client: Any) -> int:
     return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("usec", 0))
 
 
-async def one_run(n: int, tenants: int) -> dict[str, float]:
+async def one_run(n: int, tenants: int, url: str = REDIS_URL) -> dict[str, float]:
     prefix = f"bench-scripts-{uuid.uuid4().hex[:8]}"
-    store = RedisStore(REDIS_URL, prefix=prefix, pool_size=2)
-    client = redis_lib.Redis.from_url(REDIS_URL)
+    store = RedisStore(url, prefix=prefix, pool_size=2)
+    client = redis_lib.Redis.from_url(url)
     per_job: dict[str, float] = {}
     try:
         jobs = [NewJob(str(uuid.uuid4()), f"t{i % tenants}", "sleep", {"delayMs": 0}, 3, 1000) for i in range(n)]
@@ -69,11 +82,58 @@ async def one_run(n: int, tenants: int) -> dict[str, float]:
     return per_job
 
 
+def instructions(n: int, tenants: int) -> int:
+    """What one run of n jobs costs a redis-server of its own under callgrind, its start and stop
+    included: instructions executed."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with tempfile.TemporaryDirectory() as out:
+        server = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/callgrind.out",
+             "redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            client = redis_lib.Redis(port=port)
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis_lib.ConnectionError:
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        raise RuntimeError("redis-server under valgrind did not answer") from None
+                    time.sleep(0.2)
+            client.close()
+            trio.run(one_run, n, tenants, f"redis://127.0.0.1:{port}/0")
+        finally:
+            server.send_signal(signal.SIGINT)  # callgrind writes its counts as the server exits
+            server.wait(timeout=120)
+        with open(f"{out}/callgrind.out") as counts:
+            found = re.search(r"^(?:summary|totals): (\d+)", counts.read(), re.MULTILINE)
+    if found is None:
+        raise RuntimeError("callgrind wrote no totals")
+    return int(found[1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--jobs", type=int, default=0, help="default 10,000; 2,000 with --callgrind")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--callgrind", action="store_true", help="count Redis's instructions (valgrind)")
     args = parser.parse_args()
+    if args.callgrind:
+        missing = [name for name in ("valgrind", "redis-server") if shutil.which(name) is None]
+        if missing:
+            print(f"skipped: {' and '.join(missing)} not on the PATH")
+            return
+        n = args.jobs or 2_000
+        for tenants in (1, 10):
+            per_job = (instructions(2 * n, tenants) - instructions(n, tenants)) / n
+            print(f"{tenants:>2} tenant(s): {per_job:,.0f} instructions of Redis per job, all three scripts")
+        return
+    args.jobs = args.jobs or 10_000
     for tenants in (1, 10):
         runs = [trio.run(one_run, args.jobs, tenants) for _ in range(args.runs)]
         best = {name: min(run[name] for run in runs) for name in runs[0]}
