@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from statistics import median
 
 import httpx
 import psycopg
@@ -303,12 +304,6 @@ def bullmq_rate(n: int, concurrency: int) -> float | str:
     if done.returncode != 0:
         return f"failed: {(done.stderr.strip().splitlines() or ['exit ' + str(done.returncode)])[-1]}"
     return float(json.loads(done.stdout.strip().splitlines()[-1])["rate"])
-
-
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def main() -> None:
