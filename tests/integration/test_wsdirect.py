@@ -38,8 +38,10 @@ class ShortWrites:
 
     def __init__(self) -> None:
         self.cut = 0
+        self.writes = 0
 
     def write(self, fd: int, data: bytes) -> int:
+        self.writes += 1
         if len(data) > 65_536:
             self.cut += 1
         return os.write(fd, data[:65_536])
@@ -88,6 +90,29 @@ async def test_direct_and_fallback_keep_the_order(nursery: trio.Nursery, short_w
     assert short_writes.cut == 2  # both large frames went out in part, the rest hypercorn's way
 
 
+async def test_messages_sent_together_go_out_in_one_write(
+    nursery: trio.Nursery, short_writes: ShortWrites
+) -> None:
+    """send_many frames its texts into one write; the client reads each message whole and in
+    order, a large one among them too (the write takes it in part, hypercorn sends the rest)."""
+    batches = [["a", "b" * 200, "c" * 70_000], ["d"], ["é" * 100, "f"]]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        sender = wsdirect.DirectSender(scope.get(wsdirect.SCOPE_KEY), None)  # type: ignore[arg-type]
+        for batch in batches:
+            await sender.send_many(batch)
+        await receive()  # until the client closes
+
+    url = await _serve(wsdirect.KeepSend(app), nursery)
+    async with open_websocket_url(url + "/") as ws:
+        got = [await ws.get_message() for batch in batches for _ in batch]
+    assert got == [text for batch in batches for text in batch]
+    assert short_writes.writes == len(batches)
+    assert short_writes.cut == 1
+
+
 async def test_a_cancelled_send_still_ends_its_frame(nursery: trio.Nursery, short_writes: ShortWrites) -> None:
     """A frame that went out in part is finished even when its sender is cancelled: the
     client reads the whole message and then a clean close, not a garbled stream."""
@@ -122,7 +147,8 @@ async def test_without_the_server_send_it_falls_back() -> None:
     sender = wsdirect.DirectSender(None, ordinary)
     assert not sender.direct
     await sender.send("hello")
-    assert sent == ["hello"]
+    await sender.send_many(["one", "two"])
+    assert sent == ["hello", "one", "two"]
 
 
 async def test_the_nodes_feed_goes_the_direct_way(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -49,6 +49,7 @@ UNAUTHENTICATED = 4401
 IDLE = 4408
 TRY_AGAIN_LATER = 1013
 CATCH_UP_PAGE = 500
+SEND_BATCH = 64  # messages a connection writes at once, at most
 
 
 def _message(type_: str, **fields: Any) -> str:
@@ -212,39 +213,66 @@ async def _serve(svc: Services, who: Principal, closer: _Closer) -> None:
 
 
 async def _pump(svc: Services, sub: Subscriber, closer: _Closer) -> None:
-    """Send the connection's queue in order; the feed's cursors live here, one per tenant."""
+    """Send the connection's queue in order; the feed's cursors live here, one per tenant.
+
+    What is queued together goes out together: the messages taken from the queue without
+    waiting (up to SEND_BATCH) are written at once, in one write where the socket takes it."""
     cursors: dict[str, feed.Cursor] = {}
     sender = wsdirect.DirectSender(websocket.scope.get(wsdirect.SCOPE_KEY), websocket.send)
+    out: list[str] = []
     async with sub.receive:
         try:
-            async for item in sub.receive:
-                if isinstance(item, str):
-                    await sender.send(item)
-                elif isinstance(item, FeedEvent):
-                    cursor = cursors.get(item.tenant)
-                    if cursor is None:
-                        continue  # unsubscribed since
-                    verdict = cursor.verdict(item.id, item.prev)
-                    if verdict is feed.Verdict.SEND:
-                        await sender.send(feed.with_id(item.id, item.data))
-                        cursor.last = item.id
-                    elif verdict is feed.Verdict.GAP:
-                        await _catch_up(svc, item.tenant, cursor)
-                elif isinstance(item, CatchUp):
-                    if (cursor := cursors.get(item.tenant)) is not None:
-                        await _catch_up(svc, item.tenant, cursor)
-                elif isinstance(item, _Subscribe):
-                    cursors[item.tenant] = await _position(svc, item)
-                elif isinstance(item, _Unsubscribe):
-                    cursors.pop(item.tenant, None)
-                if sub.lagged and sub.drained():
-                    # events were dropped while the queue was full: read them from the feeds
-                    sub.lagged = False
-                    svc.metrics.inc("conveyor_websocket_catch_ups_total")
-                    for tenant, cursor in list(cursors.items()):
-                        await _catch_up(svc, tenant, cursor)
+            async for first in sub.receive:
+                item: object = first
+                while True:
+                    if isinstance(item, str):
+                        out.append(item)
+                    elif isinstance(item, FeedEvent):
+                        cursor = cursors.get(item.tenant)
+                        if cursor is not None:  # else unsubscribed since
+                            verdict = cursor.verdict(item.id, item.prev)
+                            if verdict is feed.Verdict.SEND:
+                                out.append(feed.with_id(item.id, item.data))
+                                cursor.last = item.id
+                            elif verdict is feed.Verdict.GAP:
+                                await _flush(sender, out)
+                                await _catch_up(svc, item.tenant, cursor)
+                    else:
+                        await _flush(sender, out)
+                        await _marker(svc, item, cursors)
+                    if sub.lagged and sub.drained():
+                        # events were dropped while the queue was full: read them from the feeds
+                        await _flush(sender, out)
+                        sub.lagged = False
+                        svc.metrics.inc("conveyor_websocket_catch_ups_total")
+                        for tenant, cursor in list(cursors.items()):
+                            await _catch_up(svc, tenant, cursor)
+                    if len(out) >= SEND_BATCH:
+                        break
+                    try:
+                        item = sub.receive.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                await _flush(sender, out)
         except StoreUnavailable:
             closer(TRY_AGAIN_LATER, "storage unavailable: reconnect and resume from your lastEventId")
+
+
+async def _flush(sender: wsdirect.DirectSender, out: list[str]) -> None:
+    if out:
+        await sender.send_many(out)
+        out.clear()
+
+
+async def _marker(svc: Services, item: object, cursors: dict[str, feed.Cursor]) -> None:
+    """A connection's own marker from its queue: catch up, subscribed, unsubscribed."""
+    if isinstance(item, CatchUp):
+        if (cursor := cursors.get(item.tenant)) is not None:
+            await _catch_up(svc, item.tenant, cursor)
+    elif isinstance(item, _Subscribe):
+        cursors[item.tenant] = await _position(svc, item)
+    elif isinstance(item, _Unsubscribe):
+        cursors.pop(item.tenant, None)
 
 
 async def _position(svc: Services, item: _Subscribe) -> feed.Cursor:
