@@ -7,10 +7,10 @@ fan-out benchmark, where the socket's own `send` was 19 %. A server's text frame
 the UTF-8 text (servers do not mask), so `DirectSender` frames it itself and writes it with one
 non-blocking `send` on the connection's socket (messages queued together: their frames in one
 `send`), when hypercorn's objects are the ones it knows (its HTTP/1.1 server on trio), the
-connection is open and nothing else is being sent on it. The rest (a frame the socket took only in part, a connection another send holds, anything it does
-not recognise) goes the way hypercorn sends, so order and hypercorn's own sends (pings, the
-close) are kept. A permessage-deflate connection may receive uncompressed messages (RFC 7692,
-section 6: RSV1 clear).
+connection is open and nothing else is being sent on it. The rest (a frame the socket took only
+in part, a connection another send holds, anything it does not recognise) goes the way hypercorn
+sends, so order and hypercorn's own sends (pings, the close) are kept. A permessage-deflate
+connection may receive uncompressed messages (RFC 7692, section 6: RSV1 clear).
 """
 
 from __future__ import annotations
