@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -34,6 +33,7 @@ import redis as redis_lib
 import trio
 from throughput import wipe_prefix
 
+from conveyor.embedded.servers import free_port
 from conveyor.model import NewJob
 from conveyor.stores.redis import Applied, RedisStore
 from conveyor.wire import created_events
@@ -85,9 +85,7 @@ async def one_run(n: int, tenants: int, url: str = REDIS_URL) -> dict[str, float
 def instructions(n: int, tenants: int) -> int:
     """What one run of n jobs costs a redis-server of its own under callgrind, its start and stop
     included: instructions executed."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     with tempfile.TemporaryDirectory() as out:
         server = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/callgrind.out",

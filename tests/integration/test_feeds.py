@@ -329,6 +329,7 @@ async def test_a_tenants_event_index_is_a_hash_table_from_its_first_write(start_
     with trio.fail_after(30):
         async with httpx.AsyncClient(base_url=base_url(node)) as client:
             r = await client.post("/jobs", json={"tenantId": tenant, "type": "sleep", "payload": {"delayMs": 0}})
+            assert r.status_code == 201, r.text
             job_id = r.json()["jobId"]
             await wait_until(lambda: events_of(client, job_id, 3))
     index = node.redis.tkey(tenant, "jev", tenant)

@@ -236,17 +236,17 @@ async def _pump(svc: Services, sub: Subscriber, closer: _Closer) -> None:
                                 cursor.last = item.id
                             elif verdict is feed.Verdict.GAP:
                                 await _flush(sender, out)
-                                await _catch_up(svc, item.tenant, cursor)
+                                await _catch_up(svc, sender, item.tenant, cursor)
                     else:
                         await _flush(sender, out)
-                        await _marker(svc, item, cursors)
+                        await _marker(svc, sender, item, cursors)
                     if sub.lagged and sub.drained():
                         # events were dropped while the queue was full: read them from the feeds
                         await _flush(sender, out)
                         sub.lagged = False
                         svc.metrics.inc("conveyor_websocket_catch_ups_total")
                         for tenant, cursor in list(cursors.items()):
-                            await _catch_up(svc, tenant, cursor)
+                            await _catch_up(svc, sender, tenant, cursor)
                     if len(out) >= SEND_BATCH:
                         break
                     try:
@@ -264,44 +264,47 @@ async def _flush(sender: wsdirect.DirectSender, out: list[str]) -> None:
         out.clear()
 
 
-async def _marker(svc: Services, item: object, cursors: dict[str, feed.Cursor]) -> None:
+async def _marker(
+    svc: Services, sender: wsdirect.DirectSender, item: object, cursors: dict[str, feed.Cursor]
+) -> None:
     """A connection's own marker from its queue: catch up, subscribed, unsubscribed."""
     if isinstance(item, CatchUp):
         if (cursor := cursors.get(item.tenant)) is not None:
-            await _catch_up(svc, item.tenant, cursor)
+            await _catch_up(svc, sender, item.tenant, cursor)
     elif isinstance(item, _Subscribe):
-        cursors[item.tenant] = await _position(svc, item)
+        cursors[item.tenant] = await _position(svc, sender, item)
     elif isinstance(item, _Unsubscribe):
         cursors.pop(item.tenant, None)
 
 
-async def _position(svc: Services, item: _Subscribe) -> feed.Cursor:
+async def _position(svc: Services, sender: wsdirect.DirectSender, item: _Subscribe) -> feed.Cursor:
     if item.after is None:
         head = await svc.jobs.feed_head(item.tenant)
-        await websocket.send(_message("SUBSCRIBED", tenantId=item.tenant, lastEventId=head))
+        await sender.send(_message("SUBSCRIBED", tenantId=item.tenant, lastEventId=head))
         return feed.Cursor(head)
-    await websocket.send(_message("SUBSCRIBED", tenantId=item.tenant, lastEventId=item.after, resumed=True))
+    await sender.send(_message("SUBSCRIBED", tenantId=item.tenant, lastEventId=item.after, resumed=True))
     cursor = feed.Cursor(item.after)
-    await _catch_up(svc, item.tenant, cursor)
+    await _catch_up(svc, sender, item.tenant, cursor)
     return cursor
 
 
-async def _catch_up(svc: Services, tenant: str, cursor: feed.Cursor) -> None:
-    """Send the feed's events after the cursor, a page per read, or RESYNC when some are gone."""
+async def _catch_up(svc: Services, sender: wsdirect.DirectSender, tenant: str, cursor: feed.Cursor) -> None:
+    """Send the feed's events after the cursor, a page per read (in one write where the socket
+    takes it), or RESYNC when some are gone."""
     while True:
         head, entries = await svc.jobs.read_feed(tenant, cursor.last, CATCH_UP_PAGE)
         whole = feed.catch_up(cursor.last, head, entries)
         if whole is None:
-            await websocket.send(_message(
+            await sender.send(_message(
                 "RESYNC", tenantId=tenant, lastEventId=head,
                 error="events after your lastEventId are no longer kept: reload through the "
                       "REST API, then go on from lastEventId",
             ))
             cursor.last = head
             return
-        for event_id, data, _prev in whole:
-            await websocket.send(feed.with_id(event_id, data))
-            cursor.last = event_id
+        if whole:
+            await sender.send_many([feed.with_id(event_id, data) for event_id, data, _prev in whole])
+            cursor.last = whole[-1][0]
         if len(entries) < CATCH_UP_PAGE:
             return
 
